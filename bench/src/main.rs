@@ -1,0 +1,39 @@
+//! `ndc-bench`: benchmarks for capacity planners.
+
+mod procs;
+mod stats;
+mod store;
+
+use clap::{Parser, Subcommand};
+
+/// Benchmarks of ndc, measured end to end on the real code paths.
+#[derive(Parser, Debug)]
+#[command(name = "ndc-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The replicated store: a 3-node ndc cluster and a 3-node etcd cluster, same workload, one table.
+    Store(store::StoreArgs),
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Store(args) => store::run(args).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            std::process::ExitCode::from(2)
+        }
+    }
+}

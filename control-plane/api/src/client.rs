@@ -1,0 +1,169 @@
+//! A client for a cluster given as several endpoints. It prefers the leader
+//! (writes then skip a forwarding hop) and moves to another member when the
+//! one it talks to is unreachable or has no leader.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::cluster::cluster_client::ClusterClient;
+use crate::cluster::StatusRequest;
+use crate::error::{Error, Result};
+use crate::kv::kv_client::KvClient;
+
+/// How long one connection attempt may take before the next member is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a request keeps trying members before it gives up. A leader
+/// election takes about a second; this leaves room for several.
+const RETRY_BUDGET: Duration = Duration::from_secs(15);
+/// Pause between two rounds over all members.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+#[derive(Debug)]
+pub struct Client {
+    endpoints: Vec<String>,
+    channels: Vec<Channel>,
+    preferred: AtomicUsize,
+}
+
+/// Turns `host:port` into `http://host:port`; keeps a URI that has a scheme.
+pub fn endpoint_uri(addr: &str) -> String {
+    if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+/// A lazily connected channel to one address.
+pub fn channel(addr: &str) -> Result<Channel> {
+    let uri = endpoint_uri(addr);
+    let ep = Endpoint::from_shared(uri.clone()).map_err(|e| Error::InvalidEndpoint {
+        endpoint: addr.to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(ep
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+fn retriable(s: &Status) -> bool {
+    matches!(s.code(), Code::Unavailable)
+}
+
+impl Client {
+    /// A client for these members; nothing is contacted until the first call.
+    pub fn new<S: AsRef<str>>(endpoints: &[S]) -> Result<Self> {
+        if endpoints.is_empty() {
+            return Err(Error::NoEndpoints);
+        }
+        let endpoints: Vec<String> = endpoints
+            .iter()
+            .map(|e| e.as_ref().trim().to_string())
+            .collect();
+        let channels = endpoints
+            .iter()
+            .map(|e| channel(e))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            endpoints,
+            channels,
+            preferred: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// The object API on the preferred member.
+    pub fn kv(&self) -> KvClient<Channel> {
+        KvClient::new(self.channels[self.preferred.load(Ordering::Relaxed)].clone())
+            .max_decoding_message_size(64 * 1024 * 1024)
+    }
+
+    /// The cluster API on the preferred member.
+    pub fn cluster(&self) -> ClusterClient<Channel> {
+        ClusterClient::new(self.channels[self.preferred.load(Ordering::Relaxed)].clone())
+    }
+
+    /// Asks the members for the leader and prefers it when it is one of the
+    /// endpoints. Returns the leader's address if one is known.
+    pub async fn find_leader(&self) -> Option<String> {
+        for ch in &self.channels {
+            let Ok(resp) = ClusterClient::new(ch.clone())
+                .status(StatusRequest {})
+                .await
+            else {
+                continue;
+            };
+            let status = resp.into_inner();
+            if status.leader_addr.is_empty() {
+                continue;
+            }
+            if let Some(i) = self
+                .endpoints
+                .iter()
+                .position(|e| endpoint_uri(e) == endpoint_uri(&status.leader_addr))
+            {
+                self.preferred.store(i, Ordering::Relaxed);
+            }
+            return Some(status.leader_addr);
+        }
+        None
+    }
+
+    /// Runs `call` against the preferred member, moving to the others while
+    /// the answer is UNAVAILABLE (unreachable, or no leader yet).
+    pub async fn call<T, F, Fut>(&self, call: F) -> std::result::Result<T, Status>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = std::result::Result<T, Status>>,
+    {
+        let deadline = tokio::time::Instant::now() + RETRY_BUDGET;
+        let n = self.channels.len();
+        loop {
+            let start = self.preferred.load(Ordering::Relaxed);
+            let mut last = None;
+            for step in 0..n {
+                let i = (start + step) % n;
+                match call(self.channels[i].clone()).await {
+                    Ok(v) => {
+                        self.preferred.store(i, Ordering::Relaxed);
+                        return Ok(v);
+                    }
+                    Err(s) if retriable(&s) => last = Some(s),
+                    Err(s) => return Err(s),
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(last.unwrap_or_else(|| Status::unavailable("no member answered")));
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris() {
+        assert_eq!(endpoint_uri("127.0.0.1:1"), "http://127.0.0.1:1");
+        assert_eq!(endpoint_uri("https://a:1"), "https://a:1");
+    }
+
+    #[tokio::test]
+    async fn empty_and_invalid_endpoints_are_refused() {
+        assert!(matches!(Client::new::<&str>(&[]), Err(Error::NoEndpoints)));
+        assert!(matches!(
+            Client::new(&["not a uri at all"]),
+            Err(Error::InvalidEndpoint { .. })
+        ));
+    }
+}

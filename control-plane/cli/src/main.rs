@@ -1,0 +1,92 @@
+//! `ndc`: the command of the ndc control plane.
+
+mod cluster_cmd;
+mod kv_cmd;
+mod output;
+mod server_cmd;
+mod up_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::output::Format;
+
+/// ndc: the control plane of the National Data Centre's government cloud.
+#[derive(Parser, Debug)]
+#[command(
+    name = "ndc",
+    version,
+    about,
+    after_help = "Examples:\n  ndc up                                   run a one-node control plane on embedded defaults\n  ndc server --id 1 --listen 127.0.0.1:7700 --data-dir /var/lib/ndc --init\n  ndc --endpoints 127.0.0.1:7700,127.0.0.1:7701 cluster status\n  ndc put /demo/hello world && ndc get /demo/hello"
+)]
+struct Cli {
+    /// Control-plane members to talk to, comma-separated; the leader is found among them.
+    #[arg(
+        long,
+        global = true,
+        env = "NDC_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7700"
+    )]
+    endpoints: Vec<String>,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
+    output: Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run ndc's main job on embedded defaults: a one-node control plane in a local data dir.
+    Up(up_cmd::UpArgs),
+    /// Run a control-plane node.
+    Server(server_cmd::ServerArgs),
+    /// Inspect and change cluster membership.
+    #[command(subcommand)]
+    Cluster(cluster_cmd::ClusterCommand),
+    /// Read one object.
+    Get(kv_cmd::GetArgs),
+    /// Create or replace an object.
+    Put(kv_cmd::PutArgs),
+    /// Delete an object.
+    Del(kv_cmd::DelArgs),
+    /// List objects under a prefix.
+    List(kv_cmd::ListArgs),
+    /// Stream changes under a prefix.
+    Watch(kv_cmd::WatchArgs),
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NDC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let long_running = matches!(cli.command, Command::Server(_) | Command::Up(_));
+    init_logging(if long_running { "info" } else { "warn" });
+    let result = match cli.command {
+        Command::Up(args) => up_cmd::run(args).await,
+        Command::Server(args) => server_cmd::run(args).await,
+        Command::Cluster(cmd) => cluster_cmd::run(cmd, &cli.endpoints, cli.output).await,
+        Command::Get(args) => kv_cmd::get(args, &cli.endpoints, cli.output).await,
+        Command::Put(args) => kv_cmd::put(args, &cli.endpoints, cli.output).await,
+        Command::Del(args) => kv_cmd::del(args, &cli.endpoints, cli.output).await,
+        Command::List(args) => kv_cmd::list(args, &cli.endpoints, cli.output).await,
+        Command::Watch(args) => kv_cmd::watch(args, &cli.endpoints, cli.output).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            e.print();
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

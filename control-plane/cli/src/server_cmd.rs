@@ -1,0 +1,110 @@
+//! `ndc server`: one control-plane node.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use ndc_server::NodeConfig;
+
+use crate::output::CliError;
+
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  ndc server --id 1 --listen 127.0.0.1:7700 --data-dir ./n1 --init\n  ndc server --id 2 --listen 127.0.0.1:7701 --data-dir ./n2 --join 127.0.0.1:7700\n\nA node restarted with the same --data-dir recovers its state; --init and --join\nonly act on a node that has no state yet."
+)]
+pub struct ServerArgs {
+    /// This node's id: unique in the cluster, never reused.
+    #[arg(long, env = "NDC_NODE_ID")]
+    pub id: u64,
+    /// gRPC address to listen on (port 0 picks a free port).
+    #[arg(long, env = "NDC_LISTEN", default_value = "127.0.0.1:7700")]
+    pub listen: SocketAddr,
+    /// Address that other nodes and clients use to reach this node (default: the bound address).
+    #[arg(long, env = "NDC_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Directory for the log, state machine and snapshots.
+    #[arg(long, env = "NDC_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Bootstrap a one-node cluster.
+    #[arg(long, conflicts_with = "join")]
+    pub init: bool,
+    /// Join the cluster through any existing member (as learner, then voter).
+    #[arg(long, value_name = "ADDR")]
+    pub join: Option<String>,
+    /// Build a snapshot after this many log entries.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot for followers that lag a little.
+    #[arg(long, default_value_t = 1_000)]
+    pub keep_logs: u64,
+    /// Revisions of watch history kept before watchers must list again.
+    #[arg(long, default_value_t = ndc_server::DEFAULT_HISTORY_REVISIONS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub history: u64,
+    /// Raft heartbeat interval in milliseconds.
+    #[arg(long, default_value_t = 150, value_parser = clap::value_parser!(u64).range(10..))]
+    pub heartbeat_ms: u64,
+    /// Minimum election timeout in milliseconds (must exceed the heartbeat).
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(50..))]
+    pub election_timeout_ms: u64,
+    /// Write the advertised address to this file once the node is ready.
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
+}
+
+impl ServerArgs {
+    pub fn config(&self) -> Result<NodeConfig, CliError> {
+        if self.election_timeout_ms <= self.heartbeat_ms {
+            return Err(CliError::Failed(anyhow::anyhow!(
+                "--election-timeout-ms ({}) must be greater than --heartbeat-ms ({})",
+                self.election_timeout_ms,
+                self.heartbeat_ms
+            )));
+        }
+        let mut c = NodeConfig::new(self.id, self.listen, self.data_dir.clone());
+        c.advertise = self.advertise.clone();
+        c.init = self.init;
+        c.join = self.join.clone();
+        c.snapshot_every = self.snapshot_every;
+        c.keep_logs = self.keep_logs;
+        c.history = self.history;
+        c.heartbeat_ms = self.heartbeat_ms;
+        c.election_timeout_ms = self.election_timeout_ms;
+        c.ready_file = self.ready_file.clone();
+        Ok(c)
+    }
+}
+
+/// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub async fn run(args: ServerArgs) -> Result<(), CliError> {
+    let config = args.config()?;
+    let node = ndc_server::start(config)
+        .await
+        .context("the node could not start")?;
+    tracing::info!(id = node.id(), addr = %node.addr, "node ready");
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    node.shutdown().await.context("clean shutdown failed")?;
+    Ok(())
+}

@@ -1,0 +1,334 @@
+//! The revisioned object API.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use ndc_api::kv::kv_server::Kv;
+use ndc_api::kv::{self as pb, Consistency};
+use ndc_store::{
+    validate_key, validate_txn, Command, Compare, Event, EventKind, Op, Rejection, Response,
+    StoredObject, Txn, WatchBatch,
+};
+use tokio::sync::{broadcast, mpsc};
+use tonic::{Request, Status};
+use tracing::{instrument, Instrument};
+
+use crate::node::Node;
+
+/// Messages a watch stream may hold for a slow client before the server
+/// waits for it.
+const WATCH_BUFFER: usize = 256;
+/// Revisions read from history in one go while a watcher catches up.
+const HISTORY_PAGE: usize = 1_000;
+
+pub(crate) struct KvService {
+    pub(crate) node: Arc<Node>,
+}
+
+fn object(key: String, o: StoredObject) -> pb::Object {
+    pb::Object {
+        key,
+        value: o.value,
+        create_revision: o.create_revision,
+        mod_revision: o.mod_revision,
+        version: o.version,
+    }
+}
+
+fn store_error(e: ndc_store::Error) -> Status {
+    match e {
+        ndc_store::Error::Compacted { .. } => Status::out_of_range(e.to_string()),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+fn stale(c: i32) -> bool {
+    c == Consistency::Stale as i32
+}
+
+impl KvService {
+    /// Checks the transaction's shape, proposes it and turns a rejection
+    /// into a status that says what to do.
+    async fn commit(&self, txn: Txn) -> Result<(u64, Vec<u64>), Status> {
+        validate_txn(&txn).map_err(Status::invalid_argument)?;
+        match self.node.write(Command::Txn(txn)).await? {
+            Response::Applied { revision, results } => Ok((
+                revision,
+                results.into_iter().map(|r| r.prev_revision).collect(),
+            )),
+            Response::Rejected(r @ Rejection::RevisionMismatch { .. }) => {
+                Err(Status::failed_precondition(r.to_string()))
+            }
+            Response::Rejected(r @ Rejection::Invalid { .. }) => {
+                Err(Status::invalid_argument(r.to_string()))
+            }
+            Response::Empty => Err(Status::internal("the state machine returned no result")),
+        }
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    #[instrument(skip_all, fields(key = %request.get_ref().key))]
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<tonic::Response<pb::PutResponse>, Status> {
+        let r = request.into_inner();
+        let compares = r
+            .expected_revision
+            .map(|revision| Compare {
+                key: r.key.clone(),
+                revision,
+            })
+            .into_iter()
+            .collect();
+        let txn = Txn {
+            compares,
+            ops: vec![Op::Put {
+                key: r.key,
+                value: r.value,
+            }],
+        };
+        let (revision, prev) = self.commit(txn).await?;
+        Ok(tonic::Response::new(pb::PutResponse {
+            revision,
+            prev_revision: prev.first().copied().unwrap_or(0),
+        }))
+    }
+
+    #[instrument(skip_all, fields(key = %request.get_ref().key))]
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<tonic::Response<pb::GetResponse>, Status> {
+        let r = request.into_inner();
+        validate_key(&r.key).map_err(Status::invalid_argument)?;
+        self.node.read_barrier(stale(r.consistency)).await?;
+        let (obj, revision) = self.node.reader.get(&r.key).map_err(store_error)?;
+        Ok(tonic::Response::new(pb::GetResponse {
+            object: obj.map(|o| object(r.key, o)),
+            revision,
+        }))
+    }
+
+    #[instrument(skip_all, fields(key = %request.get_ref().key))]
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<tonic::Response<pb::DeleteResponse>, Status> {
+        let r = request.into_inner();
+        let compares = r
+            .expected_revision
+            .map(|revision| Compare {
+                key: r.key.clone(),
+                revision,
+            })
+            .into_iter()
+            .collect();
+        let txn = Txn {
+            compares,
+            ops: vec![Op::Delete { key: r.key }],
+        };
+        let (revision, prev) = self.commit(txn).await?;
+        let prev_revision = prev.first().copied().unwrap_or(0);
+        Ok(tonic::Response::new(pb::DeleteResponse {
+            revision,
+            deleted: prev_revision != 0,
+            prev_revision,
+        }))
+    }
+
+    #[instrument(skip_all, fields(prefix = %request.get_ref().prefix))]
+    async fn list(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<tonic::Response<pb::ListResponse>, Status> {
+        let r = request.into_inner();
+        if !r.prefix.is_empty() {
+            validate_key(&r.prefix)
+                .map_err(|e| Status::invalid_argument(format!("prefix: {e}")))?;
+        }
+        self.node.read_barrier(stale(r.consistency)).await?;
+        let start_after = (!r.start_after.is_empty()).then_some(r.start_after.as_str());
+        let page = self
+            .node
+            .reader
+            .list(&r.prefix, start_after, r.limit as usize)
+            .map_err(store_error)?;
+        Ok(tonic::Response::new(pb::ListResponse {
+            objects: page.items.into_iter().map(|(k, o)| object(k, o)).collect(),
+            revision: page.revision,
+            more: page.more,
+        }))
+    }
+
+    #[instrument(skip_all, fields(ops = request.get_ref().ops.len()))]
+    async fn txn(
+        &self,
+        request: Request<pb::TxnRequest>,
+    ) -> Result<tonic::Response<pb::TxnResponse>, Status> {
+        let r = request.into_inner();
+        let mut ops = Vec::with_capacity(r.ops.len());
+        for op in r.ops {
+            ops.push(match op.op {
+                Some(pb::txn_op::Op::Put(p)) => Op::Put {
+                    key: p.key,
+                    value: p.value,
+                },
+                Some(pb::txn_op::Op::Delete(d)) => Op::Delete { key: d.key },
+                None => {
+                    return Err(Status::invalid_argument(
+                        "a transaction op has neither put nor delete",
+                    ))
+                }
+            });
+        }
+        let txn = Txn {
+            compares: r
+                .compares
+                .into_iter()
+                .map(|c| Compare {
+                    key: c.key,
+                    revision: c.revision,
+                })
+                .collect(),
+            ops,
+        };
+        let (revision, prev_revisions) = self.commit(txn).await?;
+        Ok(tonic::Response::new(pb::TxnResponse {
+            revision,
+            prev_revisions,
+        }))
+    }
+
+    type WatchStream = WatchStream;
+
+    #[instrument(skip_all, fields(prefix = %request.get_ref().prefix, from = request.get_ref().start_revision))]
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<tonic::Response<WatchStream>, Status> {
+        let r = request.into_inner();
+        if !r.prefix.is_empty() {
+            validate_key(&r.prefix)
+                .map_err(|e| Status::invalid_argument(format!("prefix: {e}")))?;
+        }
+        let reader = self.node.reader.clone();
+        // Subscribe before reading history so no change falls in between.
+        let live = reader.subscribe();
+        let (current, compacted) = reader.revisions().map_err(store_error)?;
+        let start = if r.start_revision == 0 {
+            current + 1
+        } else {
+            r.start_revision
+        };
+        if start <= compacted {
+            return Err(store_error(ndc_store::Error::Compacted {
+                requested: start,
+                oldest: compacted + 1,
+            }));
+        }
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        let established = pb::WatchResponse {
+            events: vec![],
+            revision: start - 1,
+        };
+        tokio::spawn(
+            async move {
+                if tx.send(Ok(established)).await.is_ok() {
+                    if let Err(status) = pump(reader, live, r.prefix, start, &tx).await {
+                        let _ = tx.send(Err(status)).await;
+                    }
+                }
+            }
+            .instrument(tracing::debug_span!("watch")),
+        );
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(tonic::Response::new(Box::pin(stream)))
+    }
+}
+
+fn to_pb(events: &[Event], prefix: &str) -> Vec<pb::Event> {
+    events
+        .iter()
+        .filter(|e| e.key.starts_with(prefix))
+        .map(|e| pb::Event {
+            kind: match e.kind {
+                EventKind::Put => pb::event::Kind::Put as i32,
+                EventKind::Delete => pb::event::Kind::Delete as i32,
+            },
+            object: Some(object(e.key.clone(), e.object.clone())),
+            revision: e.revision,
+        })
+        .collect()
+}
+
+type Tx = mpsc::Sender<Result<pb::WatchResponse, Status>>;
+
+/// Sends history from `next` on, then live changes. Returns Ok when the
+/// client has gone away.
+async fn pump(
+    reader: ndc_store::StoreReader,
+    mut live: broadcast::Receiver<WatchBatch>,
+    prefix: String,
+    mut next: u64,
+    tx: &Tx,
+) -> Result<(), Status> {
+    loop {
+        // Catch up from history (the first time, and after lagging).
+        loop {
+            let page = reader
+                .history(next, u64::MAX, HISTORY_PAGE)
+                .map_err(store_error)?;
+            let Some(last) = page.last().map(|(rev, _)| *rev) else {
+                break;
+            };
+            for (revision, events) in page {
+                let events = to_pb(&events, &prefix);
+                if !events.is_empty()
+                    && tx
+                        .send(Ok(pb::WatchResponse { events, revision }))
+                        .await
+                        .is_err()
+                {
+                    return Ok(());
+                }
+            }
+            next = last + 1;
+        }
+        loop {
+            match live.recv().await {
+                Ok(WatchBatch::Changes { revision, events }) => {
+                    if revision < next {
+                        continue;
+                    }
+                    next = revision + 1;
+                    let events = to_pb(&events, &prefix);
+                    if !events.is_empty()
+                        && tx
+                            .send(Ok(pb::WatchResponse { events, revision }))
+                            .await
+                            .is_err()
+                    {
+                        return Ok(());
+                    }
+                }
+                Ok(WatchBatch::Reset { revision }) => {
+                    return Err(Status::out_of_range(format!(
+                        "this node installed a snapshot at revision {revision}; list again and watch from the listed revision"
+                    )));
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => break,
+                Err(broadcast::error::RecvError::Closed) => {
+                    return Err(Status::unavailable(
+                        "the node is shutting down; watch again",
+                    ));
+                }
+            }
+        }
+    }
+}

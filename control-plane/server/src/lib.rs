@@ -1,0 +1,17 @@
+//! An ndc control-plane node: openraft over gRPC, the object API, cluster
+//! administration, health and reflection.
+//!
+//! This crate must not depend on kube: Kubernetes is the operator's business.
+//! The store it runs on is chosen here, in [`node::start`], and nowhere else.
+
+mod cluster_service;
+mod error;
+mod forward;
+mod kv_service;
+mod network;
+pub mod node;
+mod raft_service;
+
+pub use error::{Error, Result};
+pub use ndc_store::DEFAULT_HISTORY_REVISIONS;
+pub use node::{start, NodeConfig, RunningNode};

@@ -1,0 +1,610 @@
+//! One control-plane node: the store, openraft, and the gRPC server, with
+//! the request paths shared by the services (write, read barrier, membership).
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ndc_api::cluster::cluster_client::ClusterClient;
+use ndc_api::cluster::cluster_server::ClusterServer;
+use ndc_api::cluster::{AddLearnerRequest, PromoteRequest};
+use ndc_api::kv::kv_server::KvServer;
+use ndc_api::raft::raft_client::RaftClient;
+use ndc_api::raft::raft_server::RaftServer;
+use ndc_api::raft::Payload;
+use ndc_store::{decode, encode, Command, LogStore, NodeId, Raft, Response, StoreReader};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, RaftMetrics, ServerState, SnapshotPolicy};
+use tokio::sync::{oneshot, Mutex};
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic::Status;
+use tracing::{info, warn, Instrument};
+
+use crate::cluster_service::ClusterService;
+use crate::error::{Error, Result};
+use crate::forward::{ForwardReply, ForwardRequest, ForwardResult, MembershipView};
+use crate::kv_service::KvService;
+use crate::network::{Network, MAX_RAFT_MESSAGE};
+use crate::raft_service::RaftService;
+
+/// How long a follower waits to apply up to the leader's read index before
+/// it gives up on a linearizable read.
+const READ_INDEX_WAIT: Duration = Duration::from_secs(5);
+/// How long `--join` keeps trying before the node gives up.
+const JOIN_BUDGET: Duration = Duration::from_secs(120);
+/// Pause between two join attempts.
+const JOIN_RETRY: Duration = Duration::from_millis(300);
+
+/// What a node needs to start; validated by the binary before it gets here.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Address other nodes and clients use; defaults to the bound address.
+    pub advertise: Option<String>,
+    pub data_dir: PathBuf,
+    /// Bootstrap a one-node cluster if this node has no state yet.
+    pub init: bool,
+    /// Join the cluster through this member if this node has no state yet.
+    pub join: Option<String>,
+    /// Build a snapshot after this many applied entries.
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind a snapshot, for followers that lag a little.
+    pub keep_logs: u64,
+    /// Revisions of watch history kept.
+    pub history: u64,
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: u64,
+    /// Written with the advertised address once the node is ready.
+    pub ready_file: Option<PathBuf>,
+}
+
+impl NodeConfig {
+    /// Defaults for a node with this id, address and data directory.
+    pub fn new(id: NodeId, listen: SocketAddr, data_dir: PathBuf) -> Self {
+        Self {
+            id,
+            listen,
+            advertise: None,
+            data_dir,
+            init: false,
+            join: None,
+            snapshot_every: 10_000,
+            keep_logs: 1_000,
+            history: ndc_store::DEFAULT_HISTORY_REVISIONS,
+            heartbeat_ms: 150,
+            election_timeout_ms: 1_000,
+            ready_file: None,
+        }
+    }
+}
+
+/// State shared by the gRPC services.
+pub(crate) struct Node {
+    pub(crate) id: NodeId,
+    pub(crate) addr: String,
+    pub(crate) raft: Raft,
+    pub(crate) reader: StoreReader,
+    pub(crate) log: LogStore,
+    peers: Mutex<HashMap<String, RaftClient<Channel>>>,
+}
+
+/// A started node. Dropping it does not stop it: call [`RunningNode::shutdown`].
+pub struct RunningNode {
+    pub addr: String,
+    node: Arc<Node>,
+    server: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
+    stop: oneshot::Sender<()>,
+}
+
+pub(crate) fn unavailable_no_leader() -> Status {
+    Status::unavailable("no leader is known yet (an election may be under way); retry shortly")
+}
+
+fn fatal(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("this node's raft has stopped: {e}"))
+}
+
+impl Node {
+    pub(crate) fn metrics(&self) -> RaftMetrics<NodeId, BasicNode> {
+        self.raft.metrics().borrow().clone()
+    }
+
+    fn is_member(m: &RaftMetrics<NodeId, BasicNode>, id: NodeId) -> bool {
+        m.membership_config.membership().get_node(&id).is_some()
+    }
+
+    /// Refuses requests on a node that was removed from its cluster.
+    fn ensure_member(&self) -> Result<(), Status> {
+        let m = self.metrics();
+        let has_members = m.membership_config.membership().nodes().next().is_some();
+        if !has_members {
+            return Err(Status::unavailable(format!(
+                "node {} has not joined a cluster yet; start it with --init or --join",
+                self.id
+            )));
+        }
+        if !Self::is_member(&m, self.id) {
+            return Err(not_member(self.id));
+        }
+        Ok(())
+    }
+
+    async fn leader_client(&self) -> Result<RaftClient<Channel>, Status> {
+        let m = self.metrics();
+        let leader = m.current_leader.ok_or_else(unavailable_no_leader)?;
+        if leader == self.id {
+            return Err(Status::unavailable("leadership is changing; retry shortly"));
+        }
+        let addr = m
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())
+            .ok_or_else(unavailable_no_leader)?;
+        let mut peers = self.peers.lock().await;
+        if let Some(c) = peers.get(&addr) {
+            return Ok(c.clone());
+        }
+        let ch = ndc_api::client::channel(&addr).map_err(|e| Status::internal(e.to_string()))?;
+        let c = RaftClient::new(ch)
+            .max_decoding_message_size(MAX_RAFT_MESSAGE)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE);
+        peers.insert(addr, c.clone());
+        Ok(c)
+    }
+
+    async fn forward(&self, req: ForwardRequest) -> Result<ForwardReply, Status> {
+        let mut client = self.leader_client().await?;
+        let data =
+            encode("forwarded request", &req).map_err(|e| Status::internal(e.to_string()))?;
+        let reply = client.forward(Payload { data }).await?.into_inner();
+        let result: ForwardResult =
+            decode("forwarded reply", &reply.data).map_err(|e| Status::internal(e.to_string()))?;
+        result.map_err(Status::from)
+    }
+
+    /// Proposes a command and returns what applying it produced. A follower
+    /// hands the command to the leader.
+    pub(crate) async fn write(&self, command: Command) -> Result<Response, Status> {
+        self.ensure_member()?;
+        match self.raft.client_write(command.clone()).await {
+            Ok(r) => Ok(r.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                match self
+                    .forward(ForwardRequest::Write {
+                        from: self.id,
+                        command,
+                    })
+                    .await?
+                {
+                    ForwardReply::Written(r) => Ok(r),
+                    other => Err(Status::internal(format!("unexpected reply {other:?}"))),
+                }
+            }
+            Err(e) => Err(write_error(e)),
+        }
+    }
+
+    /// Returns once this node has applied every change acknowledged before
+    /// the call (the read-index protocol). A stale read skips it.
+    pub(crate) async fn read_barrier(&self, stale: bool) -> Result<(), Status> {
+        if stale {
+            return Ok(());
+        }
+        self.ensure_member()?;
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
+                let index = match self
+                    .forward(ForwardRequest::ReadIndex { from: self.id })
+                    .await?
+                {
+                    ForwardReply::ReadIndex(i) => i,
+                    other => return Err(Status::internal(format!("unexpected reply {other:?}"))),
+                };
+                self.raft
+                    .wait(Some(READ_INDEX_WAIT))
+                    .applied_index_at_least(index, "linearizable read")
+                    .await
+                    .map(|_| ())
+                    .map_err(|_| {
+                        Status::unavailable(
+                            "this node is too far behind the leader to serve a linearizable read; retry or ask another member",
+                        )
+                    })
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
+                Err(Status::unavailable(format!("no quorum: {e}")))
+            }
+            Err(RaftError::Fatal(e)) => Err(fatal(e)),
+        }
+    }
+
+    /// Runs a membership change on the leader, wherever it is.
+    pub(crate) async fn on_leader(&self, req: ForwardRequest) -> Result<ForwardReply, Status> {
+        if self.metrics().current_leader == Some(self.id) {
+            return self.serve_forwarded(req).await.map_err(Status::from);
+        }
+        self.forward(req).await
+    }
+
+    /// Serves a request that a follower forwarded (or this node's own
+    /// membership change, when it leads).
+    pub(crate) async fn serve_forwarded(&self, req: ForwardRequest) -> ForwardResult {
+        let m = self.metrics();
+        match req {
+            ForwardRequest::Write { from, command } => {
+                if !Self::is_member(&m, from) {
+                    return Err(not_member(from).into());
+                }
+                match self.raft.client_write(command).await {
+                    Ok(r) => Ok(ForwardReply::Written(r.data)),
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(
+                        Status::unavailable("the leader changed while forwarding; retry").into(),
+                    ),
+                    Err(e) => Err(write_error(e).into()),
+                }
+            }
+            ForwardRequest::ReadIndex { from } => {
+                if !Self::is_member(&m, from) {
+                    return Err(not_member(from).into());
+                }
+                match self.raft.ensure_linearizable().await {
+                    Ok(log_id) => Ok(ForwardReply::ReadIndex(log_id.map(|l| l.index))),
+                    Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => Err(
+                        Status::unavailable("the leader changed while forwarding; retry").into(),
+                    ),
+                    Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
+                        Err(Status::unavailable(format!("no quorum: {e}")).into())
+                    }
+                    Err(RaftError::Fatal(e)) => Err(fatal(e).into()),
+                }
+            }
+            ForwardRequest::AddLearner { id, addr } => {
+                self.add_learner(&m, id, addr).await.map_err(Into::into)
+            }
+            ForwardRequest::Promote { id } => self.promote(&m, id).await.map_err(Into::into),
+            ForwardRequest::Remove { id } => self.remove(&m, id).await.map_err(Into::into),
+        }
+    }
+
+    async fn add_learner(
+        &self,
+        m: &RaftMetrics<NodeId, BasicNode>,
+        id: NodeId,
+        addr: String,
+    ) -> Result<ForwardReply, Status> {
+        if addr.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "the new member's address is empty",
+            ));
+        }
+        if let Some(existing) = m.membership_config.membership().get_node(&id) {
+            if existing.addr == addr {
+                return Ok(ForwardReply::Membership(view(
+                    m,
+                    m.last_log_index.unwrap_or(0),
+                )));
+            }
+            return Err(Status::already_exists(format!(
+                "node {id} is already a member at {}; remove it first to move it to {addr}",
+                existing.addr
+            )));
+        }
+        let r = self
+            .raft
+            .add_learner(id, BasicNode { addr }, true)
+            .await
+            .map_err(write_error)?;
+        Ok(ForwardReply::Membership(self.view_after(r.log_id.index)))
+    }
+
+    async fn promote(
+        &self,
+        m: &RaftMetrics<NodeId, BasicNode>,
+        id: NodeId,
+    ) -> Result<ForwardReply, Status> {
+        let membership = m.membership_config.membership();
+        if membership.get_node(&id).is_none() {
+            return Err(Status::not_found(format!(
+                "node {id} is not a member of the cluster; add it as a learner first (ndc cluster add)"
+            )));
+        }
+        if membership.voter_ids().any(|v| v == id) {
+            return Ok(ForwardReply::Membership(view(
+                m,
+                m.last_log_index.unwrap_or(0),
+            )));
+        }
+        let r = self
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), true)
+            .await
+            .map_err(write_error)?;
+        Ok(ForwardReply::Membership(self.view_after(r.log_id.index)))
+    }
+
+    async fn remove(
+        &self,
+        m: &RaftMetrics<NodeId, BasicNode>,
+        id: NodeId,
+    ) -> Result<ForwardReply, Status> {
+        let membership = m.membership_config.membership();
+        if membership.get_node(&id).is_none() {
+            return Err(Status::not_found(format!(
+                "node {id} is not a member of the cluster"
+            )));
+        }
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        let change = if voters.contains(&id) {
+            if voters.len() == 1 {
+                return Err(Status::failed_precondition(format!(
+                    "node {id} is the last voter; a cluster cannot remove its last voter"
+                )));
+            }
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        let r = self
+            .raft
+            .change_membership(change, false)
+            .await
+            .map_err(write_error)?;
+        Ok(ForwardReply::Membership(self.view_after(r.log_id.index)))
+    }
+
+    fn view_after(&self, log_index: u64) -> MembershipView {
+        view(&self.metrics(), log_index)
+    }
+}
+
+fn view(m: &RaftMetrics<NodeId, BasicNode>, log_index: u64) -> MembershipView {
+    let membership = m.membership_config.membership();
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    MembershipView {
+        members: membership
+            .nodes()
+            .map(|(id, n)| (*id, n.addr.clone(), voters.contains(id)))
+            .collect(),
+        log_index,
+    }
+}
+
+fn not_member(id: NodeId) -> Status {
+    Status::failed_precondition(format!(
+        "node {id} is not a member of the cluster (it was removed or never joined); send requests to a member"
+    ))
+}
+
+fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Status {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => unavailable_no_leader(),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            Status::failed_precondition(format!("membership change refused: {e}"))
+        }
+        RaftError::Fatal(e) => fatal(e),
+    }
+}
+
+/// Starts a node: opens the store, starts Raft and the gRPC server, then
+/// bootstraps (`init`) or joins (`join`) when the node has no state yet.
+pub async fn start(config: NodeConfig) -> Result<RunningNode> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(|source| Error::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    let addr = config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| bound.to_string());
+
+    let store = ndc_store::open(&config.data_dir, config.history)?;
+    let raft_config = openraft::Config {
+        cluster_name: "ndc".into(),
+        heartbeat_interval: config.heartbeat_ms,
+        election_timeout_min: config.election_timeout_ms,
+        election_timeout_max: config.election_timeout_ms * 2,
+        // Snapshot chunks can be large and the machine busy: give them time.
+        install_snapshot_timeout: 10_000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+        max_in_snapshot_log_to_keep: config.keep_logs,
+        ..Default::default()
+    }
+    .validate()?;
+    let raft = Raft::new(
+        config.id,
+        Arc::new(raft_config),
+        Network,
+        store.log.clone(),
+        store.state_machine,
+    )
+    .await
+    .map_err(|e| Error::Raft(e.to_string()))?;
+
+    let node = Arc::new(Node {
+        id: config.id,
+        addr: addr.clone(),
+        raft,
+        reader: store.reader,
+        log: store.log,
+        peers: Mutex::new(HashMap::new()),
+    });
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<KvServer<KvService>>().await;
+    health.set_serving::<ClusterServer<ClusterService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(ndc_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let router = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            RaftServer::new(RaftService { node: node.clone() })
+                .max_decoding_message_size(MAX_RAFT_MESSAGE)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE),
+        )
+        .add_service(
+            KvServer::new(KvService { node: node.clone() })
+                .max_decoding_message_size(ndc_store::MAX_VALUE_BYTES * 2 + 64 * 1024)
+                .max_encoding_message_size(64 * 1024 * 1024),
+        )
+        .add_service(ClusterServer::new(ClusterService { node: node.clone() }));
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let server = tokio::spawn(
+        async move {
+            router
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                })
+                .await
+        }
+        .instrument(tracing::info_span!("grpc", node = config.id)),
+    );
+    info!(id = config.id, %addr, "node listening");
+
+    let initialized = node
+        .raft
+        .is_initialized()
+        .await
+        .map_err(|e| Error::Raft(e.to_string()))?;
+    if !initialized {
+        if config.init {
+            info!(id = config.id, "bootstrapping a one-node cluster");
+            let members =
+                std::collections::BTreeMap::from([(config.id, BasicNode { addr: addr.clone() })]);
+            node.raft
+                .initialize(members)
+                .await
+                .map_err(|e| Error::Raft(e.to_string()))?;
+        } else if let Some(via) = &config.join {
+            join(config.id, &addr, via).await?;
+        } else {
+            warn!(
+                id = config.id,
+                "node has no state and neither --init nor --join was given; it waits to be added"
+            );
+        }
+    } else if config.init || config.join.is_some() {
+        info!(
+            id = config.id,
+            "node already has cluster state; --init/--join ignored"
+        );
+    }
+
+    if let Some(path) = &config.ready_file {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, &addr)
+            .and_then(|_| std::fs::rename(&tmp, path))
+            .map_err(|source| Error::ReadyFile {
+                path: path.clone(),
+                source,
+            })?;
+    }
+    Ok(RunningNode {
+        addr,
+        node,
+        server,
+        stop,
+    })
+}
+
+/// Adds this node as a learner through `via`, then promotes it to voter.
+async fn join(id: NodeId, addr: &str, via: &str) -> Result<()> {
+    let client = ndc_api::Client::new(&[via]).map_err(|e| Error::Join {
+        via: via.to_string(),
+        reason: e.to_string(),
+    })?;
+    let deadline = tokio::time::Instant::now() + JOIN_BUDGET;
+    let join_err = |reason: String| Error::Join {
+        via: via.to_string(),
+        reason,
+    };
+    loop {
+        let res = client
+            .call(|ch| async move {
+                ClusterClient::new(ch)
+                    .add_learner(AddLearnerRequest {
+                        id,
+                        addr: addr.to_string(),
+                    })
+                    .await
+            })
+            .await;
+        match res {
+            Ok(_) => break,
+            Err(s)
+                if tokio::time::Instant::now() < deadline
+                    && s.code() != tonic::Code::AlreadyExists =>
+            {
+                warn!(id, via, error = %s.message(), "join: adding as learner failed; retrying");
+                tokio::time::sleep(JOIN_RETRY).await;
+            }
+            Err(s) => return Err(join_err(s.message().to_string())),
+        }
+    }
+    info!(id, "joined as learner; promoting to voter");
+    loop {
+        let res = client
+            .call(|ch| async move { ClusterClient::new(ch).promote(PromoteRequest { id }).await })
+            .await;
+        match res {
+            Ok(_) => return Ok(()),
+            Err(s) if tokio::time::Instant::now() < deadline => {
+                warn!(id, via, error = %s.message(), "join: promotion failed; retrying");
+                tokio::time::sleep(JOIN_RETRY).await;
+            }
+            Err(s) => return Err(join_err(s.message().to_string())),
+        }
+    }
+}
+
+impl RunningNode {
+    pub fn id(&self) -> NodeId {
+        self.node.id
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.node.metrics().state == ServerState::Leader
+    }
+
+    /// Waits until this node sees a leader, or the timeout passes.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> bool {
+        self.node
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "a leader")
+            .await
+            .is_ok()
+    }
+
+    /// Stops serving, then stops Raft; the store is closed when the last
+    /// handle is dropped.
+    pub async fn shutdown(self) -> Result<()> {
+        let _ = self.stop.send(());
+        let served = self.server.await;
+        self.node
+            .raft
+            .shutdown()
+            .await
+            .map_err(|e| Error::Raft(e.to_string()))?;
+        match served {
+            Ok(r) => r.map_err(Error::Transport),
+            Err(e) => Err(Error::Raft(format!("server task: {e}"))),
+        }
+    }
+}

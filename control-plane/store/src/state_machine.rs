@@ -1,0 +1,635 @@
+//! The state machine: revisioned objects, watch history and snapshots.
+//!
+//! The revision of a change is the index of the log entry that made it. Every
+//! apply writes the objects, the watch events, the last applied log id, the
+//! membership and the revision counters in one `WriteBatch`.
+
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use openraft::storage::RaftStateMachine;
+use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, Snapshot, StorageIOError};
+use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::codec::{decode, encode};
+use crate::db::{be, blocking, cf, from_be, CF_EVENTS, CF_KV, CF_SM};
+use crate::error::{Error, Result};
+use crate::types::*;
+
+type Entry = openraft::Entry<TypeConfig>;
+
+const KEY_APPLIED: &[u8] = b"last_applied";
+const KEY_MEMBERSHIP: &[u8] = b"membership";
+const KEY_REVISION: &[u8] = b"revision";
+const KEY_COMPACTED: &[u8] = b"compacted";
+
+/// How many change notices a slow watcher may fall behind before it reads the
+/// rest from the history column family instead.
+const NOTICE_CHANNEL: usize = 4096;
+
+/// What the state machine tells live watchers after each apply.
+#[derive(Clone, Debug)]
+pub enum WatchBatch {
+    /// The changes made at one revision.
+    Changes {
+        revision: u64,
+        events: Arc<Vec<Event>>,
+    },
+    /// A snapshot replaced the whole state: watchers must list again.
+    Reset { revision: u64 },
+}
+
+/// The revision counters kept beside the objects.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+struct Revisions {
+    /// The revision of the last change.
+    current: u64,
+    /// History at or below this revision is gone.
+    compacted: u64,
+}
+
+/// The payload of a snapshot: every object, raw, with the revision it is at.
+#[derive(Serialize, Deserialize)]
+struct SnapshotBody {
+    revision: u64,
+    objects: Vec<(String, Vec<u8>)>,
+}
+
+/// The snapshot as stored on disk: its meta and the payload sent to peers.
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+/// The state-machine half of the store.
+pub struct StateMachine {
+    db: Arc<DB>,
+    snapshot_path: PathBuf,
+    history: u64,
+    notices: broadcast::Sender<WatchBatch>,
+    revisions: Revisions,
+    snapshot_seq: Arc<AtomicU64>,
+}
+
+/// Reads objects and history for the API; shares the database.
+#[derive(Clone)]
+pub struct StoreReader {
+    db: Arc<DB>,
+    notices: broadcast::Sender<WatchBatch>,
+}
+
+fn sm_read_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::read_state_machine(AnyError::new(&e)).into()
+}
+
+fn sm_write_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::write_state_machine(AnyError::new(&e)).into()
+}
+
+fn get_meta<T: serde::de::DeserializeOwned>(
+    db: &DB,
+    key: &[u8],
+    what: &'static str,
+) -> Result<Option<T>> {
+    match db.get_cf(cf(db, CF_SM), key)? {
+        Some(bytes) => Ok(Some(decode(what, &bytes)?)),
+        None => Ok(None),
+    }
+}
+
+fn read_revisions(db: &DB) -> Result<Revisions> {
+    Ok(Revisions {
+        current: get_meta(db, KEY_REVISION, "revision")?.unwrap_or(0),
+        compacted: get_meta(db, KEY_COMPACTED, "compacted revision")?.unwrap_or(0),
+    })
+}
+
+impl StateMachine {
+    pub(crate) fn new(db: Arc<DB>, snapshot_path: PathBuf, history: u64) -> Result<Self> {
+        let revisions = read_revisions(&db)?;
+        let (notices, _) = broadcast::channel(NOTICE_CHANNEL);
+        Ok(Self {
+            db,
+            snapshot_path,
+            history,
+            notices,
+            revisions,
+            snapshot_seq: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    pub fn reader(&self) -> StoreReader {
+        StoreReader {
+            db: self.db.clone(),
+            notices: self.notices.clone(),
+        }
+    }
+
+    fn builder(&self) -> StateMachine {
+        StateMachine {
+            db: self.db.clone(),
+            snapshot_path: self.snapshot_path.clone(),
+            history: self.history,
+            notices: self.notices.clone(),
+            revisions: self.revisions,
+            snapshot_seq: self.snapshot_seq.clone(),
+        }
+    }
+}
+
+/// Objects changed earlier in the batch being applied, so later entries of
+/// the same batch see them before the batch is written.
+type Overlay = HashMap<String, Option<StoredObject>>;
+
+/// One batch of entries being applied into one `WriteBatch`.
+struct Applier<'a> {
+    db: &'a DB,
+    kv: &'a rocksdb::ColumnFamily,
+    events_cf: &'a rocksdb::ColumnFamily,
+    batch: WriteBatch,
+    overlay: Overlay,
+    notices: Vec<WatchBatch>,
+}
+
+impl Applier<'_> {
+    fn read(&self, key: &str) -> Result<Option<StoredObject>> {
+        if let Some(o) = self.overlay.get(key) {
+            return Ok(o.clone());
+        }
+        match self.db.get_cf(self.kv, key.as_bytes())? {
+            Some(bytes) => Ok(Some(decode("object", &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn txn(&mut self, revision: u64, txn: Txn) -> Result<Response> {
+        // The shape was checked before proposing; check again here so that a
+        // command written by an older or faulty client cannot break the state.
+        if let Err(reason) = validate_txn(&txn) {
+            return Ok(Response::Rejected(Rejection::Invalid { reason }));
+        }
+        for c in &txn.compares {
+            let actual = self.read(&c.key)?.map(|o| o.mod_revision).unwrap_or(0);
+            if actual != c.revision {
+                return Ok(Response::Rejected(Rejection::RevisionMismatch {
+                    key: c.key.clone(),
+                    expected: c.revision,
+                    actual,
+                }));
+            }
+        }
+        let mut results = Vec::with_capacity(txn.ops.len());
+        let mut events = Vec::new();
+        for op in txn.ops {
+            match op {
+                Op::Put { key, value } => {
+                    let prev = self.read(&key)?;
+                    let object = StoredObject {
+                        value,
+                        create_revision: prev
+                            .as_ref()
+                            .map(|p| p.create_revision)
+                            .unwrap_or(revision),
+                        mod_revision: revision,
+                        version: prev.as_ref().map(|p| p.version + 1).unwrap_or(1),
+                    };
+                    self.batch
+                        .put_cf(self.kv, key.as_bytes(), encode("object", &object)?);
+                    results.push(OpResult {
+                        key: key.clone(),
+                        prev_revision: prev.map(|p| p.mod_revision).unwrap_or(0),
+                    });
+                    self.overlay.insert(key.clone(), Some(object.clone()));
+                    events.push(Event {
+                        key,
+                        kind: EventKind::Put,
+                        object,
+                        revision,
+                    });
+                }
+                Op::Delete { key } => {
+                    let prev = self.read(&key)?;
+                    results.push(OpResult {
+                        key: key.clone(),
+                        prev_revision: prev.as_ref().map(|p| p.mod_revision).unwrap_or(0),
+                    });
+                    if let Some(object) = prev {
+                        self.batch.delete_cf(self.kv, key.as_bytes());
+                        self.overlay.insert(key.clone(), None);
+                        events.push(Event {
+                            key,
+                            kind: EventKind::Delete,
+                            object,
+                            revision,
+                        });
+                    }
+                }
+            }
+        }
+        if !events.is_empty() {
+            self.batch
+                .put_cf(self.events_cf, be(revision), encode("events", &events)?);
+            self.notices.push(WatchBatch::Changes {
+                revision,
+                events: Arc::new(events),
+            });
+        }
+        Ok(Response::Applied { revision, results })
+    }
+}
+
+/// Applies a batch of entries; returns the responses, the notices for
+/// watchers and the new revision counters. Deterministic: every node computes
+/// the same result from the same entries.
+fn apply_entries(
+    db: &DB,
+    entries: Vec<Entry>,
+    mut revisions: Revisions,
+    history: u64,
+) -> Result<(Vec<Response>, Vec<WatchBatch>, Revisions)> {
+    let mut a = Applier {
+        db,
+        kv: cf(db, CF_KV),
+        events_cf: cf(db, CF_EVENTS),
+        batch: WriteBatch::default(),
+        overlay: Overlay::new(),
+        notices: Vec::new(),
+    };
+    let mut responses = Vec::with_capacity(entries.len());
+    let mut last_applied = None;
+    let mut membership = None;
+
+    for entry in entries {
+        last_applied = Some(entry.log_id);
+        let revision = entry.log_id.index;
+        let changes_before = a.notices.len();
+        let response = match entry.payload {
+            EntryPayload::Blank => Response::Empty,
+            EntryPayload::Membership(m) => {
+                membership = Some(StoredMembership::new(Some(entry.log_id), m));
+                Response::Empty
+            }
+            EntryPayload::Normal(Command::Txn(txn)) => a.txn(revision, txn)?,
+        };
+        // The store's revision moves only when something changed.
+        if a.notices.len() > changes_before {
+            revisions.current = revision;
+        }
+        responses.push(response);
+    }
+
+    // Trim the watch history once it is a tenth longer than asked, so the
+    // deletion is batched rather than done on every apply.
+    if revisions.current.saturating_sub(revisions.compacted) > history + history / 10 {
+        let new_compacted = revisions.current - history;
+        a.batch
+            .delete_range_cf(a.events_cf, be(0), be(new_compacted + 1));
+        revisions.compacted = new_compacted;
+    }
+
+    let sm = cf(db, CF_SM);
+    if let Some(applied) = last_applied {
+        a.batch
+            .put_cf(sm, KEY_APPLIED, encode("last applied", &Some(applied))?);
+    }
+    if let Some(m) = &membership {
+        a.batch.put_cf(sm, KEY_MEMBERSHIP, encode("membership", m)?);
+    }
+    a.batch
+        .put_cf(sm, KEY_REVISION, encode("revision", &revisions.current)?);
+    a.batch.put_cf(
+        sm,
+        KEY_COMPACTED,
+        encode("compacted revision", &revisions.compacted)?,
+    );
+    db.write(a.batch)?;
+    Ok((responses, a.notices, revisions))
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let applied: Option<LogId> =
+            get_meta::<Option<LogId>>(&self.db, KEY_APPLIED, "last applied")
+                .map_err(sm_read_err)?
+                .flatten();
+        let membership = get_meta(&self.db, KEY_MEMBERSHIP, "membership")
+            .map_err(sm_read_err)?
+            .unwrap_or_default();
+        Ok((applied, membership))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + openraft::OptionalSend,
+        I::IntoIter: openraft::OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let db = self.db.clone();
+        let (revisions, history) = (self.revisions, self.history);
+        let (responses, notices, revisions) =
+            blocking(move || apply_entries(&db, entries, revisions, history))
+                .await
+                .map_err(sm_write_err)?;
+        self.revisions = revisions;
+        for n in notices {
+            // No receiver is fine: nobody is watching.
+            let _ = self.notices.send(n);
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.builder()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let body: SnapshotBody = decode("snapshot", &data).map_err(|e| {
+            StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e))
+        })?;
+        let db = self.db.clone();
+        let meta_c = meta.clone();
+        let revision = body.revision;
+        blocking(move || {
+            let mut batch = WriteBatch::default();
+            let kv = cf(&db, CF_KV);
+            // Keys are UTF-8, which never contains the byte 0xff.
+            batch.delete_range_cf(kv, b"".as_slice(), [0xffu8].as_slice());
+            for (k, v) in &body.objects {
+                batch.put_cf(kv, k.as_bytes(), v);
+            }
+            batch.delete_range_cf(cf(&db, CF_EVENTS), be(0), be(u64::MAX));
+            let sm = cf(&db, CF_SM);
+            batch.put_cf(
+                sm,
+                KEY_APPLIED,
+                encode("last applied", &meta_c.last_log_id)?,
+            );
+            batch.put_cf(
+                sm,
+                KEY_MEMBERSHIP,
+                encode("membership", &meta_c.last_membership)?,
+            );
+            batch.put_cf(sm, KEY_REVISION, encode("revision", &body.revision)?);
+            batch.put_cf(
+                sm,
+                KEY_COMPACTED,
+                encode("compacted revision", &body.revision)?,
+            );
+            let mut w = WriteOptions::default();
+            w.set_sync(true);
+            db.write_opt(batch, &w)?;
+            Ok(())
+        })
+        .await
+        .map_err(sm_write_err)?;
+        self.revisions = Revisions {
+            current: revision,
+            compacted: revision,
+        };
+        let file = SnapshotFile {
+            meta: meta.clone(),
+            data,
+        };
+        write_snapshot_file(self.snapshot_path.clone(), file)
+            .await
+            .map_err(|e| {
+                StorageIOError::write_snapshot(Some(meta.signature()), AnyError::new(&e))
+            })?;
+        let _ = self.notices.send(WatchBatch::Reset { revision });
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let path = self.snapshot_path.clone();
+        let file = blocking(move || match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(decode::<SnapshotFile>("snapshot file", &bytes)?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(Error::SnapshotFile { path, source }),
+        })
+        .await
+        .map_err(|e| StorageIOError::read_snapshot(None, AnyError::new(&e)))?;
+        Ok(file.map(|f| Snapshot {
+            meta: f.meta,
+            snapshot: Box::new(Cursor::new(f.data)),
+        }))
+    }
+}
+
+async fn write_snapshot_file(path: PathBuf, file: SnapshotFile) -> Result<()> {
+    blocking(move || {
+        let bytes = encode("snapshot file", &file)?;
+        // A unique temporary name: a snapshot being built and one being
+        // installed may be written at the same time; the rename decides.
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let tmp = path.with_extension(format!("tmp{}", SEQ.fetch_add(1, Ordering::Relaxed)));
+        let io = |source| Error::SnapshotFile {
+            path: path.clone(),
+            source,
+        };
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).map_err(io)?;
+            f.write_all(&bytes).map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let db = self.db.clone();
+        let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
+        let (meta, data) = blocking(move || {
+            // One RocksDB snapshot, so objects and applied state agree even
+            // while apply goes on.
+            let snap = db.snapshot();
+            let read_sm = |key: &[u8]| snap.get_cf(cf(&db, CF_SM), key);
+            let applied: Option<LogId> = match read_sm(KEY_APPLIED)? {
+                Some(b) => decode::<Option<LogId>>("last applied", &b)?,
+                None => None,
+            };
+            let membership: StoredMembership = match read_sm(KEY_MEMBERSHIP)? {
+                Some(b) => decode("membership", &b)?,
+                None => StoredMembership::default(),
+            };
+            let revision: u64 = match read_sm(KEY_REVISION)? {
+                Some(b) => decode("revision", &b)?,
+                None => 0,
+            };
+            let mut objects = Vec::new();
+            for item in snap.iterator_cf(cf(&db, CF_KV), IteratorMode::Start) {
+                let (k, v) = item?;
+                let key = String::from_utf8(k.to_vec()).map_err(|e| Error::Decode {
+                    what: "object key",
+                    reason: e.to_string(),
+                })?;
+                objects.push((key, v.to_vec()));
+            }
+            let data = encode("snapshot", &SnapshotBody { revision, objects })?;
+            let snapshot_id = match applied {
+                Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, seq),
+                None => format!("0-0-{seq}"),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: applied,
+                last_membership: membership,
+                snapshot_id,
+            };
+            Ok((meta, data))
+        })
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(None, AnyError::new(&e)))?;
+        write_snapshot_file(
+            self.snapshot_path.clone(),
+            SnapshotFile {
+                meta: meta.clone(),
+                data: data.clone(),
+            },
+        )
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), AnyError::new(&e)))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+/// One page of a prefix listing.
+#[derive(Debug, Clone)]
+pub struct ListPage {
+    pub items: Vec<(String, StoredObject)>,
+    /// The store revision the page was read at.
+    pub revision: u64,
+    /// Set when more keys remain: pass it back as `start_after`.
+    pub more: bool,
+}
+
+impl StoreReader {
+    /// The current and the compacted revision.
+    pub fn revisions(&self) -> Result<(u64, u64)> {
+        let r = read_revisions(&self.db)?;
+        Ok((r.current, r.compacted))
+    }
+
+    pub fn get(&self, key: &str) -> Result<(Option<StoredObject>, u64)> {
+        let snap = self.db.snapshot();
+        let obj = match snap.get_cf(cf(&self.db, CF_KV), key.as_bytes())? {
+            Some(bytes) => Some(decode("object", &bytes)?),
+            None => None,
+        };
+        let revision = match snap.get_cf(cf(&self.db, CF_SM), KEY_REVISION)? {
+            Some(b) => decode("revision", &b)?,
+            None => 0,
+        };
+        Ok((obj, revision))
+    }
+
+    /// Objects whose key starts with `prefix`, after `start_after` if given,
+    /// at most `limit` (0: no limit), all read at one revision.
+    pub fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<ListPage> {
+        let snap = self.db.snapshot();
+        let revision = match snap.get_cf(cf(&self.db, CF_SM), KEY_REVISION)? {
+            Some(b) => decode("revision", &b)?,
+            None => 0,
+        };
+        let start = match start_after {
+            Some(s) if s.as_bytes() >= prefix.as_bytes() => s.as_bytes().to_vec(),
+            _ => prefix.as_bytes().to_vec(),
+        };
+        let mut items = Vec::new();
+        let mut more = false;
+        for item in snap.iterator_cf(
+            cf(&self.db, CF_KV),
+            IteratorMode::From(&start, Direction::Forward),
+        ) {
+            let (k, v) = item?;
+            if !k.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            if start_after.is_some_and(|s| k.as_ref() == s.as_bytes()) {
+                continue;
+            }
+            if limit > 0 && items.len() == limit {
+                more = true;
+                break;
+            }
+            let key = String::from_utf8(k.to_vec()).map_err(|e| Error::Decode {
+                what: "object key",
+                reason: e.to_string(),
+            })?;
+            items.push((key, decode("object", &v)?));
+        }
+        Ok(ListPage {
+            items,
+            revision,
+            more,
+        })
+    }
+
+    /// Live notices from now on. Subscribe before reading history so nothing
+    /// falls between the two.
+    pub fn subscribe(&self) -> broadcast::Receiver<WatchBatch> {
+        self.notices.subscribe()
+    }
+
+    /// The recorded changes at revisions `from..=to`, oldest first, at most
+    /// `max_revisions` of them. Fails with [`Error::Compacted`] when `from` is
+    /// at or below the compacted revision.
+    pub fn history(
+        &self,
+        from: u64,
+        to: u64,
+        max_revisions: usize,
+    ) -> Result<Vec<(u64, Vec<Event>)>> {
+        let snap = self.db.snapshot();
+        let compacted: u64 = match snap.get_cf(cf(&self.db, CF_SM), KEY_COMPACTED)? {
+            Some(b) => decode("compacted revision", &b)?,
+            None => 0,
+        };
+        if from <= compacted {
+            return Err(Error::Compacted {
+                requested: from,
+                oldest: compacted + 1,
+            });
+        }
+        let mut out = Vec::new();
+        for item in snap.iterator_cf(
+            cf(&self.db, CF_EVENTS),
+            IteratorMode::From(&be(from), Direction::Forward),
+        ) {
+            let (k, v) = item?;
+            let rev = from_be(&k)?;
+            if rev > to || out.len() >= max_revisions {
+                break;
+            }
+            out.push((rev, decode("events", &v)?));
+        }
+        Ok(out)
+    }
+}
