@@ -76,6 +76,17 @@ impl Client {
         })
     }
 
+    /// Like [`Client::new`], then asks the members which one leads and
+    /// prefers it, so writes skip the forwarding hop. An unreachable cluster
+    /// is not an error here: the first call reports it.
+    pub async fn connect<S: AsRef<str>>(endpoints: &[S]) -> Result<Self> {
+        let client = Self::new(endpoints)?;
+        if client.channels.len() > 1 {
+            client.find_leader().await;
+        }
+        Ok(client)
+    }
+
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints
     }

@@ -63,7 +63,7 @@ pub async fn run(
     endpoints: &[String],
     format: Format,
 ) -> Result<(), CliError> {
-    let c = client(endpoints)?;
+    let c = client(endpoints).await?;
     match cmd {
         ClusterCommand::Status => {
             let mut views = Vec::new();

@@ -88,7 +88,7 @@ fn object_json(o: &pb::Object) -> serde_json::Value {
 }
 
 pub async fn get(args: GetArgs, endpoints: &[String], format: Format) -> Result<(), CliError> {
-    let c = client(endpoints)?;
+    let c = client(endpoints).await?;
     let req = pb::GetRequest {
         key: args.key.clone(),
         consistency: consistency(args.stale),
@@ -127,7 +127,7 @@ pub async fn put(args: PutArgs, endpoints: &[String], format: Format) -> Result<
             )))
         }
     };
-    let c = client(endpoints)?;
+    let c = client(endpoints).await?;
     let req = pb::PutRequest {
         key: args.key.clone(),
         value,
@@ -151,7 +151,7 @@ pub async fn put(args: PutArgs, endpoints: &[String], format: Format) -> Result<
 }
 
 pub async fn del(args: DelArgs, endpoints: &[String], format: Format) -> Result<(), CliError> {
-    let c = client(endpoints)?;
+    let c = client(endpoints).await?;
     let req = pb::DeleteRequest {
         key: args.key.clone(),
         expected_revision: args.expect_revision,
@@ -175,7 +175,7 @@ pub async fn del(args: DelArgs, endpoints: &[String], format: Format) -> Result<
 }
 
 pub async fn list(args: ListArgs, endpoints: &[String], format: Format) -> Result<(), CliError> {
-    let c = client(endpoints)?;
+    let c = client(endpoints).await?;
     let req = pb::ListRequest {
         prefix: args.prefix.clone(),
         start_after: args.start_after.clone(),
@@ -223,7 +223,7 @@ pub async fn list(args: ListArgs, endpoints: &[String], format: Format) -> Resul
 }
 
 pub async fn watch(args: WatchArgs, endpoints: &[String], format: Format) -> Result<(), CliError> {
-    let c = client(endpoints)?;
+    let c = client(endpoints).await?;
     let req = pb::WatchRequest {
         prefix: args.prefix.clone(),
         start_revision: args.from,

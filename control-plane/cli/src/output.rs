@@ -61,8 +61,11 @@ pub fn status(context: impl Into<String>, s: Status) -> CliError {
     }
 }
 
-pub fn client(endpoints: &[String]) -> Result<ndc_api::Client, CliError> {
-    ndc_api::Client::new(endpoints).map_err(|e| CliError::Failed(e.into()))
+/// A client for the given members that prefers the leader.
+pub async fn client(endpoints: &[String]) -> Result<ndc_api::Client, CliError> {
+    ndc_api::Client::connect(endpoints)
+        .await
+        .map_err(|e| CliError::Failed(e.into()))
 }
 
 /// Shows a value as text when it is UTF-8, or says how many bytes it has.

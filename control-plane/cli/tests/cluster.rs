@@ -244,6 +244,28 @@ async fn membership_grows_and_shrinks() -> Result<()> {
         "CLI against a removed node: {code} {stderr}"
     );
 
+    // The leader told node 3 it was removed: it says so, and still refuses after a restart.
+    wait_for("node 3 to know it was removed", || {
+        let a3 = a3.clone();
+        async move {
+            status(&a3)
+                .await
+                .filter(|s| s.state == "removed")
+                .map(|_| ())
+        }
+    })
+    .await?;
+    let exit = c.terminate(3)?;
+    ensure!(exit.success(), "a removed node still stops cleanly: {exit}");
+    c.start(3, &a3, Start::Bare).await?;
+    let err = put(&only3, "/m/after", b"x")
+        .await
+        .expect_err("still removed after restart");
+    ensure!(
+        err.code() == Code::FailedPrecondition && err.message().contains("removed"),
+        "{err:?}"
+    );
+
     let two = ndc_api::Client::new(&[c.addr(1), c.addr(2)])?;
     put(&two, "/m/after", b"2").await?;
     let (code, out, _) = ndc(&["--endpoints", &c.addr(2), "get", "/m/after"])?;

@@ -73,6 +73,7 @@ impl Cluster for ClusterService {
             id: node.id,
             addr: node.addr.clone(),
             state: match m.state {
+                _ if node.retired_at().is_some() => "removed",
                 ServerState::Leader => "leader",
                 ServerState::Follower => "follower",
                 ServerState::Candidate => "candidate",

@@ -30,6 +30,14 @@ pub(crate) enum ForwardRequest {
     },
 }
 
+/// Sent by the leader to a node it removed.
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) struct RetireNotice {
+    pub id: NodeId,
+    /// The log index of the membership change that removed it.
+    pub log_index: u64,
+}
+
 #[derive(Serialize, Deserialize, Debug)]
 pub(crate) enum ForwardReply {
     Written(Response),

@@ -25,7 +25,7 @@ use tracing::{info, warn, Instrument};
 
 use crate::cluster_service::ClusterService;
 use crate::error::{Error, Result};
-use crate::forward::{ForwardReply, ForwardRequest, ForwardResult, MembershipView};
+use crate::forward::{ForwardReply, ForwardRequest, ForwardResult, MembershipView, RetireNotice};
 use crate::kv_service::KvService;
 use crate::network::{Network, MAX_RAFT_MESSAGE};
 use crate::raft_service::RaftService;
@@ -91,6 +91,10 @@ pub(crate) struct Node {
     pub(crate) reader: StoreReader,
     pub(crate) log: LogStore,
     peers: Mutex<HashMap<String, RaftClient<Channel>>>,
+    /// Set (and recorded in the data dir) once the leader said this node was
+    /// removed: it then refuses every request but status.
+    retired: std::sync::Mutex<Option<u64>>,
+    retired_marker: PathBuf,
 }
 
 /// A started node. Dropping it does not stop it: call [`RunningNode::shutdown`].
@@ -118,8 +122,38 @@ impl Node {
         m.membership_config.membership().get_node(&id).is_some()
     }
 
+    /// The log index at which this node was removed, if it was.
+    pub(crate) fn retired_at(&self) -> Option<u64> {
+        self.retired.lock().ok().and_then(|r| *r)
+    }
+
+    /// Records that this node was removed and stops its Raft, so it no longer
+    /// campaigns. Idempotent.
+    pub(crate) async fn retire(&self, log_index: u64) -> std::io::Result<()> {
+        if self.retired_at().is_some() {
+            return Ok(());
+        }
+        std::fs::write(&self.retired_marker, log_index.to_string())?;
+        if let Ok(mut r) = self.retired.lock() {
+            *r = Some(log_index);
+        }
+        warn!(
+            id = self.id,
+            log_index, "this node was removed from the cluster; it now refuses requests"
+        );
+        let _ = self.raft.shutdown().await;
+        Ok(())
+    }
+
     /// Refuses requests on a node that was removed from its cluster.
     fn ensure_member(&self) -> Result<(), Status> {
+        if let Some(at) = self.retired_at() {
+            return Err(Status::failed_precondition(format!(
+                "node {} is not a member of the cluster: it was removed at log index {at}; send requests to a member \
+                 (to bring this machine back, start a node with a new id and an empty data dir, and join it)",
+                self.id
+            )));
+        }
         let m = self.metrics();
         let has_members = m.membership_config.membership().nodes().next().is_some();
         if !has_members {
@@ -351,11 +385,18 @@ impl Node {
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
         };
+        let removed_addr = membership.get_node(&id).map(|n| n.addr.clone());
         let r = self
             .raft
             .change_membership(change, false)
             .await
             .map_err(write_error)?;
+        if let Some(addr) = removed_addr {
+            tokio::spawn(
+                tell_removed(id, addr, r.log_id.index)
+                    .instrument(tracing::info_span!("retire", node = id)),
+            );
+        }
         Ok(ForwardReply::Membership(self.view_after(r.log_id.index)))
     }
 
@@ -373,6 +414,30 @@ fn view(m: &RaftMetrics<NodeId, BasicNode>, log_index: u64) -> MembershipView {
             .map(|(id, n)| (*id, n.addr.clone(), voters.contains(id)))
             .collect(),
         log_index,
+    }
+}
+
+/// Tells a removed node it is out, a few times if it does not answer. Best
+/// effort: a node that is down learns it from its peers' refusals instead.
+async fn tell_removed(id: NodeId, addr: String, log_index: u64) {
+    const ATTEMPTS: u32 = 5;
+    let Ok(data) = encode("retire notice", &RetireNotice { id, log_index }) else {
+        return;
+    };
+    let Ok(ch) = ndc_api::client::channel(&addr) else {
+        return;
+    };
+    let mut client = RaftClient::new(ch);
+    for attempt in 1..=ATTEMPTS {
+        let mut req = tonic::Request::new(Payload { data: data.clone() });
+        req.set_timeout(Duration::from_secs(2));
+        match client.retire(req).await {
+            Ok(_) => return,
+            Err(s) => {
+                warn!(id, attempt, error = %s.message(), "could not tell the removed node");
+                tokio::time::sleep(JOIN_RETRY * attempt).await;
+            }
+        }
     }
 }
 
@@ -433,6 +498,17 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     .await
     .map_err(|e| Error::Raft(e.to_string()))?;
 
+    let retired_marker = config.data_dir.join("REMOVED");
+    let retired = std::fs::read_to_string(&retired_marker)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    if let Some(at) = retired {
+        warn!(
+            id = config.id,
+            at, "this node was removed from its cluster; it serves status only"
+        );
+        let _ = raft.shutdown().await;
+    }
     let node = Arc::new(Node {
         id: config.id,
         addr: addr.clone(),
@@ -440,6 +516,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         reader: store.reader,
         log: store.log,
         peers: Mutex::new(HashMap::new()),
+        retired: std::sync::Mutex::new(retired),
+        retired_marker,
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -477,11 +555,13 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     );
     info!(id = config.id, %addr, "node listening");
 
-    let initialized = node
-        .raft
-        .is_initialized()
-        .await
-        .map_err(|e| Error::Raft(e.to_string()))?;
+    // A removed node has stopped its Raft; it has state, and must not join again.
+    let initialized = node.retired_at().is_some()
+        || node
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| Error::Raft(e.to_string()))?;
     if !initialized {
         if config.init {
             info!(id = config.id, "bootstrapping a one-node cluster");
@@ -597,11 +677,13 @@ impl RunningNode {
     pub async fn shutdown(self) -> Result<()> {
         let _ = self.stop.send(());
         let served = self.server.await;
-        self.node
-            .raft
-            .shutdown()
-            .await
-            .map_err(|e| Error::Raft(e.to_string()))?;
+        if self.node.retired_at().is_none() {
+            self.node
+                .raft
+                .shutdown()
+                .await
+                .map_err(|e| Error::Raft(e.to_string()))?;
+        }
         match served {
             Ok(r) => r.map_err(Error::Transport),
             Err(e) => Err(Error::Raft(format!("server task: {e}"))),

@@ -9,7 +9,7 @@ use ndc_store::{decode, encode, TypeConfig};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use tonic::{Request, Response, Status};
 
-use crate::forward::ForwardRequest;
+use crate::forward::{ForwardRequest, RetireNotice};
 use crate::node::Node;
 
 pub(crate) struct RaftService {
@@ -53,5 +53,21 @@ impl RaftRpc for RaftService {
             decode("forwarded request", &request.into_inner().data).map_err(bad_payload)?;
         let result = self.node.serve_forwarded(req).await;
         reply(&result)
+    }
+
+    async fn retire(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let notice: RetireNotice =
+            decode("retire notice", &request.into_inner().data).map_err(bad_payload)?;
+        if notice.id != self.node.id {
+            return Err(Status::invalid_argument(format!(
+                "retire notice for node {} reached node {}",
+                notice.id, self.node.id
+            )));
+        }
+        self.node
+            .retire(notice.log_index)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        reply(&())
     }
 }
