@@ -66,6 +66,7 @@ pub async fn ndc_cluster(ndc: &Path, dir: &Path) -> Result<(Procs, Vec<String>)>
             .arg(dir.join(format!("ndc-{id}")))
             .arg("--ready-file")
             .arg(&ready)
+            .arg("--insecure-no-auth")
             .env("NDC_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(out)

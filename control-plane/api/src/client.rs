@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
@@ -27,6 +28,39 @@ pub struct Client {
     endpoints: Vec<String>,
     channels: Vec<Channel>,
     preferred: AtomicUsize,
+    auth: Auth,
+}
+
+/// Adds `authorization: Bearer <token>` to every request, when a token is set.
+#[derive(Debug, Clone, Default)]
+pub struct Auth {
+    header: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl Auth {
+    pub fn new(token: Option<&str>) -> Result<Self> {
+        let header = match token.map(str::trim).filter(|t| !t.is_empty()) {
+            Some(t) => Some(
+                format!("Bearer {t}")
+                    .parse()
+                    .map_err(|_| Error::InvalidToken)?,
+            ),
+            None => None,
+        };
+        Ok(Self { header })
+    }
+}
+
+impl tonic::service::Interceptor for Auth {
+    fn call(
+        &mut self,
+        mut req: tonic::Request<()>,
+    ) -> std::result::Result<tonic::Request<()>, Status> {
+        if let Some(h) = &self.header {
+            req.metadata_mut().insert("authorization", h.clone());
+        }
+        Ok(req)
+    }
 }
 
 /// Turns `host:port` into `http://host:port`; keeps a URI that has a scheme.
@@ -73,14 +107,27 @@ impl Client {
             endpoints,
             channels,
             preferred: AtomicUsize::new(0),
+            auth: Auth::default(),
         })
     }
 
-    /// Like [`Client::new`], then asks the members which one leads and
-    /// prefers it, so writes skip the forwarding hop. An unreachable cluster
-    /// is not an error here: the first call reports it.
-    pub async fn connect<S: AsRef<str>>(endpoints: &[S]) -> Result<Self> {
-        let client = Self::new(endpoints)?;
+    /// Sends this bearer token with every request.
+    pub fn with_token(mut self, token: Option<&str>) -> Result<Self> {
+        self.auth = Auth::new(token)?;
+        Ok(self)
+    }
+
+    /// The interceptor that adds this client's token; pass it to a
+    /// generated client's `with_interceptor`.
+    pub fn auth(&self) -> Auth {
+        self.auth.clone()
+    }
+
+    /// Like [`Client::new`] with a token, then asks the members which one
+    /// leads and prefers it, so writes skip the forwarding hop. An
+    /// unreachable cluster is not an error here: the first call reports it.
+    pub async fn connect<S: AsRef<str>>(endpoints: &[S], token: Option<&str>) -> Result<Self> {
+        let client = Self::new(endpoints)?.with_token(token)?;
         if client.channels.len() > 1 {
             client.find_leader().await;
         }
@@ -92,14 +139,20 @@ impl Client {
     }
 
     /// The object API on the preferred member.
-    pub fn kv(&self) -> KvClient<Channel> {
-        KvClient::new(self.channels[self.preferred.load(Ordering::Relaxed)].clone())
-            .max_decoding_message_size(64 * 1024 * 1024)
+    pub fn kv(&self) -> KvClient<InterceptedService<Channel, Auth>> {
+        KvClient::with_interceptor(
+            self.channels[self.preferred.load(Ordering::Relaxed)].clone(),
+            self.auth(),
+        )
+        .max_decoding_message_size(64 * 1024 * 1024)
     }
 
     /// The cluster API on the preferred member.
-    pub fn cluster(&self) -> ClusterClient<Channel> {
-        ClusterClient::new(self.channels[self.preferred.load(Ordering::Relaxed)].clone())
+    pub fn cluster(&self) -> ClusterClient<InterceptedService<Channel, Auth>> {
+        ClusterClient::with_interceptor(
+            self.channels[self.preferred.load(Ordering::Relaxed)].clone(),
+            self.auth(),
+        )
     }
 
     /// Asks the members for the leader and prefers it when it is one of the

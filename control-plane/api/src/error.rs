@@ -5,6 +5,8 @@ pub enum Error {
     NoEndpoints,
     #[error("invalid endpoint {endpoint:?}: {reason}")]
     InvalidEndpoint { endpoint: String, reason: String },
+    #[error("the token contains characters that cannot go in a header")]
+    InvalidToken,
     #[error("{0}")]
     Status(#[from] tonic::Status),
 }

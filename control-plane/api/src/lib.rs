@@ -5,6 +5,7 @@
 //! the operator, the agents, the benchmarks) link it without the server.
 
 pub mod client;
+pub mod convert;
 mod error;
 
 pub use client::Client;
@@ -23,6 +24,11 @@ pub mod cluster {
 /// Node-to-node traffic (Raft messages, forwarded requests).
 pub mod raft {
     tonic::include_proto!("ndc.raft.v1");
+}
+
+/// Tenants, reorganisations and the audit log.
+pub mod tenants {
+    tonic::include_proto!("ndc.tenants.v1");
 }
 
 /// The encoded descriptors of every service, for gRPC server reflection.

@@ -7,7 +7,7 @@ use ndc_api::cluster::{
 };
 use serde_json::json;
 
-use crate::output::{client, print_json, status, CliError, Format};
+use crate::output::{client, print_data, status, CliError, Conn, Format};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum ClusterCommand {
@@ -31,7 +31,7 @@ fn members_json(r: &MembershipResponse) -> serde_json::Value {
 
 fn print_members(r: &MembershipResponse, format: Format) {
     match format {
-        Format::Json => print_json(&members_json(r)),
+        Format::Json | Format::Yaml => print_data(format, &members_json(r)),
         Format::Table => {
             println!("{:<6} {:<24} ROLE", "ID", "ADDRESS");
             for m in &r.members {
@@ -58,19 +58,18 @@ fn status_json(s: &StatusResponse) -> serde_json::Value {
     })
 }
 
-pub async fn run(
-    cmd: ClusterCommand,
-    endpoints: &[String],
-    format: Format,
-) -> Result<(), CliError> {
-    let c = client(endpoints).await?;
+pub async fn run(cmd: ClusterCommand, conn: &Conn, format: Format) -> Result<(), CliError> {
+    let c = client(conn).await?;
     match cmd {
         ClusterCommand::Status => {
             let mut views = Vec::new();
             let mut unreachable = Vec::new();
             for ep in c.endpoints() {
                 let ch = ndc_api::client::channel(ep).map_err(|e| CliError::Failed(e.into()))?;
-                match ClusterClient::new(ch).status(StatusRequest {}).await {
+                match ClusterClient::with_interceptor(ch, c.auth())
+                    .status(StatusRequest {})
+                    .await
+                {
                     Ok(r) => views.push(r.into_inner()),
                     Err(s) => unreachable.push((ep.clone(), s.message().to_string())),
                 }
@@ -86,10 +85,13 @@ pub async fn run(
                 ));
             }
             match format {
-                Format::Json => print_json(&json!({
-                    "nodes": views.iter().map(status_json).collect::<Vec<_>>(),
-                    "unreachable": unreachable.iter().map(|(ep, m)| json!({"endpoint": ep, "error": m})).collect::<Vec<_>>(),
-                })),
+                Format::Json | Format::Yaml => print_data(
+                    format,
+                    &json!({
+                        "nodes": views.iter().map(status_json).collect::<Vec<_>>(),
+                        "unreachable": unreachable.iter().map(|(ep, m)| json!({"endpoint": ep, "error": m})).collect::<Vec<_>>(),
+                    }),
+                ),
                 Format::Table => {
                     println!(
                         "{:<4} {:<22} {:<9} {:<7} {:>6} {:>9} {:>9} {:>9} {:>9}",
@@ -149,8 +151,9 @@ pub async fn run(
             let r = c
                 .call(|ch| {
                     let addr = addr.clone();
+                    let a = c.auth();
                     async move {
-                        ClusterClient::new(ch)
+                        ClusterClient::with_interceptor(ch, a)
                             .add_learner(AddLearnerRequest { id, addr })
                             .await
                     }
@@ -162,9 +165,14 @@ pub async fn run(
         }
         ClusterCommand::Promote { id } => {
             let r = c
-                .call(
-                    |ch| async move { ClusterClient::new(ch).promote(PromoteRequest { id }).await },
-                )
+                .call(|ch| {
+                    let a = c.auth();
+                    async move {
+                        ClusterClient::with_interceptor(ch, a)
+                            .promote(PromoteRequest { id })
+                            .await
+                    }
+                })
                 .await
                 .map_err(|s| status(format!("cannot promote node {id}"), s))?;
             print_members(r.get_ref(), format);
@@ -172,7 +180,14 @@ pub async fn run(
         }
         ClusterCommand::Remove { id } => {
             let r = c
-                .call(|ch| async move { ClusterClient::new(ch).remove(RemoveRequest { id }).await })
+                .call(|ch| {
+                    let a = c.auth();
+                    async move {
+                        ClusterClient::with_interceptor(ch, a)
+                            .remove(RemoveRequest { id })
+                            .await
+                    }
+                })
                 .await
                 .map_err(|s| status(format!("cannot remove node {id}"), s))?;
             print_members(r.get_ref(), format);

@@ -7,7 +7,7 @@ use ndc_api::kv::kv_client::KvClient;
 use ndc_api::kv::{self as pb, Consistency};
 use serde_json::json;
 
-use crate::output::{client, print_json, show_value, status, CliError, Format};
+use crate::output::{client, print_data, show_value, status, CliError, Conn, Format};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Example:\n  ndc get /demo/hello --stale")]
@@ -87,8 +87,8 @@ fn object_json(o: &pb::Object) -> serde_json::Value {
     })
 }
 
-pub async fn get(args: GetArgs, endpoints: &[String], format: Format) -> Result<(), CliError> {
-    let c = client(endpoints).await?;
+pub async fn get(args: GetArgs, conn: &Conn, format: Format) -> Result<(), CliError> {
+    let c = client(conn).await?;
     let req = pb::GetRequest {
         key: args.key.clone(),
         consistency: consistency(args.stale),
@@ -96,7 +96,8 @@ pub async fn get(args: GetArgs, endpoints: &[String], format: Format) -> Result<
     let r = c
         .call(|ch| {
             let req = req.clone();
-            async move { KvClient::new(ch).get(req).await }
+            let a = c.auth();
+            async move { KvClient::with_interceptor(ch, a).get(req).await }
         })
         .await
         .map_err(|s| status(format!("cannot read {:?}", args.key), s))?
@@ -109,13 +110,13 @@ pub async fn get(args: GetArgs, endpoints: &[String], format: Format) -> Result<
         )));
     };
     match format {
-        Format::Json => print_json(&object_json(&o)),
+        Format::Json | Format::Yaml => print_data(format, &object_json(&o)),
         Format::Table => println!("{}", show_value(&o.value)),
     }
     Ok(())
 }
 
-pub async fn put(args: PutArgs, endpoints: &[String], format: Format) -> Result<(), CliError> {
+pub async fn put(args: PutArgs, conn: &Conn, format: Format) -> Result<(), CliError> {
     let value = match (&args.value, &args.from_file) {
         (Some(v), _) => v.clone().into_bytes(),
         (None, Some(path)) => std::fs::read(path).map_err(|e| {
@@ -127,7 +128,7 @@ pub async fn put(args: PutArgs, endpoints: &[String], format: Format) -> Result<
             )))
         }
     };
-    let c = client(endpoints).await?;
+    let c = client(conn).await?;
     let req = pb::PutRequest {
         key: args.key.clone(),
         value,
@@ -136,13 +137,15 @@ pub async fn put(args: PutArgs, endpoints: &[String], format: Format) -> Result<
     let r = c
         .call(|ch| {
             let req = req.clone();
-            async move { KvClient::new(ch).put(req).await }
+            let a = c.auth();
+            async move { KvClient::with_interceptor(ch, a).put(req).await }
         })
         .await
         .map_err(|s| status(format!("cannot write {:?}", args.key), s))?
         .into_inner();
     match format {
-        Format::Json => print_json(
+        Format::Json | Format::Yaml => print_data(
+            format,
             &json!({"key": args.key, "revision": r.revision, "prev_revision": r.prev_revision}),
         ),
         Format::Table => println!("{} written at revision {}", args.key, r.revision),
@@ -150,8 +153,8 @@ pub async fn put(args: PutArgs, endpoints: &[String], format: Format) -> Result<
     Ok(())
 }
 
-pub async fn del(args: DelArgs, endpoints: &[String], format: Format) -> Result<(), CliError> {
-    let c = client(endpoints).await?;
+pub async fn del(args: DelArgs, conn: &Conn, format: Format) -> Result<(), CliError> {
+    let c = client(conn).await?;
     let req = pb::DeleteRequest {
         key: args.key.clone(),
         expected_revision: args.expect_revision,
@@ -159,23 +162,25 @@ pub async fn del(args: DelArgs, endpoints: &[String], format: Format) -> Result<
     let r = c
         .call(|ch| {
             let req = req.clone();
-            async move { KvClient::new(ch).delete(req).await }
+            let a = c.auth();
+            async move { KvClient::with_interceptor(ch, a).delete(req).await }
         })
         .await
         .map_err(|s| status(format!("cannot delete {:?}", args.key), s))?
         .into_inner();
     match format {
-        Format::Json => {
-            print_json(&json!({"key": args.key, "deleted": r.deleted, "revision": r.revision}))
-        }
+        Format::Json | Format::Yaml => print_data(
+            format,
+            &json!({"key": args.key, "deleted": r.deleted, "revision": r.revision}),
+        ),
         Format::Table if r.deleted => println!("{} deleted at revision {}", args.key, r.revision),
         Format::Table => println!("{} did not exist; nothing deleted", args.key),
     }
     Ok(())
 }
 
-pub async fn list(args: ListArgs, endpoints: &[String], format: Format) -> Result<(), CliError> {
-    let c = client(endpoints).await?;
+pub async fn list(args: ListArgs, conn: &Conn, format: Format) -> Result<(), CliError> {
+    let c = client(conn).await?;
     let req = pb::ListRequest {
         prefix: args.prefix.clone(),
         start_after: args.start_after.clone(),
@@ -185,16 +190,20 @@ pub async fn list(args: ListArgs, endpoints: &[String], format: Format) -> Resul
     let r = c
         .call(|ch| {
             let req = req.clone();
-            async move { KvClient::new(ch).list(req).await }
+            let a = c.auth();
+            async move { KvClient::with_interceptor(ch, a).list(req).await }
         })
         .await
         .map_err(|s| status(format!("cannot list {:?}", args.prefix), s))?
         .into_inner();
     match format {
-        Format::Json => print_json(&json!({
-            "revision": r.revision, "more": r.more,
-            "objects": r.objects.iter().map(object_json).collect::<Vec<_>>(),
-        })),
+        Format::Json | Format::Yaml => print_data(
+            format,
+            &json!({
+                "revision": r.revision, "more": r.more,
+                "objects": r.objects.iter().map(object_json).collect::<Vec<_>>(),
+            }),
+        ),
         Format::Table => {
             println!("{:<40} {:>9} {:>8}  VALUE", "KEY", "REVISION", "VERSION");
             for o in &r.objects {
@@ -222,8 +231,8 @@ pub async fn list(args: ListArgs, endpoints: &[String], format: Format) -> Resul
     Ok(())
 }
 
-pub async fn watch(args: WatchArgs, endpoints: &[String], format: Format) -> Result<(), CliError> {
-    let c = client(endpoints).await?;
+pub async fn watch(args: WatchArgs, conn: &Conn, format: Format) -> Result<(), CliError> {
+    let c = client(conn).await?;
     let req = pb::WatchRequest {
         prefix: args.prefix.clone(),
         start_revision: args.from,
@@ -231,7 +240,8 @@ pub async fn watch(args: WatchArgs, endpoints: &[String], format: Format) -> Res
     let mut stream = c
         .call(|ch| {
             let req = req.clone();
-            async move { KvClient::new(ch).watch(req).await }
+            let a = c.auth();
+            async move { KvClient::with_interceptor(ch, a).watch(req).await }
         })
         .await
         .map_err(|s| status(format!("cannot watch {:?}", args.prefix), s))?
@@ -253,7 +263,7 @@ pub async fn watch(args: WatchArgs, endpoints: &[String], format: Format) -> Res
             };
             let Some(o) = &e.object else { continue };
             match format {
-                Format::Json => println!(
+                Format::Json | Format::Yaml => println!(
                     "{}",
                     json!({"type": kind, "revision": e.revision, "object": object_json(o)})
                 ),

@@ -1,16 +1,20 @@
 //! `ndc`: the command of the ndc control plane.
 
+mod apply_cmd;
+mod audit_cmd;
 mod cluster_cmd;
 mod kv_cmd;
 mod output;
+mod quantity;
 mod server_cmd;
+mod tenant_cmd;
 mod up_cmd;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::output::Format;
+use crate::output::{Conn, Format};
 
 /// ndc: the control plane of the National Data Centre's government cloud.
 #[derive(Parser, Debug)]
@@ -30,6 +34,9 @@ struct Cli {
         default_value = "127.0.0.1:7700"
     )]
     endpoints: Vec<String>,
+    /// Bearer token that identifies you to the control plane.
+    #[arg(long, global = true, env = "NDC_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
     output: Format,
@@ -56,6 +63,14 @@ enum Command {
     List(kv_cmd::ListArgs),
     /// Stream changes under a prefix.
     Watch(kv_cmd::WatchArgs),
+    /// Tenants: the agencies, their hierarchy, quotas and reorganisations.
+    #[command(subcommand)]
+    Tenant(tenant_cmd::TenantCommand),
+    /// Create or update what a YAML file describes.
+    Apply(apply_cmd::ApplyArgs),
+    /// The hash-chained audit log of every accepted change.
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCommand),
 }
 
 fn init_logging(default: &str) {
@@ -72,15 +87,22 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let long_running = matches!(cli.command, Command::Server(_) | Command::Up(_));
     init_logging(if long_running { "info" } else { "warn" });
+    let conn = Conn {
+        endpoints: cli.endpoints.clone(),
+        token: cli.token.clone(),
+    };
     let result = match cli.command {
         Command::Up(args) => up_cmd::run(args).await,
         Command::Server(args) => server_cmd::run(args).await,
-        Command::Cluster(cmd) => cluster_cmd::run(cmd, &cli.endpoints, cli.output).await,
-        Command::Get(args) => kv_cmd::get(args, &cli.endpoints, cli.output).await,
-        Command::Put(args) => kv_cmd::put(args, &cli.endpoints, cli.output).await,
-        Command::Del(args) => kv_cmd::del(args, &cli.endpoints, cli.output).await,
-        Command::List(args) => kv_cmd::list(args, &cli.endpoints, cli.output).await,
-        Command::Watch(args) => kv_cmd::watch(args, &cli.endpoints, cli.output).await,
+        Command::Cluster(cmd) => cluster_cmd::run(cmd, &conn, cli.output).await,
+        Command::Get(args) => kv_cmd::get(args, &conn, cli.output).await,
+        Command::Put(args) => kv_cmd::put(args, &conn, cli.output).await,
+        Command::Del(args) => kv_cmd::del(args, &conn, cli.output).await,
+        Command::List(args) => kv_cmd::list(args, &conn, cli.output).await,
+        Command::Watch(args) => kv_cmd::watch(args, &conn, cli.output).await,
+        Command::Tenant(cmd) => tenant_cmd::run(cmd, &conn, cli.output).await,
+        Command::Apply(args) => apply_cmd::run(args, &conn, cli.output).await,
+        Command::Audit(cmd) => audit_cmd::run(cmd, &conn, cli.output).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,7 @@ use tonic::{Code, Status};
 pub enum Format {
     Table,
     Json,
+    Yaml,
 }
 
 #[derive(Debug)]
@@ -61,9 +62,16 @@ pub fn status(context: impl Into<String>, s: Status) -> CliError {
     }
 }
 
+/// Where the cluster is and who is asking.
+#[derive(Debug, Clone)]
+pub struct Conn {
+    pub endpoints: Vec<String>,
+    pub token: Option<String>,
+}
+
 /// A client for the given members that prefers the leader.
-pub async fn client(endpoints: &[String]) -> Result<ndc_api::Client, CliError> {
-    ndc_api::Client::connect(endpoints)
+pub async fn client(conn: &Conn) -> Result<ndc_api::Client, CliError> {
+    ndc_api::Client::connect(&conn.endpoints, conn.token.as_deref())
         .await
         .map_err(|e| CliError::Failed(e.into()))
 }
@@ -76,9 +84,16 @@ pub fn show_value(v: &[u8]) -> String {
     }
 }
 
-pub fn print_json(v: &serde_json::Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
-    );
+/// Prints structured output as JSON or YAML.
+pub fn print_data<T: serde::Serialize>(format: Format, v: &T) {
+    match format {
+        Format::Yaml => match serde_saphyr::to_string(v) {
+            Ok(s) => print!("{s}"),
+            Err(e) => eprintln!("error: cannot render YAML: {e}"),
+        },
+        _ => match serde_json::to_string_pretty(v) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("error: cannot render JSON: {e}"),
+        },
+    }
 }

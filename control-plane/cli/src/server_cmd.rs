@@ -49,6 +49,12 @@ pub struct ServerArgs {
     /// Write the advertised address to this file once the node is ready.
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
+    /// YAML file mapping bearer tokens to roles (users: [{name, token | token_sha256, roles}]).
+    #[arg(long, env = "NDC_AUTH_FILE")]
+    pub auth_file: Option<PathBuf>,
+    /// Treat every caller as dc-operator. For a laptop or a test, never for a data centre.
+    #[arg(long, conflicts_with = "auth_file")]
+    pub insecure_no_auth: bool,
 }
 
 impl ServerArgs {
@@ -70,6 +76,15 @@ impl ServerArgs {
         c.heartbeat_ms = self.heartbeat_ms;
         c.election_timeout_ms = self.election_timeout_ms;
         c.ready_file = self.ready_file.clone();
+        c.auth = match (&self.auth_file, self.insecure_no_auth) {
+            (Some(path), _) => ndc_server::Auth::load(path).map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?,
+            (None, true) => ndc_server::Auth::Open,
+            (None, false) => {
+                return Err(CliError::Failed(anyhow::anyhow!(
+                    "say who may call this node: --auth-file FILE (tokens and roles), or --insecure-no-auth on a laptop"
+                )))
+            }
+        };
         Ok(c)
     }
 }

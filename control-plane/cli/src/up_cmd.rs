@@ -8,8 +8,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use ndc_api::kv::kv_client::KvClient;
-use ndc_api::kv::{GetRequest, PutRequest};
 use ndc_server::NodeConfig;
 
 use crate::output::CliError;
@@ -31,9 +29,58 @@ pub struct UpArgs {
     pub check: bool,
 }
 
+/// The operator token of this data dir: read from `operator.token`, or made
+/// (with the auth file that admits it) on the first start.
+fn operator_token(data_dir: &std::path::Path) -> Result<(String, std::path::PathBuf), CliError> {
+    use std::io::Read;
+    let token_file = data_dir.join("operator.token");
+    let auth_file = data_dir.join("auth.yaml");
+    let io = |what: &str, e: std::io::Error| {
+        CliError::Failed(anyhow::anyhow!(e).context(format!("cannot {what}")))
+    };
+    std::fs::create_dir_all(data_dir).map_err(|e| io("create the data dir", e))?;
+    if let (Ok(t), true) = (std::fs::read_to_string(&token_file), auth_file.exists()) {
+        return Ok((t.trim().to_string(), auth_file));
+    }
+    let mut raw = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut raw))
+        .map_err(|e| io("read /dev/urandom", e))?;
+    let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let yaml = format!(
+        "# Made by `ndc up`: one operator for this local control plane.\nusers:\n  - name: local-operator\n    token_sha256: \"{}\"\n    roles: [dc-operator]\n",
+        ndc_server::auth::sha256_hex(&token)
+    );
+    std::fs::write(&auth_file, yaml).map_err(|e| io("write auth.yaml", e))?;
+    write_private(&token_file, &token).map_err(|e| io("write operator.token", e))?;
+    Ok((token, auth_file))
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        f.write_all(text.as_bytes())
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::write(path, text)
+    }
+}
+
 pub async fn run(args: UpArgs) -> Result<(), CliError> {
+    let (token, auth_file) = operator_token(&args.data_dir)?;
     let mut config = NodeConfig::new(1, args.listen, args.data_dir.join("node-1"));
     config.init = true;
+    config.auth =
+        ndc_server::Auth::load(&auth_file).map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
     eprintln!(
         "[1/3] starting the control plane in {}",
         args.data_dir.display()
@@ -52,52 +99,74 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
         node.addr
     );
 
-    let client = ndc_api::Client::new(std::slice::from_ref(&node.addr))
-        .map_err(|e| CliError::Failed(e.into()))?;
-    let mut kv: KvClient<_> = client.kv();
-    let put = kv
-        .put(PutRequest {
-            key: "/ndc/up/last-start".into(),
-            value: format!("node 1 at {}", node.addr).into_bytes(),
-            expected_revision: None,
-        })
-        .await
-        .map_err(|s| crate::output::status("the first write failed", s))?
-        .into_inner();
-    let got = kv
-        .get(GetRequest {
-            key: "/ndc/up/last-start".into(),
-            consistency: 0,
-        })
-        .await
-        .map_err(|s| crate::output::status("reading back the first write failed", s))?
-        .into_inner();
-    if got.object.map(|o| o.mod_revision) != Some(put.revision) {
+    let conn = crate::output::Conn {
+        endpoints: vec![node.addr.clone()],
+        token: Some(token.clone()),
+    };
+    let client = crate::output::client(&conn).await?;
+    // The root of the hierarchy: the national level, which the data centre serves.
+    let root = match crate::tenant_cmd::get(&client, ROOT_ID).await? {
+        Some(t) => t,
+        None => {
+            let spec = ndc_tenants::TenantSpec {
+                id: ROOT_ID.into(),
+                display_name: "Cộng hòa Xã hội Chủ nghĩa Việt Nam".into(),
+                level: ndc_tenants::Level::Central,
+                branch: ndc_tenants::Branch::State,
+                parent: None,
+                admin_code: None,
+                security_level: 4,
+                labels: Default::default(),
+                quota: ROOT_QUOTA,
+                deletion_protection: true,
+            };
+            crate::tenant_cmd::create(&client, spec, Some("ndc up: the national root".into()))
+                .await?
+        }
+    };
+    let again = crate::tenant_cmd::get(&client, ROOT_ID).await?;
+    if again.as_ref() != Some(&root) {
         node.shutdown().await.ok();
         return Err(CliError::Failed(anyhow::anyhow!(
-            "the write at revision {} was not read back",
-            put.revision
+            "the root tenant was not read back as written"
         )));
     }
-    eprintln!(
-        "[3/3] write and linearizable read checked at revision {}",
-        put.revision
-    );
+    eprintln!("[3/3] root tenant {ROOT_ID} in place; write and linearizable read checked");
 
     if args.check {
         node.shutdown().await.context("clean shutdown failed")?;
         println!("ndc up: control plane checked and stopped cleanly");
         return Ok(());
     }
+    let token_path = args.data_dir.join("operator.token");
     println!(
-        "ndc control plane running at {}. Try, in another terminal:",
+        "ndc control plane running at {}. In another terminal:",
         node.addr
     );
-    println!("  ndc --endpoints {} cluster status", node.addr);
-    println!("  ndc --endpoints {} put /demo/hello world", node.addr);
-    println!("  ndc --endpoints {} list /", node.addr);
+    println!(
+        "  export NDC_ENDPOINTS={} NDC_TOKEN=$(cat {})",
+        node.addr,
+        token_path.display()
+    );
+    println!("  ndc cluster status");
+    println!("  ndc tenant tree");
+    println!("  ndc audit verify");
     println!("Press Ctrl-C to stop.");
     shutdown_signal().await;
     node.shutdown().await.context("clean shutdown failed")?;
     Ok(())
 }
+
+const ROOT_ID: &str = "vn";
+
+/// The root's quota stands for the data centre's first site until node
+/// agents report real capacity: 1,300 racks is far more; this is what the
+/// samples hand out.
+const ROOT_QUOTA: ndc_tenants::Quota = ndc_tenants::Quota {
+    cpu_millis: 100_000_000,
+    memory_bytes: 400 << 40,
+    storage_bytes: 50 << 50,
+    buckets: 100_000,
+    databases: 50_000,
+    namespaces: 50_000,
+};

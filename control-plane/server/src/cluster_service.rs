@@ -10,8 +10,10 @@ use openraft::ServerState;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
+use crate::auth::require;
 use crate::forward::{ForwardReply, ForwardRequest, MembershipView};
 use crate::node::Node;
+use ndc_store::domain::Role;
 
 pub(crate) struct ClusterService {
     pub(crate) node: Arc<Node>,
@@ -38,6 +40,7 @@ impl Cluster for ClusterService {
         &self,
         _request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        self.node.auth.actor(_request.metadata())?;
         let node = &self.node;
         let m = node.metrics();
         let membership = m.membership_config.membership();
@@ -109,6 +112,11 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::AddLearnerRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        require(
+            &self.node.auth.actor(request.metadata())?,
+            &[Role::DcOperator],
+            "change the cluster's membership",
+        )?;
         let r = request.into_inner();
         membership_response(
             self.node
@@ -125,6 +133,11 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::PromoteRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        require(
+            &self.node.auth.actor(request.metadata())?,
+            &[Role::DcOperator],
+            "change the cluster's membership",
+        )?;
         membership_response(
             self.node
                 .on_leader(ForwardRequest::Promote {
@@ -139,6 +152,11 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::RemoveRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        require(
+            &self.node.auth.actor(request.metadata())?,
+            &[Role::DcOperator],
+            "change the cluster's membership",
+        )?;
         membership_response(
             self.node
                 .on_leader(ForwardRequest::Remove {

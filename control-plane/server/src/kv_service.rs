@@ -14,7 +14,12 @@ use tokio::sync::{broadcast, mpsc};
 use tonic::{Request, Status};
 use tracing::{instrument, Instrument};
 
+use crate::auth::require;
 use crate::node::Node;
+use ndc_store::domain::Role;
+
+const WRITERS: [Role; 1] = [Role::DcOperator];
+const READERS: [Role; 2] = [Role::DcOperator, Role::Auditor];
 
 /// Messages a watch stream may hold for a slow client before the server
 /// waits for it.
@@ -63,7 +68,12 @@ impl KvService {
             Response::Rejected(r @ Rejection::Invalid { .. }) => {
                 Err(Status::invalid_argument(r.to_string()))
             }
-            Response::Empty => Err(Status::internal("the state machine returned no result")),
+            Response::Rejected(r @ Rejection::Domain { .. }) => {
+                Err(Status::failed_precondition(r.to_string()))
+            }
+            Response::Empty | Response::Domain { .. } => {
+                Err(Status::internal("the state machine returned no result"))
+            }
         }
     }
 }
@@ -77,6 +87,11 @@ impl Kv for KvService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<tonic::Response<pb::PutResponse>, Status> {
+        require(
+            &self.node.auth.actor(request.metadata())?,
+            &WRITERS,
+            "write objects",
+        )?;
         let r = request.into_inner();
         let compares = r
             .expected_revision
@@ -105,6 +120,11 @@ impl Kv for KvService {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<tonic::Response<pb::GetResponse>, Status> {
+        require(
+            &self.node.auth.actor(request.metadata())?,
+            &READERS,
+            "read objects",
+        )?;
         let r = request.into_inner();
         validate_key(&r.key).map_err(Status::invalid_argument)?;
         self.node.read_barrier(stale(r.consistency)).await?;
@@ -120,6 +140,11 @@ impl Kv for KvService {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<tonic::Response<pb::DeleteResponse>, Status> {
+        require(
+            &self.node.auth.actor(request.metadata())?,
+            &WRITERS,
+            "delete objects",
+        )?;
         let r = request.into_inner();
         let compares = r
             .expected_revision
@@ -147,6 +172,11 @@ impl Kv for KvService {
         &self,
         request: Request<pb::ListRequest>,
     ) -> Result<tonic::Response<pb::ListResponse>, Status> {
+        require(
+            &self.node.auth.actor(request.metadata())?,
+            &READERS,
+            "list objects",
+        )?;
         let r = request.into_inner();
         if !r.prefix.is_empty() {
             validate_key(&r.prefix)
@@ -171,6 +201,11 @@ impl Kv for KvService {
         &self,
         request: Request<pb::TxnRequest>,
     ) -> Result<tonic::Response<pb::TxnResponse>, Status> {
+        require(
+            &self.node.auth.actor(request.metadata())?,
+            &WRITERS,
+            "write objects",
+        )?;
         let r = request.into_inner();
         let mut ops = Vec::with_capacity(r.ops.len());
         for op in r.ops {
@@ -212,6 +247,11 @@ impl Kv for KvService {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<tonic::Response<WatchStream>, Status> {
+        require(
+            &self.node.auth.actor(request.metadata())?,
+            &READERS,
+            "watch objects",
+        )?;
         let r = request.into_inner();
         if !r.prefix.is_empty() {
             validate_key(&r.prefix)

@@ -4,6 +4,8 @@
 //! This crate must not depend on kube: Kubernetes is the operator's business.
 //! The store it runs on is chosen here, in [`node::start`], and nowhere else.
 
+mod audit_service;
+pub mod auth;
 mod cluster_service;
 mod error;
 mod forward;
@@ -11,7 +13,9 @@ mod kv_service;
 mod network;
 pub mod node;
 mod raft_service;
+mod tenant_service;
 
+pub use auth::Auth;
 pub use error::{Error, Result};
 pub use ndc_store::DEFAULT_HISTORY_REVISIONS;
 pub use node::{start, NodeConfig, RunningNode};

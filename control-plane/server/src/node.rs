@@ -23,12 +23,16 @@ use tonic::transport::Channel;
 use tonic::Status;
 use tracing::{info, warn, Instrument};
 
+use crate::audit_service::AuditService;
 use crate::cluster_service::ClusterService;
 use crate::error::{Error, Result};
 use crate::forward::{ForwardReply, ForwardRequest, ForwardResult, MembershipView, RetireNotice};
 use crate::kv_service::KvService;
 use crate::network::{Network, MAX_RAFT_MESSAGE};
 use crate::raft_service::RaftService;
+use crate::tenant_service::TenantService;
+use ndc_api::tenants::audit_server::AuditServer;
+use ndc_api::tenants::tenants_server::TenantsServer;
 
 /// How long a follower waits to apply up to the leader's read index before
 /// it gives up on a linearizable read.
@@ -61,6 +65,8 @@ pub struct NodeConfig {
     pub election_timeout_ms: u64,
     /// Written with the advertised address once the node is ready.
     pub ready_file: Option<PathBuf>,
+    /// Who may call: tokens from an auth file, or everyone as operator.
+    pub auth: crate::auth::Auth,
 }
 
 impl NodeConfig {
@@ -79,6 +85,7 @@ impl NodeConfig {
             heartbeat_ms: 150,
             election_timeout_ms: 1_000,
             ready_file: None,
+            auth: crate::auth::Auth::Open,
         }
     }
 }
@@ -90,6 +97,7 @@ pub(crate) struct Node {
     pub(crate) raft: Raft,
     pub(crate) reader: StoreReader,
     pub(crate) log: LogStore,
+    pub(crate) auth: crate::auth::Auth,
     peers: Mutex<HashMap<String, RaftClient<Channel>>>,
     /// Set (and recorded in the data dir) once the leader said this node was
     /// removed: it then refuses every request but status.
@@ -515,6 +523,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         raft,
         reader: store.reader,
         log: store.log,
+        auth: config.auth.clone(),
         peers: Mutex::new(HashMap::new()),
         retired: std::sync::Mutex::new(retired),
         retired_marker,
@@ -523,6 +532,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<KvServer<KvService>>().await;
     health.set_serving::<ClusterServer<ClusterService>>().await;
+    health.set_serving::<TenantsServer<TenantService>>().await;
+    health.set_serving::<AuditServer<AuditService>>().await;
+    if matches!(config.auth, crate::auth::Auth::Open) {
+        warn!(
+            id = config.id,
+            "no auth file: every caller is treated as dc-operator (for a laptop or a test only)"
+        );
+    }
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(ndc_api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -541,7 +558,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
                 .max_decoding_message_size(ndc_store::MAX_VALUE_BYTES * 2 + 64 * 1024)
                 .max_encoding_message_size(64 * 1024 * 1024),
         )
-        .add_service(ClusterServer::new(ClusterService { node: node.clone() }));
+        .add_service(ClusterServer::new(ClusterService { node: node.clone() }))
+        .add_service(TenantsServer::new(TenantService { node: node.clone() }))
+        .add_service(AuditServer::new(AuditService { node: node.clone() }));
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let server = tokio::spawn(
         async move {

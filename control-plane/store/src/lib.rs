@@ -18,6 +18,7 @@
 
 mod codec;
 mod db;
+pub mod domain;
 mod error;
 mod log_store;
 mod state_machine;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, Snapshot, StorageIOError};
@@ -16,8 +16,11 @@ use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+use ndc_tenants::Registry;
+
 use crate::codec::{decode, encode};
 use crate::db::{be, blocking, cf, from_be, CF_EVENTS, CF_KV, CF_SM};
+use crate::domain::{self, AuditHead, AuditRecord, DomainRequest, VerifyReport};
 use crate::error::{Error, Result};
 use crate::types::*;
 
@@ -67,8 +70,16 @@ struct SnapshotFile {
     data: Vec<u8>,
 }
 
+/// The tenants in memory (rebuilt from the objects at start and after a
+/// snapshot) and the head of the audit chain.
+pub struct DomainState {
+    pub registry: Registry,
+    pub head: AuditHead,
+}
+
 /// The state-machine half of the store.
 pub struct StateMachine {
+    domain: Arc<RwLock<DomainState>>,
     db: Arc<DB>,
     snapshot_path: PathBuf,
     history: u64,
@@ -80,6 +91,7 @@ pub struct StateMachine {
 /// Reads objects and history for the API; shares the database.
 #[derive(Clone)]
 pub struct StoreReader {
+    domain: Arc<RwLock<DomainState>>,
     db: Arc<DB>,
     notices: broadcast::Sender<WatchBatch>,
 }
@@ -113,8 +125,10 @@ fn read_revisions(db: &DB) -> Result<Revisions> {
 impl StateMachine {
     pub(crate) fn new(db: Arc<DB>, snapshot_path: PathBuf, history: u64) -> Result<Self> {
         let revisions = read_revisions(&db)?;
+        let (registry, head) = load_domain(&db)?;
         let (notices, _) = broadcast::channel(NOTICE_CHANNEL);
         Ok(Self {
+            domain: Arc::new(RwLock::new(DomainState { registry, head })),
             db,
             snapshot_path,
             history,
@@ -126,6 +140,7 @@ impl StateMachine {
 
     pub fn reader(&self) -> StoreReader {
         StoreReader {
+            domain: self.domain.clone(),
             db: self.db.clone(),
             notices: self.notices.clone(),
         }
@@ -133,6 +148,7 @@ impl StateMachine {
 
     fn builder(&self) -> StateMachine {
         StateMachine {
+            domain: self.domain.clone(),
             db: self.db.clone(),
             snapshot_path: self.snapshot_path.clone(),
             history: self.history,
@@ -184,9 +200,15 @@ impl Applier<'_> {
                 }));
             }
         }
-        let mut results = Vec::with_capacity(txn.ops.len());
+        let results = self.write_ops(revision, txn.ops)?;
+        Ok(Response::Applied { revision, results })
+    }
+
+    /// Writes the ops at `revision` and records their events for watchers.
+    fn write_ops(&mut self, revision: u64, ops: Vec<Op>) -> Result<Vec<OpResult>> {
+        let mut results = Vec::with_capacity(ops.len());
         let mut events = Vec::new();
-        for op in txn.ops {
+        for op in ops {
             match op {
                 Op::Put { key, value } => {
                     let prev = self.read(&key)?;
@@ -240,8 +262,117 @@ impl Applier<'_> {
                 events: Arc::new(events),
             });
         }
-        Ok(Response::Applied { revision, results })
+        Ok(results)
     }
+
+    /// Applies a domain request: authorise, check against the registry,
+    /// write the changed tenants and one audit record, all at `revision`.
+    fn domain(
+        &mut self,
+        revision: u64,
+        req: DomainRequest,
+        reg: &mut Registry,
+        head: &mut AuditHead,
+    ) -> Result<Response> {
+        if let Err(message) = domain::authorize(reg, &req.actor, &req.op) {
+            return Ok(Response::Rejected(Rejection::Domain {
+                kind: domain::RejectKind::PermissionDenied,
+                message,
+            }));
+        }
+        let (changeset, plan) = match domain::plan(reg, &req.op) {
+            Ok(p) => p,
+            Err(e) => {
+                return Ok(Response::Rejected(Rejection::Domain {
+                    kind: domain::reject_kind(&e),
+                    message: e.to_string(),
+                }))
+            }
+        };
+        let mut ops = Vec::new();
+        for id in &changeset.removals {
+            ops.push(Op::Delete {
+                key: domain::tenant_key(id),
+            });
+        }
+        for t in &changeset.upserts {
+            ops.push(Op::Put {
+                key: domain::tenant_key(&t.id),
+                value: to_json("tenant", t)?,
+            });
+        }
+        let mut record = AuditRecord {
+            seq: head.seq + 1,
+            revision,
+            at_ms: req.at_ms,
+            actor: req.actor.name.clone(),
+            action: req.op.action().to_string(),
+            target: req.op.target(),
+            decision: req.decision.clone(),
+            prev_hash: head.hash.clone(),
+            hash: String::new(),
+        };
+        record.hash = domain::record_hash(&record);
+        let new_head = AuditHead {
+            seq: record.seq,
+            hash: record.hash.clone(),
+        };
+        ops.push(Op::Put {
+            key: domain::audit_key(record.seq),
+            value: to_json("audit record", &record)?,
+        });
+        ops.push(Op::Put {
+            key: domain::AUDIT_HEAD_KEY.to_string(),
+            value: to_json("audit head", &new_head)?,
+        });
+        self.write_ops(revision, ops)?;
+        reg.apply(&changeset);
+        *head = new_head;
+        Ok(Response::Domain {
+            revision,
+            changed: changeset.upserts,
+            removed: changeset.removals,
+            plan,
+        })
+    }
+}
+
+fn to_json<T: Serialize>(what: &'static str, v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| Error::Encode {
+        what,
+        reason: e.to_string(),
+    })
+}
+
+/// Loads the tenants and the audit head from the objects.
+fn load_domain(db: &DB) -> Result<(Registry, AuditHead)> {
+    let kv = cf(db, CF_KV);
+    let mut tenants = Vec::new();
+    let prefix = domain::TENANTS_PREFIX.as_bytes();
+    for item in db.iterator_cf(kv, IteratorMode::From(prefix, Direction::Forward)) {
+        let (k, v) = item?;
+        if !k.starts_with(prefix) {
+            break;
+        }
+        let obj: StoredObject = decode("object", &v)?;
+        let t: ndc_tenants::Tenant =
+            serde_json::from_slice(&obj.value).map_err(|e| Error::Decode {
+                what: "tenant",
+                reason: e.to_string(),
+            })?;
+        tenants.push(t);
+    }
+    let head = match db.get_cf(kv, domain::AUDIT_HEAD_KEY.as_bytes())? {
+        Some(bytes) => {
+            let obj: StoredObject = decode("object", &bytes)?;
+            serde_json::from_slice(&obj.value).map_err(|e| Error::Decode {
+                what: "audit head",
+                reason: e.to_string(),
+            })?
+        }
+        None => AuditHead::default(),
+    };
+    Ok((Registry::from_tenants(tenants), head))
 }
 
 /// Applies a batch of entries; returns the responses, the notices for
@@ -252,7 +383,13 @@ fn apply_entries(
     entries: Vec<Entry>,
     mut revisions: Revisions,
     history: u64,
+    domain: &RwLock<DomainState>,
 ) -> Result<(Vec<Response>, Vec<WatchBatch>, Revisions)> {
+    // Held for the whole batch: readers see the registry before or after it.
+    let mut guard = domain
+        .write()
+        .map_err(|_| Error::Join("domain state lock poisoned".into()))?;
+    let DomainState { registry, head } = &mut *guard;
     let mut a = Applier {
         db,
         kv: cf(db, CF_KV),
@@ -276,6 +413,9 @@ fn apply_entries(
                 Response::Empty
             }
             EntryPayload::Normal(Command::Txn(txn)) => a.txn(revision, txn)?,
+            EntryPayload::Normal(Command::Domain(req)) => {
+                a.domain(revision, *req, registry, head)?
+            }
         };
         // The store's revision moves only when something changed.
         if a.notices.len() > changes_before {
@@ -334,8 +474,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let db = self.db.clone();
         let (revisions, history) = (self.revisions, self.history);
+        let domain = self.domain.clone();
         let (responses, notices, revisions) =
-            blocking(move || apply_entries(&db, entries, revisions, history))
+            blocking(move || apply_entries(&db, entries, revisions, history, &domain))
                 .await
                 .map_err(sm_write_err)?;
         self.revisions = revisions;
@@ -403,6 +544,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             current: revision,
             compacted: revision,
         };
+        let db = self.db.clone();
+        let (registry, head) = blocking(move || load_domain(&db))
+            .await
+            .map_err(sm_read_err)?;
+        if let Ok(mut d) = self.domain.write() {
+            *d = DomainState { registry, head };
+        }
         let file = SnapshotFile {
             meta: meta.clone(),
             data,
@@ -531,6 +679,51 @@ pub struct ListPage {
 }
 
 impl StoreReader {
+    /// Runs `f` on the tenants as last applied.
+    pub fn with_registry<T>(&self, f: impl FnOnce(&Registry) -> T) -> Result<T> {
+        let d = self
+            .domain
+            .read()
+            .map_err(|_| Error::Join("domain state lock poisoned".into()))?;
+        Ok(f(&d.registry))
+    }
+
+    /// Audit records from `from_seq` on, at most `limit` (0: all).
+    pub fn audit_records(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditRecord>> {
+        let start = domain::audit_key(from_seq.max(1));
+        let page = self.list(domain::AUDIT_PREFIX, None, 0)?;
+        let mut out = Vec::new();
+        for (k, o) in page.items {
+            if k < start {
+                continue;
+            }
+            if limit > 0 && out.len() == limit {
+                break;
+            }
+            out.push(serde_json::from_slice(&o.value).map_err(|e| Error::Decode {
+                what: "audit record",
+                reason: e.to_string(),
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// Checks the whole audit chain as this node stores it.
+    pub fn verify_audit(&self) -> Result<VerifyReport> {
+        let page = self.list(domain::AUDIT_PREFIX, None, 0)?;
+        let records: Vec<(String, Vec<u8>)> =
+            page.items.into_iter().map(|(k, o)| (k, o.value)).collect();
+        let (head, _) = self.get(domain::AUDIT_HEAD_KEY)?;
+        let head: Option<AuditHead> = match head {
+            Some(o) => Some(serde_json::from_slice(&o.value).map_err(|e| Error::Decode {
+                what: "audit head",
+                reason: e.to_string(),
+            })?),
+            None => None,
+        };
+        Ok(domain::verify_chain(&records, head.as_ref()))
+    }
+
     /// The current and the compacted revision.
     pub fn revisions(&self) -> Result<(u64, u64)> {
         let r = read_revisions(&self.db)?;

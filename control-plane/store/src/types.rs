@@ -37,6 +37,8 @@ pub const MAX_TXN_OPS: usize = 128;
 pub enum Command {
     /// Every compare must hold, then every op is applied, all at one revision.
     Txn(Txn),
+    /// A tenancy request, authorised and checked against the state in apply.
+    Domain(Box<crate::domain::DomainRequest>),
 }
 
 /// A multi-object transaction: all-or-nothing.
@@ -78,7 +80,14 @@ pub enum Response {
         revision: u64,
         results: Vec<OpResult>,
     },
-    /// A compare failed; nothing changed.
+    /// A domain request was applied at `revision`.
+    Domain {
+        revision: u64,
+        changed: Vec<ndc_tenants::Tenant>,
+        removed: Vec<String>,
+        plan: Option<ndc_tenants::Plan>,
+    },
+    /// A compare or a rule failed; nothing changed.
     Rejected(Rejection),
 }
 
@@ -99,6 +108,11 @@ pub enum Rejection {
     },
     /// The command broke a rule checked at apply time.
     Invalid { reason: String },
+    /// A domain rule or the caller's roles refused the request.
+    Domain {
+        kind: crate::domain::RejectKind,
+        message: String,
+    },
 }
 
 impl std::fmt::Display for Rejection {
@@ -129,6 +143,7 @@ impl std::fmt::Display for Rejection {
                 "key {key:?} is at revision {actual}, not {expected}: it changed since it was read; get it again and retry"
             ),
             Rejection::Invalid { reason } => f.write_str(reason),
+            Rejection::Domain { message, .. } => f.write_str(message),
         }
     }
 }
@@ -198,6 +213,13 @@ pub fn validate_txn(txn: &Txn) -> Result<(), String> {
     let mut seen = std::collections::HashSet::new();
     for op in &txn.ops {
         validate_key(op.key())?;
+        if op.key().starts_with(crate::domain::RESERVED_PREFIX) {
+            return Err(format!(
+                "key {:?} is under {}, which holds the control plane's own records; change them with the ndc tenant and audit commands",
+                op.key(),
+                crate::domain::RESERVED_PREFIX
+            ));
+        }
         if !seen.insert(op.key()) {
             return Err(format!(
                 "key {:?} appears twice in one transaction",

@@ -125,6 +125,11 @@ impl Cluster {
             .arg("--ready-file")
             .arg(&ready)
             .args(&self.flags)
+            .args(if self.flags.iter().any(|f| f == "--auth-file") {
+                None
+            } else {
+                Some("--insecure-no-auth")
+            })
             .env("NDC_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)

@@ -1,0 +1,304 @@
+//! The tenant service: CRUD and reorganisation, checked in apply.
+
+use std::sync::Arc;
+
+use ndc_api::convert;
+use ndc_api::tenants::tenants_server::Tenants;
+use ndc_api::tenants::{self as pb};
+use ndc_store::domain::{self, Actor, DomainOp, RejectKind};
+use ndc_store::{Rejection, Response as StoreResponse};
+use ndc_tenants::Level;
+use tonic::{Request, Response, Status};
+use tracing::instrument;
+
+use crate::node::Node;
+
+pub(crate) struct TenantService {
+    pub(crate) node: Arc<Node>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn decision(s: &str) -> Option<String> {
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+/// A domain refusal as the client sees it.
+pub(crate) fn rejection(r: Rejection) -> Status {
+    match r {
+        Rejection::Domain { kind, message } => match kind {
+            RejectKind::NotFound => Status::not_found(message),
+            RejectKind::AlreadyExists => Status::already_exists(message),
+            RejectKind::Invalid => Status::invalid_argument(message),
+            RejectKind::Precondition => Status::failed_precondition(message),
+            RejectKind::PermissionDenied => Status::permission_denied(message),
+        },
+        other => Status::failed_precondition(other.to_string()),
+    }
+}
+
+pub(crate) struct Applied {
+    revision: u64,
+    changed: Vec<ndc_tenants::Tenant>,
+    plan: Option<ndc_tenants::Plan>,
+}
+
+impl TenantService {
+    async fn propose(
+        &self,
+        actor: Actor,
+        decision: Option<String>,
+        op: DomainOp,
+    ) -> Result<Applied, Status> {
+        let req = domain::DomainRequest {
+            actor,
+            decision,
+            at_ms: now_ms(),
+            op,
+        };
+        match self
+            .node
+            .write(ndc_store::Command::Domain(Box::new(req)))
+            .await?
+        {
+            StoreResponse::Domain {
+                revision,
+                changed,
+                plan,
+                ..
+            } => Ok(Applied {
+                revision,
+                changed,
+                plan,
+            }),
+            StoreResponse::Rejected(r) => Err(rejection(r)),
+            other => Err(Status::internal(format!("unexpected result {other:?}"))),
+        }
+    }
+
+    fn tenant_response(
+        applied: &Applied,
+        id: &str,
+    ) -> Result<Response<pb::TenantResponse>, Status> {
+        let t = applied
+            .changed
+            .iter()
+            .find(|t| t.id == id)
+            .ok_or_else(|| Status::internal(format!("tenant {id} missing from the result")))?;
+        Ok(Response::new(pb::TenantResponse {
+            tenant: Some(convert::tenant_to_pb(t)),
+            revision: applied.revision,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl Tenants for TenantService {
+    #[instrument(skip_all, fields(id = request.get_ref().spec.as_ref().map(|s| s.id.as_str()).unwrap_or("")))]
+    async fn create(
+        &self,
+        request: Request<pb::CreateTenantRequest>,
+    ) -> Result<Response<pb::TenantResponse>, Status> {
+        let actor = self.node.auth.actor(request.metadata())?;
+        let r = request.into_inner();
+        let spec = r
+            .spec
+            .ok_or_else(|| Status::invalid_argument("the request has no tenant spec"))?;
+        let spec = convert::spec_from_pb(spec).map_err(Status::invalid_argument)?;
+        // Shape checks before the log, so bad input costs no revision.
+        let spec = ndc_tenants::validate_spec(spec)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let id = spec.id.clone();
+        let applied = self
+            .propose(actor, decision(&r.decision), DomainOp::CreateTenant(spec))
+            .await?;
+        Self::tenant_response(&applied, &id)
+    }
+
+    async fn get(
+        &self,
+        request: Request<pb::GetTenantRequest>,
+    ) -> Result<Response<pb::TenantResponse>, Status> {
+        let actor = self.node.auth.actor(request.metadata())?;
+        let r = request.into_inner();
+        self.node.read_barrier(r.stale).await?;
+        let (revision, _) = self
+            .node
+            .reader
+            .revisions()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        self.node
+            .reader
+            .with_registry(|reg| {
+                let t = reg
+                    .resolve(&r.id)
+                    .ok_or_else(|| Status::not_found(format!("tenant {} not found", r.id)))?;
+                if !actor.can_read(reg, &t.id) {
+                    return Err(Status::permission_denied(format!(
+                        "{} may not read tenant {}: it is outside the caller's tenants",
+                        actor.name, t.id
+                    )));
+                }
+                Ok(Response::new(pb::TenantResponse {
+                    tenant: Some(convert::tenant_to_pb(t)),
+                    revision,
+                }))
+            })
+            .map_err(|e| Status::internal(e.to_string()))?
+    }
+
+    async fn list(
+        &self,
+        request: Request<pb::ListTenantsRequest>,
+    ) -> Result<Response<pb::ListTenantsResponse>, Status> {
+        let actor = self.node.auth.actor(request.metadata())?;
+        let r = request.into_inner();
+        let level: Option<Level> = (!r.level.is_empty())
+            .then(|| r.level.parse())
+            .transpose()
+            .map_err(Status::invalid_argument)?;
+        let branch: Option<ndc_tenants::Branch> = (!r.branch.is_empty())
+            .then(|| r.branch.parse())
+            .transpose()
+            .map_err(Status::invalid_argument)?;
+        self.node.read_barrier(r.stale).await?;
+        let (revision, _) = self
+            .node
+            .reader
+            .revisions()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        self.node
+            .reader
+            .with_registry(|reg| {
+                let parent = match r.parent.as_str() {
+                    "" => None,
+                    p => Some(
+                        reg.find(p)
+                            .map_err(|e| Status::not_found(e.to_string()))?
+                            .id
+                            .clone(),
+                    ),
+                };
+                let pool: Vec<&ndc_tenants::Tenant> = match r.subtree.as_str() {
+                    "" => reg.iter().collect(),
+                    s => {
+                        let root = reg.find(s).map_err(|e| Status::not_found(e.to_string()))?;
+                        reg.subtree(&root.id)
+                    }
+                };
+                let tenants = pool
+                    .into_iter()
+                    .filter(|t| level.is_none_or(|l| t.level == l))
+                    .filter(|t| branch.is_none_or(|b| t.branch == b))
+                    .filter(|t| parent.is_none() || t.parent == parent)
+                    .filter(|t| actor.can_read(reg, &t.id))
+                    .map(convert::tenant_to_pb)
+                    .collect();
+                Ok(Response::new(pb::ListTenantsResponse { tenants, revision }))
+            })
+            .map_err(|e| Status::internal(e.to_string()))?
+    }
+
+    #[instrument(skip_all, fields(id = %request.get_ref().id))]
+    async fn update(
+        &self,
+        request: Request<pb::UpdateTenantRequest>,
+    ) -> Result<Response<pb::TenantResponse>, Status> {
+        let actor = self.node.auth.actor(request.metadata())?;
+        let r = request.into_inner();
+        let patch = convert::patch_from_pb(&r).map_err(Status::invalid_argument)?;
+        let applied = self
+            .propose(
+                actor,
+                decision(&r.decision),
+                DomainOp::UpdateTenant {
+                    id: r.id.clone(),
+                    patch,
+                },
+            )
+            .await?;
+        // The id may have been an old id: answer with the tenant it names.
+        let id = applied
+            .changed
+            .iter()
+            .find(|t| t.id == r.id || t.aliases.contains(&r.id))
+            .map(|t| t.id.clone())
+            .unwrap_or(r.id);
+        Self::tenant_response(&applied, &id)
+    }
+
+    #[instrument(skip_all, fields(id = %request.get_ref().id))]
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteTenantRequest>,
+    ) -> Result<Response<pb::DeleteTenantResponse>, Status> {
+        let actor = self.node.auth.actor(request.metadata())?;
+        let r = request.into_inner();
+        let applied = self
+            .propose(
+                actor,
+                decision(&r.decision),
+                DomainOp::DeleteTenant { id: r.id },
+            )
+            .await?;
+        Ok(Response::new(pb::DeleteTenantResponse {
+            revision: applied.revision,
+        }))
+    }
+
+    async fn plan(
+        &self,
+        request: Request<pb::ReorgRequest>,
+    ) -> Result<Response<pb::PlanResponse>, Status> {
+        let actor = self.node.auth.actor(request.metadata())?;
+        let reorg =
+            convert::reorg_from_pb(request.into_inner()).map_err(Status::invalid_argument)?;
+        self.node.read_barrier(false).await?;
+        let op = DomainOp::Reorganise(reorg);
+        self.node
+            .reader
+            .with_registry(|reg| {
+                domain::authorize(reg, &actor, &op).map_err(Status::permission_denied)?;
+                let DomainOp::Reorganise(reorg) = &op else {
+                    return Err(Status::internal("not a reorganisation"));
+                };
+                let plan = reg.plan(reorg).map_err(|e| {
+                    rejection(Rejection::Domain {
+                        kind: domain::reject_kind(&e),
+                        message: e.to_string(),
+                    })
+                })?;
+                Ok(Response::new(convert::plan_to_pb(&plan, false, 0)))
+            })
+            .map_err(|e| Status::internal(e.to_string()))?
+    }
+
+    #[instrument(skip_all)]
+    async fn reorganise(
+        &self,
+        request: Request<pb::ReorgRequest>,
+    ) -> Result<Response<pb::PlanResponse>, Status> {
+        let actor = self.node.auth.actor(request.metadata())?;
+        let r = request.into_inner();
+        let decision = decision(&r.decision);
+        let reorg = convert::reorg_from_pb(r).map_err(Status::invalid_argument)?;
+        let applied = self
+            .propose(actor, decision, DomainOp::Reorganise(reorg))
+            .await?;
+        let plan = applied
+            .plan
+            .as_ref()
+            .ok_or_else(|| Status::internal("a reorganisation returned no plan"))?;
+        Ok(Response::new(convert::plan_to_pb(
+            plan,
+            true,
+            applied.revision,
+        )))
+    }
+}
