@@ -7,9 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ndc_api::cluster::cluster_client::ClusterClient;
 use ndc_api::cluster::cluster_server::ClusterServer;
-use ndc_api::cluster::{AddLearnerRequest, PromoteRequest};
 use ndc_api::kv::kv_server::KvServer;
 use ndc_api::raft::raft_client::RaftClient;
 use ndc_api::raft::raft_server::RaftServer;
@@ -623,53 +621,47 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
 }
 
 /// Adds this node as a learner through `via`, then promotes it to voter.
+/// Goes through the node-to-node service, so it needs no client token.
 async fn join(id: NodeId, addr: &str, via: &str) -> Result<()> {
-    let client = ndc_api::Client::new(&[via]).map_err(|e| Error::Join {
-        via: via.to_string(),
-        reason: e.to_string(),
-    })?;
-    let deadline = tokio::time::Instant::now() + JOIN_BUDGET;
     let join_err = |reason: String| Error::Join {
         via: via.to_string(),
         reason,
     };
-    loop {
-        let res = client
-            .call(|ch| async move {
-                ClusterClient::new(ch)
-                    .add_learner(AddLearnerRequest {
-                        id,
-                        addr: addr.to_string(),
-                    })
-                    .await
-            })
-            .await;
-        match res {
-            Ok(_) => break,
-            Err(s)
-                if tokio::time::Instant::now() < deadline
-                    && s.code() != tonic::Code::AlreadyExists =>
-            {
-                warn!(id, via, error = %s.message(), "join: adding as learner failed; retrying");
-                tokio::time::sleep(JOIN_RETRY).await;
+    let ch = ndc_api::client::channel(via).map_err(|e| join_err(e.to_string()))?;
+    let mut client = RaftClient::new(ch);
+    let deadline = tokio::time::Instant::now() + JOIN_BUDGET;
+    let steps = [
+        ForwardRequest::AddLearner {
+            id,
+            addr: addr.to_string(),
+        },
+        ForwardRequest::Promote { id },
+    ];
+    for step in steps {
+        let data = encode("forwarded request", &step).map_err(|e| join_err(e.to_string()))?;
+        loop {
+            let res: Result<ForwardReply, Status> =
+                match client.forward(Payload { data: data.clone() }).await {
+                    Ok(r) => decode::<ForwardResult>("forwarded reply", &r.into_inner().data)
+                        .map_err(|e| Status::internal(e.to_string()))
+                        .and_then(|r| r.map_err(Status::from)),
+                    Err(s) => Err(s),
+                };
+            match res {
+                Ok(_) => break,
+                Err(s)
+                    if tokio::time::Instant::now() < deadline
+                        && s.code() != tonic::Code::AlreadyExists =>
+                {
+                    warn!(id, via, error = %s.message(), "join: {step:?} failed; retrying");
+                    tokio::time::sleep(JOIN_RETRY).await;
+                }
+                Err(s) => return Err(join_err(s.message().to_string())),
             }
-            Err(s) => return Err(join_err(s.message().to_string())),
         }
+        info!(id, "join: {step:?} done");
     }
-    info!(id, "joined as learner; promoting to voter");
-    loop {
-        let res = client
-            .call(|ch| async move { ClusterClient::new(ch).promote(PromoteRequest { id }).await })
-            .await;
-        match res {
-            Ok(_) => return Ok(()),
-            Err(s) if tokio::time::Instant::now() < deadline => {
-                warn!(id, via, error = %s.message(), "join: promotion failed; retrying");
-                tokio::time::sleep(JOIN_RETRY).await;
-            }
-            Err(s) => return Err(join_err(s.message().to_string())),
-        }
-    }
+    Ok(())
 }
 
 impl RunningNode {

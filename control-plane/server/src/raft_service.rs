@@ -51,7 +51,14 @@ impl RaftRpc for RaftService {
     async fn forward(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let req: ForwardRequest =
             decode("forwarded request", &request.into_inner().data).map_err(bad_payload)?;
-        let result = self.node.serve_forwarded(req).await;
+        let result = match req {
+            // Membership changes may arrive at any member (a joining node
+            // knows one address): pass them on to the leader.
+            r @ (ForwardRequest::AddLearner { .. }
+            | ForwardRequest::Promote { .. }
+            | ForwardRequest::Remove { .. }) => self.node.on_leader(r).await.map_err(Into::into),
+            r => self.node.serve_forwarded(r).await,
+        };
         reply(&result)
     }
 
