@@ -13,6 +13,7 @@ mod kv_service;
 mod network;
 pub mod node;
 mod raft_service;
+mod read_index;
 mod tenant_service;
 
 pub use auth::Auth;

@@ -13,7 +13,7 @@ use ndc_api::raft::raft_client::RaftClient;
 use ndc_api::raft::raft_server::RaftServer;
 use ndc_api::raft::Payload;
 use ndc_store::{decode, encode, Command, LogStore, NodeId, Raft, Response, StoreReader};
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, RaftMetrics, ServerState, SnapshotPolicy};
 use tokio::sync::{oneshot, Mutex};
 use tokio::task::JoinHandle;
@@ -28,6 +28,7 @@ use crate::forward::{ForwardReply, ForwardRequest, ForwardResult, MembershipView
 use crate::kv_service::KvService;
 use crate::network::{Network, MAX_RAFT_MESSAGE};
 use crate::raft_service::RaftService;
+use crate::read_index::{ReadBatcher, ReadIndexError};
 use crate::tenant_service::TenantService;
 use ndc_api::tenants::audit_server::AuditServer;
 use ndc_api::tenants::tenants_server::TenantsServer;
@@ -96,6 +97,7 @@ pub(crate) struct Node {
     pub(crate) reader: StoreReader,
     pub(crate) log: LogStore,
     pub(crate) auth: crate::auth::Auth,
+    reads: ReadBatcher,
     peers: Mutex<HashMap<String, RaftClient<Channel>>>,
     /// Set (and recorded in the data dir) once the leader said this node was
     /// removed: it then refuses every request but status.
@@ -237,9 +239,9 @@ impl Node {
             return Ok(());
         }
         self.ensure_member()?;
-        match self.raft.ensure_linearizable().await {
+        match self.reads.read_index(&self.raft).await {
             Ok(_) => Ok(()),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
+            Err(ReadIndexError::NotLeader) => {
                 let index = match self
                     .forward(ForwardRequest::ReadIndex { from: self.id })
                     .await?
@@ -258,10 +260,8 @@ impl Node {
                         )
                     })
             }
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
-                Err(Status::unavailable(format!("no quorum: {e}")))
-            }
-            Err(RaftError::Fatal(e)) => Err(fatal(e)),
+            Err(ReadIndexError::NoQuorum(e)) => Err(Status::unavailable(format!("no quorum: {e}"))),
+            Err(ReadIndexError::Stopped(e)) => Err(fatal(e)),
         }
     }
 
@@ -294,15 +294,16 @@ impl Node {
                 if !Self::is_member(&m, from) {
                     return Err(not_member(from).into());
                 }
-                match self.raft.ensure_linearizable().await {
-                    Ok(log_id) => Ok(ForwardReply::ReadIndex(log_id.map(|l| l.index))),
-                    Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => Err(
-                        Status::unavailable("the leader changed while forwarding; retry").into(),
-                    ),
-                    Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
+                match self.reads.read_index(&self.raft).await {
+                    Ok(index) => Ok(ForwardReply::ReadIndex(index)),
+                    Err(ReadIndexError::NotLeader) => Err(Status::unavailable(
+                        "the leader changed while forwarding; retry",
+                    )
+                    .into()),
+                    Err(ReadIndexError::NoQuorum(e)) => {
                         Err(Status::unavailable(format!("no quorum: {e}")).into())
                     }
-                    Err(RaftError::Fatal(e)) => Err(fatal(e).into()),
+                    Err(ReadIndexError::Stopped(e)) => Err(fatal(e).into()),
                 }
             }
             ForwardRequest::AddLearner { id, addr } => {
@@ -522,6 +523,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         reader: store.reader,
         log: store.log,
         auth: config.auth.clone(),
+        reads: ReadBatcher::default(),
         peers: Mutex::new(HashMap::new()),
         retired: std::sync::Mutex::new(retired),
         retired_marker,
@@ -559,7 +561,17 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         .add_service(ClusterServer::new(ClusterService { node: node.clone() }))
         .add_service(TenantsServer::new(TenantService { node: node.clone() }))
         .add_service(AuditServer::new(AuditService { node: node.clone() }));
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // No Nagle delay on replies: with delayed ACKs on the other side it
+    // stalls small responses for tens of milliseconds.
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |conn| {
+            conn.and_then(|s| {
+                s.set_nodelay(true)?;
+                Ok(s)
+            })
+        },
+    );
     let server = tokio::spawn(
         async move {
             router

@@ -24,6 +24,37 @@ const KEY_COMMITTED: &[u8] = b"committed";
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
+    /// Appends whose entries are written but not yet synced.
+    flusher: std::sync::mpsc::Sender<LogFlushed<TypeConfig>>,
+}
+
+/// Group commit: one thread syncs the write-ahead log for every append
+/// waiting at that moment, then tells openraft they are all durable. Under
+/// load, one fsync covers many appends instead of one each.
+fn start_flusher(db: Arc<DB>) -> std::sync::mpsc::Sender<LogFlushed<TypeConfig>> {
+    let (tx, rx) = std::sync::mpsc::channel::<LogFlushed<TypeConfig>>();
+    let spawned = std::thread::Builder::new()
+        .name("ndc-wal-sync".into())
+        .spawn(move || {
+            // Ends when every LogStore (and so every sender) is gone.
+            while let Ok(first) = rx.recv() {
+                let mut waiting = vec![first];
+                waiting.extend(rx.try_iter());
+                // Everything written before the callbacks were queued is
+                // in the WAL; this sync makes all of it durable.
+                let res = db.flush_wal(true);
+                for cb in waiting {
+                    cb.log_io_completed(
+                        res.clone()
+                            .map_err(|e| std::io::Error::other(e.to_string())),
+                    );
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the WAL sync thread; appends will never be acknowledged");
+    }
+    tx
 }
 
 fn synced() -> WriteOptions {
@@ -42,7 +73,8 @@ fn io_write(e: impl std::error::Error + 'static) -> StorageError {
 
 impl LogStore {
     pub(crate) fn new(db: Arc<DB>) -> Self {
-        Self { db }
+        let flusher = start_flusher(db.clone());
+        Self { db, flusher }
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(
@@ -182,23 +214,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 batch.put_cf(logs, be(entry.log_id.index), bytes);
             }
         }
-        let db = self.db.clone();
-        // The WAL is synced before openraft hears that the entries are durable.
-        let res = blocking(move || {
-            db.write_opt(batch, &synced())?;
-            Ok(())
-        })
-        .await;
-        match res {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(io_write(e))
-            }
+        // Written (in order, to the WAL) now; reported durable only once the
+        // sync thread has synced the WAL after this write.
+        if let Err(e) = self.db.write(batch) {
+            callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+            return Err(io_write(e));
         }
+        if let Err(std::sync::mpsc::SendError(cb)) = self.flusher.send(callback) {
+            cb.log_io_completed(Err(std::io::Error::other(
+                "the WAL sync thread has stopped",
+            )));
+            return Err(io_write(Error::Join(
+                "the WAL sync thread has stopped".into(),
+            )));
+        }
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
