@@ -31,8 +31,11 @@ pub struct LogStore {
 /// Group commit: one thread syncs the write-ahead log for every append
 /// waiting at that moment, then tells openraft they are all durable. Under
 /// load, one fsync covers many appends instead of one each.
-fn start_flusher(db: Arc<DB>) -> std::sync::mpsc::Sender<LogFlushed<TypeConfig>> {
+fn start_flusher(db: &Arc<DB>) -> std::sync::mpsc::Sender<LogFlushed<TypeConfig>> {
     let (tx, rx) = std::sync::mpsc::channel::<LogFlushed<TypeConfig>>();
+    // Weak: the thread must never be the one keeping the database open (or
+    // closing it) when the process exits.
+    let db = Arc::downgrade(db);
     let spawned = std::thread::Builder::new()
         .name("ndc-wal-sync".into())
         .spawn(move || {
@@ -42,7 +45,10 @@ fn start_flusher(db: Arc<DB>) -> std::sync::mpsc::Sender<LogFlushed<TypeConfig>>
                 waiting.extend(rx.try_iter());
                 // Everything written before the callbacks were queued is
                 // in the WAL; this sync makes all of it durable.
-                let res = db.flush_wal(true);
+                let res = match db.upgrade() {
+                    Some(db) => db.flush_wal(true),
+                    None => return,
+                };
                 for cb in waiting {
                     cb.log_io_completed(
                         res.clone()
@@ -73,7 +79,7 @@ fn io_write(e: impl std::error::Error + 'static) -> StorageError {
 
 impl LogStore {
     pub(crate) fn new(db: Arc<DB>) -> Self {
-        let flusher = start_flusher(db.clone());
+        let flusher = start_flusher(&db);
         Self { db, flusher }
     }
 
