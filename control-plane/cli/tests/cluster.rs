@@ -704,3 +704,106 @@ async fn ndc_up_runs_and_stops_cleanly() -> Result<()> {
     ensure!(code == 0, "second ndc up failed ({code}): {out}{err}");
     Ok(())
 }
+
+/// Writes that arrive together share a log entry; compare-and-swap still has
+/// exactly one winner among racing clients, and every change is watched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_compare_and_swap_has_one_winner() -> Result<()> {
+    let mut c = Cluster::new(&[])?;
+    let a1 = c.start(1, "127.0.0.1:0", Start::Init).await?;
+    c.wait_voters(&[1]).await?;
+    let mut kv = KvClient::new(ndc_api::client::channel(&a1)?);
+    let first = kv
+        .put(PutRequest {
+            key: "/cas/x".into(),
+            value: b"0".to_vec(),
+            expected_revision: None,
+        })
+        .await?
+        .into_inner()
+        .revision;
+    let mut watch = kv
+        .watch(pb::WatchRequest {
+            prefix: "/cas/".into(),
+            start_revision: first + 1,
+        })
+        .await?
+        .into_inner();
+    let _established = watch.next().await.context("watch")??;
+
+    for round in 0..5 {
+        let current = kv
+            .get(GetRequest {
+                key: "/cas/x".into(),
+                consistency: 0,
+            })
+            .await?
+            .into_inner()
+            .object
+            .context("x")?
+            .mod_revision;
+        let mut tasks = Vec::new();
+        for i in 0..32 {
+            let mut kv = kv.clone();
+            tasks.push(tokio::spawn(async move {
+                kv.put(PutRequest {
+                    key: "/cas/x".into(),
+                    value: format!("{round}-{i}").into_bytes(),
+                    expected_revision: Some(current),
+                })
+                .await
+            }));
+        }
+        let mut winners = 0;
+        for t in tasks {
+            match t.await? {
+                Ok(_) => winners += 1,
+                Err(s) => ensure!(s.code() == Code::FailedPrecondition, "{s:?}"),
+            }
+        }
+        ensure!(
+            winners == 1,
+            "round {round}: {winners} compare-and-swaps won"
+        );
+    }
+    // Independent writes racing: all land, each is watched once.
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let mut kv = kv.clone();
+        tasks.push(tokio::spawn(async move {
+            kv.put(PutRequest {
+                key: format!("/cas/k{i:02}"),
+                value: b"v".to_vec(),
+                expected_revision: None,
+            })
+            .await
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let x = kv
+        .get(GetRequest {
+            key: "/cas/x".into(),
+            consistency: 0,
+        })
+        .await?
+        .into_inner()
+        .object
+        .context("x")?;
+    ensure!(x.version == 6, "x changed {} times, expected 6", x.version);
+    let mut keys = std::collections::BTreeSet::new();
+    let mut last_rev = 0;
+    while keys.len() < 64 {
+        let msg = watch.next().await.context("watch ended")??;
+        ensure!(msg.revision >= last_rev, "revisions go forward");
+        last_rev = msg.revision;
+        for e in msg.events {
+            let k = e.object.context("object")?.key;
+            if k != "/cas/x" {
+                ensure!(keys.insert(k.clone()), "{k} seen twice");
+            }
+        }
+    }
+    Ok(())
+}

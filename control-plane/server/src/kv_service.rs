@@ -71,7 +71,7 @@ impl KvService {
             Response::Rejected(r @ Rejection::Domain { .. }) => {
                 Err(Status::failed_precondition(r.to_string()))
             }
-            Response::Empty | Response::Domain { .. } => {
+            Response::Empty | Response::Domain { .. } | Response::Batch(_) => {
                 Err(Status::internal("the state machine returned no result"))
             }
         }

@@ -12,6 +12,7 @@ mod forward;
 mod kv_service;
 mod network;
 pub mod node;
+mod proposer;
 mod raft_service;
 mod read_index;
 mod tenant_service;

@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::forward::{ForwardReply, ForwardRequest, ForwardResult, MembershipView, RetireNotice};
 use crate::kv_service::KvService;
 use crate::network::{Network, MAX_RAFT_MESSAGE};
+use crate::proposer::{Outcome, Proposer};
 use crate::raft_service::RaftService;
 use crate::read_index::{ReadBatcher, ReadIndexError};
 use crate::tenant_service::TenantService;
@@ -36,6 +37,9 @@ use ndc_api::tenants::tenants_server::TenantsServer;
 /// How long a follower waits to apply up to the leader's read index before
 /// it gives up on a linearizable read.
 const READ_INDEX_WAIT: Duration = Duration::from_secs(5);
+/// Log entries in one AppendEntries message: 12 × (3 MiB batch + one
+/// 2 MiB command) stays under the 64 MiB node-to-node limit.
+const MAX_ENTRIES_PER_MESSAGE: u64 = 12;
 /// How long `--join` keeps trying before the node gives up.
 const JOIN_BUDGET: Duration = Duration::from_secs(120);
 /// Pause between two join attempts.
@@ -98,6 +102,7 @@ pub(crate) struct Node {
     pub(crate) log: LogStore,
     pub(crate) auth: crate::auth::Auth,
     reads: ReadBatcher,
+    proposer: Proposer,
     peers: Mutex<HashMap<String, RaftClient<Channel>>>,
     /// Set (and recorded in the data dir) once the leader said this node was
     /// removed: it then refuses every request but status.
@@ -214,9 +219,9 @@ impl Node {
     /// hands the command to the leader.
     pub(crate) async fn write(&self, command: Command) -> Result<Response, Status> {
         self.ensure_member()?;
-        match self.raft.client_write(command.clone()).await {
-            Ok(r) => Ok(r.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+        match self.proposer.propose(&self.raft, command.clone()).await {
+            Outcome::Done(r) => Ok(r),
+            Outcome::NotLeader => {
                 match self
                     .forward(ForwardRequest::Write {
                         from: self.id,
@@ -228,7 +233,7 @@ impl Node {
                     other => Err(Status::internal(format!("unexpected reply {other:?}"))),
                 }
             }
-            Err(e) => Err(write_error(e)),
+            Outcome::Failed(s) => Err(s),
         }
     }
 
@@ -282,12 +287,13 @@ impl Node {
                 if !Self::is_member(&m, from) {
                     return Err(not_member(from).into());
                 }
-                match self.raft.client_write(command).await {
-                    Ok(r) => Ok(ForwardReply::Written(r.data)),
-                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(
-                        Status::unavailable("the leader changed while forwarding; retry").into(),
-                    ),
-                    Err(e) => Err(write_error(e).into()),
+                match self.proposer.propose(&self.raft, command).await {
+                    Outcome::Done(r) => Ok(ForwardReply::Written(r)),
+                    Outcome::NotLeader => Err(Status::unavailable(
+                        "the leader changed while forwarding; retry",
+                    )
+                    .into()),
+                    Outcome::Failed(s) => Err(s.into()),
                 }
             }
             ForwardRequest::ReadIndex { from } => {
@@ -454,7 +460,7 @@ fn not_member(id: NodeId) -> Status {
     ))
 }
 
-fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Status {
+pub(crate) fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Status {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => unavailable_no_leader(),
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
@@ -491,6 +497,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         // Snapshot chunks can be large and the machine busy: give them time.
         install_snapshot_timeout: 10_000,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+        // Entries are up to a few MiB (a batch, or one large command): a
+        // dozen per message stays under the node-to-node message limit.
+        max_payload_entries: MAX_ENTRIES_PER_MESSAGE,
         max_in_snapshot_log_to_keep: config.keep_logs,
         ..Default::default()
     }
@@ -524,6 +533,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         log: store.log,
         auth: config.auth.clone(),
         reads: ReadBatcher::default(),
+        proposer: Proposer::default(),
         peers: Mutex::new(HashMap::new()),
         retired: std::sync::Mutex::new(retired),
         retired_marker,

@@ -171,9 +171,53 @@ struct Applier<'a> {
     batch: WriteBatch,
     overlay: Overlay,
     notices: Vec<WatchBatch>,
+    /// Changes made by the entry being applied (a batch has several commands).
+    entry_events: Vec<Event>,
 }
 
 impl Applier<'_> {
+    /// Records the watch events of the entry just applied, if it changed
+    /// anything; returns whether it did.
+    fn finish_entry(&mut self, revision: u64) -> Result<bool> {
+        if self.entry_events.is_empty() {
+            return Ok(false);
+        }
+        let events = std::mem::take(&mut self.entry_events);
+        self.batch
+            .put_cf(self.events_cf, be(revision), encode("events", &events)?);
+        self.notices.push(WatchBatch::Changes {
+            revision,
+            events: Arc::new(events),
+        });
+        Ok(true)
+    }
+
+    /// Applies one command of an entry at `revision`.
+    fn command(
+        &mut self,
+        revision: u64,
+        cmd: Command,
+        reg: &mut Registry,
+        head: &mut AuditHead,
+    ) -> Result<Response> {
+        match cmd {
+            Command::Txn(txn) => self.txn(revision, txn),
+            Command::Domain(req) => self.domain(revision, *req, reg, head),
+            Command::Batch(cmds) => {
+                let mut out = Vec::with_capacity(cmds.len());
+                for c in cmds {
+                    out.push(match c {
+                        Command::Batch(_) => Response::Rejected(Rejection::Invalid {
+                            reason: "a batch cannot hold another batch".into(),
+                        }),
+                        c => self.command(revision, c, reg, head)?,
+                    });
+                }
+                Ok(Response::Batch(out))
+            }
+        }
+    }
+
     fn read(&self, key: &str) -> Result<Option<StoredObject>> {
         if let Some(o) = self.overlay.get(key) {
             return Ok(o.clone());
@@ -254,14 +298,7 @@ impl Applier<'_> {
                 }
             }
         }
-        if !events.is_empty() {
-            self.batch
-                .put_cf(self.events_cf, be(revision), encode("events", &events)?);
-            self.notices.push(WatchBatch::Changes {
-                revision,
-                events: Arc::new(events),
-            });
-        }
+        self.entry_events.extend(events);
         Ok(results)
     }
 
@@ -397,6 +434,7 @@ fn apply_entries(
         batch: WriteBatch::default(),
         overlay: Overlay::new(),
         notices: Vec::new(),
+        entry_events: Vec::new(),
     };
     let mut responses = Vec::with_capacity(entries.len());
     let mut last_applied = None;
@@ -405,20 +443,16 @@ fn apply_entries(
     for entry in entries {
         last_applied = Some(entry.log_id);
         let revision = entry.log_id.index;
-        let changes_before = a.notices.len();
         let response = match entry.payload {
             EntryPayload::Blank => Response::Empty,
             EntryPayload::Membership(m) => {
                 membership = Some(StoredMembership::new(Some(entry.log_id), m));
                 Response::Empty
             }
-            EntryPayload::Normal(Command::Txn(txn)) => a.txn(revision, txn)?,
-            EntryPayload::Normal(Command::Domain(req)) => {
-                a.domain(revision, *req, registry, head)?
-            }
+            EntryPayload::Normal(cmd) => a.command(revision, cmd, registry, head)?,
         };
         // The store's revision moves only when something changed.
-        if a.notices.len() > changes_before {
+        if a.finish_entry(revision)? {
             revisions.current = revision;
         }
         responses.push(response);

@@ -39,6 +39,10 @@ pub enum Command {
     Txn(Txn),
     /// A tenancy request, authorised and checked against the state in apply.
     Domain(Box<crate::domain::DomainRequest>),
+    /// Requests from several clients carried by one log entry, applied in
+    /// order; each gets its own response. Their changes share the entry's
+    /// revision.
+    Batch(Vec<Command>),
 }
 
 /// A multi-object transaction: all-or-nothing.
@@ -89,6 +93,8 @@ pub enum Response {
     },
     /// A compare or a rule failed; nothing changed.
     Rejected(Rejection),
+    /// One response per command of a batch, in order.
+    Batch(Vec<Response>),
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

@@ -1,0 +1,191 @@
+//! Writes that arrive together travel in one log entry.
+//!
+//! openraft appends and syncs one entry at a time on the leader, so under
+//! load the log, not the disk, sets the pace. Commands waiting while
+//! earlier entries are in flight are gathered into one `Command::Batch`:
+//! one append, one sync and one replication round for all of them. A lone
+//! write is sent at once, so single-client latency does not change.
+
+use std::sync::{Arc, Mutex};
+
+use ndc_store::{Command, Raft, Response};
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::sync::{oneshot, Semaphore};
+use tonic::Status;
+use tracing::Instrument;
+
+/// Most commands in one entry; bounds the work one entry adds to apply.
+const MAX_BATCH: usize = 64;
+/// Most bytes of keys and values in one entry (a single larger command
+/// still goes alone). With `MAX_ENTRIES_PER_MESSAGE` entries per Raft
+/// message this keeps messages under the node-to-node limit.
+const MAX_BATCH_BYTES: usize = 3 * 1024 * 1024;
+/// Entries proposed and not yet applied at once. More lets batches overlap
+/// the previous entry's replication; 4 keeps batches large under load.
+const MAX_IN_FLIGHT: usize = 4;
+
+/// What became of a proposed command.
+pub(crate) enum Outcome {
+    Done(Response),
+    /// This node is not the leader: the caller forwards the command.
+    NotLeader,
+    Failed(Status),
+}
+
+type Waiter = (Command, oneshot::Sender<Outcome>);
+
+#[derive(Default)]
+struct Queue {
+    running: bool,
+    waiting: Vec<Waiter>,
+}
+
+#[derive(Clone)]
+pub(crate) struct Proposer {
+    queue: Arc<Mutex<Queue>>,
+    in_flight: Arc<Semaphore>,
+}
+
+impl Default for Proposer {
+    fn default() -> Self {
+        Self {
+            queue: Arc::default(),
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        }
+    }
+}
+
+impl Proposer {
+    pub(crate) async fn propose(&self, raft: &Raft, cmd: Command) -> Outcome {
+        // Fast path: nothing waiting and a free slot, so there is nothing to
+        // gather: propose from this task, without a hand-off.
+        if let Ok(permit) = self.in_flight.clone().try_acquire_owned() {
+            let idle = self
+                .queue
+                .lock()
+                .map(|q| q.waiting.is_empty() && !q.running)
+                .unwrap_or(false);
+            if idle {
+                let out = match raft.client_write(cmd).await {
+                    Ok(r) => Outcome::Done(r.data),
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                        Outcome::NotLeader
+                    }
+                    Err(e) => Outcome::Failed(crate::node::write_error(e)),
+                };
+                drop(permit);
+                return out;
+            }
+            drop(permit);
+        }
+        let (tx, rx) = oneshot::channel();
+        let start = match self.queue.lock() {
+            Ok(mut q) => {
+                q.waiting.push((cmd, tx));
+                !std::mem::replace(&mut q.running, true)
+            }
+            Err(_) => return Outcome::Failed(Status::internal("the proposal queue is poisoned")),
+        };
+        if start {
+            tokio::spawn(
+                drive(self.queue.clone(), self.in_flight.clone(), raft.clone())
+                    .instrument(tracing::debug_span!("proposer")),
+            );
+        }
+        rx.await.unwrap_or_else(|_| {
+            Outcome::Failed(Status::unavailable(
+                "the node stopped while proposing; retry",
+            ))
+        })
+    }
+}
+
+async fn drive(queue: Arc<Mutex<Queue>>, in_flight: Arc<Semaphore>, raft: Raft) {
+    loop {
+        // Wait for a slot first: commands keep gathering meanwhile.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let batch: Vec<Waiter> = match queue.lock() {
+            Ok(mut q) => {
+                if q.waiting.is_empty() {
+                    q.running = false;
+                    return;
+                }
+                let mut n = 0;
+                let mut bytes = 0;
+                while n < q.waiting.len() && n < MAX_BATCH {
+                    let size = approx_size(&q.waiting[n].0);
+                    if n > 0 && bytes + size > MAX_BATCH_BYTES {
+                        break;
+                    }
+                    bytes += size;
+                    n += 1;
+                }
+                q.waiting.drain(..n).collect()
+            }
+            Err(_) => return,
+        };
+        let raft = raft.clone();
+        tokio::spawn(
+            async move {
+                let _permit = permit;
+                let (mut cmds, txs): (Vec<Command>, Vec<oneshot::Sender<Outcome>>) =
+                    batch.into_iter().unzip();
+                let single = cmds.len() == 1;
+                let cmd = match cmds.pop() {
+                    Some(last) if single => last,
+                    Some(last) => {
+                        cmds.push(last);
+                        Command::Batch(cmds)
+                    }
+                    None => return,
+                };
+                let outcomes: Vec<Outcome> = match raft.client_write(cmd).await {
+                    Ok(r) => match (single, r.data) {
+                        (true, resp) => vec![Outcome::Done(resp)],
+                        (false, Response::Batch(rs)) if rs.len() == txs.len() => {
+                            rs.into_iter().map(Outcome::Done).collect()
+                        }
+                        (false, other) => (0..txs.len())
+                            .map(|_| {
+                                Outcome::Failed(Status::internal(format!(
+                                    "a batch was answered with {other:?}"
+                                )))
+                            })
+                            .collect(),
+                    },
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                        (0..txs.len()).map(|_| Outcome::NotLeader).collect()
+                    }
+                    Err(e) => {
+                        let s = crate::node::write_error(e);
+                        (0..txs.len()).map(|_| Outcome::Failed(s.clone())).collect()
+                    }
+                };
+                for (tx, o) in txs.into_iter().zip(outcomes) {
+                    let _ = tx.send(o);
+                }
+            }
+            .instrument(tracing::debug_span!("proposal")),
+        );
+    }
+}
+
+/// Bytes a command carries, roughly: its keys and values.
+fn approx_size(cmd: &Command) -> usize {
+    match cmd {
+        Command::Txn(t) => {
+            t.compares.iter().map(|c| c.key.len() + 8).sum::<usize>()
+                + t.ops
+                    .iter()
+                    .map(|op| match op {
+                        ndc_store::Op::Put { key, value } => key.len() + value.len(),
+                        ndc_store::Op::Delete { key } => key.len(),
+                    })
+                    .sum::<usize>()
+        }
+        Command::Domain(_) => 4 * 1024,
+        Command::Batch(cmds) => cmds.iter().map(approx_size).sum(),
+    }
+}
