@@ -86,7 +86,13 @@ fn init_logging(default: &str) {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let long_running = matches!(cli.command, Command::Server(_) | Command::Up(_));
-    init_logging(if long_running { "info" } else { "warn" });
+    // openraft reports every election and membership step at info; keep its
+    // warnings and ours.
+    init_logging(if long_running {
+        "info,openraft=warn"
+    } else {
+        "warn"
+    });
     let conn = Conn {
         endpoints: cli.endpoints.clone(),
         token: cli.token.clone(),
