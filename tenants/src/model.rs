@@ -306,6 +306,22 @@ pub struct Tenant {
 }
 
 impl Tenant {
+    /// The caller-settable part of the tenant.
+    pub fn spec(&self) -> TenantSpec {
+        TenantSpec {
+            id: self.id.clone(),
+            display_name: self.display_name.clone(),
+            level: self.level,
+            branch: self.branch,
+            parent: self.parent.clone(),
+            admin_code: self.admin_code.clone(),
+            security_level: self.security_level,
+            labels: self.labels.clone(),
+            quota: self.quota,
+            deletion_protection: self.deletion_protection,
+        }
+    }
+
     /// What it has promised: to its children plus what it uses itself.
     pub fn committed(&self) -> Option<Quota> {
         self.allocated.checked_add(&self.used)

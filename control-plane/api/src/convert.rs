@@ -70,18 +70,7 @@ pub fn spec_from_pb(s: pb::TenantSpec) -> Result<d::TenantSpec, String> {
 
 pub fn tenant_to_pb(t: &d::Tenant) -> pb::Tenant {
     pb::Tenant {
-        spec: Some(pb::TenantSpec {
-            id: t.id.clone(),
-            display_name: t.display_name.clone(),
-            level: t.level.to_string(),
-            branch: t.branch.to_string(),
-            parent: t.parent.clone().unwrap_or_default(),
-            admin_code: t.admin_code.clone().unwrap_or_default(),
-            security_level: u32::from(t.security_level),
-            labels: t.labels.clone().into_iter().collect(),
-            quota: Some(quota_to_pb(&t.quota)),
-            deletion_protection: t.deletion_protection,
-        }),
+        spec: Some(spec_to_pb(&t.spec())),
         state: t.state.to_string(),
         allocated: Some(quota_to_pb(&t.allocated)),
         used: Some(quota_to_pb(&t.used)),

@@ -78,6 +78,17 @@ impl KvService {
     }
 }
 
+/// The compare that makes a put or delete conditional, if asked for.
+fn guard(key: &str, expected_revision: Option<u64>) -> Vec<Compare> {
+    expected_revision
+        .map(|revision| Compare {
+            key: key.to_string(),
+            revision,
+        })
+        .into_iter()
+        .collect()
+}
+
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -93,14 +104,7 @@ impl Kv for KvService {
             "write objects",
         )?;
         let r = request.into_inner();
-        let compares = r
-            .expected_revision
-            .map(|revision| Compare {
-                key: r.key.clone(),
-                revision,
-            })
-            .into_iter()
-            .collect();
+        let compares = guard(&r.key, r.expected_revision);
         let txn = Txn {
             compares,
             ops: vec![Op::Put {
@@ -146,14 +150,7 @@ impl Kv for KvService {
             "delete objects",
         )?;
         let r = request.into_inner();
-        let compares = r
-            .expected_revision
-            .map(|revision| Compare {
-                key: r.key.clone(),
-                revision,
-            })
-            .into_iter()
-            .collect();
+        let compares = guard(&r.key, r.expected_revision);
         let txn = Txn {
             compares,
             ops: vec![Op::Delete { key: r.key }],
