@@ -338,7 +338,12 @@ async fn pump(
             next = last + 1;
         }
         loop {
-            match live.recv().await {
+            // A client that went away ends the watch even when nothing changes.
+            let next_notice = tokio::select! {
+                n = live.recv() => n,
+                _ = tx.closed() => return Ok(()),
+            };
+            match next_notice {
                 Ok(WatchBatch::Changes { revision, events }) => {
                     if revision < next {
                         continue;

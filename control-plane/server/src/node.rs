@@ -146,6 +146,13 @@ impl Node {
         if self.retired_at().is_some() {
             return Ok(());
         }
+        // A notice older than a membership that has this node again (it was
+        // removed, then added back) is stale.
+        let m = self.metrics();
+        let since = m.membership_config.log_id().map(|l| l.index).unwrap_or(0);
+        if since > log_index && Self::is_member(&m, self.id) {
+            return Ok(());
+        }
         std::fs::write(&self.retired_marker, log_index.to_string())?;
         if let Ok(mut r) = self.retired.lock() {
             *r = Some(log_index);

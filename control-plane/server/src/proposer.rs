@@ -24,6 +24,24 @@ const MAX_BATCH_BYTES: usize = 3 * 1024 * 1024;
 /// the previous entry's replication; 4 keeps batches large under load.
 const MAX_IN_FLIGHT: usize = 4;
 
+/// How long a proposal may wait to be committed and applied. Past it the
+/// outcome is unknown, and the caller is told so rather than left waiting.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Proposes one entry and waits, at most [`WRITE_TIMEOUT`], for its result.
+async fn write(raft: &Raft, cmd: Command) -> Result<Response, Outcome> {
+    match tokio::time::timeout(WRITE_TIMEOUT, raft.client_write(cmd)).await {
+        Ok(Ok(r)) => Ok(r.data),
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+            Err(Outcome::NotLeader)
+        }
+        Ok(Err(e)) => Err(Outcome::Failed(crate::node::write_error(e))),
+        Err(_) => Err(Outcome::Failed(Status::deadline_exceeded(
+            "the write was not committed in time; its outcome is unknown: read before retrying",
+        ))),
+    }
+}
+
 /// What became of a proposed command.
 pub(crate) enum Outcome {
     Done(Response),
@@ -66,12 +84,9 @@ impl Proposer {
                 .map(|q| q.waiting.is_empty() && !q.running)
                 .unwrap_or(false);
             if idle {
-                let out = match raft.client_write(cmd).await {
-                    Ok(r) => Outcome::Done(r.data),
-                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                        Outcome::NotLeader
-                    }
-                    Err(e) => Outcome::Failed(crate::node::write_error(e)),
+                let out = match write(raft, cmd).await {
+                    Ok(r) => Outcome::Done(r),
+                    Err(o) => o,
                 };
                 drop(permit);
                 return out;
@@ -114,11 +129,21 @@ async fn drive(queue: Arc<Mutex<Queue>>, in_flight: Arc<Semaphore>, raft: Raft) 
                 }
                 let mut n = 0;
                 let mut bytes = 0;
+                let mut keys = std::collections::HashSet::new();
                 while n < q.waiting.len() && n < MAX_BATCH {
-                    let size = approx_size(&q.waiting[n].0);
+                    let cmd = &q.waiting[n].0;
+                    let size = approx_size(cmd);
                     if n > 0 && bytes + size > MAX_BATCH_BYTES {
                         break;
                     }
+                    // Changes in one entry share its revision: two commands
+                    // touching the same key must not, or a compare-and-swap
+                    // on that revision could pass over a write it never saw.
+                    let touched = touched_keys(cmd);
+                    if n > 0 && touched.iter().any(|k| keys.contains(k)) {
+                        break;
+                    }
+                    keys.extend(touched);
                     bytes += size;
                     n += 1;
                 }
@@ -141,27 +166,26 @@ async fn drive(queue: Arc<Mutex<Queue>>, in_flight: Arc<Semaphore>, raft: Raft) 
                     }
                     None => return,
                 };
-                let outcomes: Vec<Outcome> = match raft.client_write(cmd).await {
-                    Ok(r) => match (single, r.data) {
-                        (true, resp) => vec![Outcome::Done(resp)],
-                        (false, Response::Batch(rs)) if rs.len() == txs.len() => {
-                            rs.into_iter().map(Outcome::Done).collect()
-                        }
-                        (false, other) => (0..txs.len())
-                            .map(|_| {
-                                Outcome::Failed(Status::internal(format!(
-                                    "a batch was answered with {other:?}"
-                                )))
-                            })
-                            .collect(),
-                    },
-                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                        (0..txs.len()).map(|_| Outcome::NotLeader).collect()
+                let n = txs.len();
+                let outcomes: Vec<Outcome> = match write(&raft, cmd).await {
+                    Ok(resp) if single => vec![Outcome::Done(resp)],
+                    Ok(Response::Batch(rs)) if rs.len() == n => {
+                        rs.into_iter().map(Outcome::Done).collect()
                     }
-                    Err(e) => {
-                        let s = crate::node::write_error(e);
-                        (0..txs.len()).map(|_| Outcome::Failed(s.clone())).collect()
-                    }
+                    Ok(other) => (0..n)
+                        .map(|_| {
+                            Outcome::Failed(Status::internal(format!(
+                                "a batch was answered with {other:?}"
+                            )))
+                        })
+                        .collect(),
+                    Err(Outcome::NotLeader) => (0..n).map(|_| Outcome::NotLeader).collect(),
+                    Err(Outcome::Failed(s)) => (0..n).map(|_| Outcome::Failed(s.clone())).collect(),
+                    Err(Outcome::Done(_)) => (0..n)
+                        .map(|_| {
+                            Outcome::Failed(Status::internal("a failed write reported success"))
+                        })
+                        .collect(),
                 };
                 for (tx, o) in txs.into_iter().zip(outcomes) {
                     let _ = tx.send(o);
@@ -187,5 +211,28 @@ fn approx_size(cmd: &Command) -> usize {
         }
         Command::Domain(_) => 4 * 1024,
         Command::Batch(cmds) => cmds.iter().map(approx_size).sum(),
+    }
+}
+
+/// The keys a command reads or writes. Domain requests may touch any
+/// tenant and always the audit chain: they stand for the whole reserved
+/// prefix, so one entry carries at most one of them.
+fn touched_keys(cmd: &Command) -> Vec<String> {
+    match cmd {
+        Command::Txn(t) => t
+            .compares
+            .iter()
+            .map(|c| c.key.as_str())
+            .chain(t.ops.iter().map(|o| o.key()))
+            .map(|k| {
+                if k.starts_with(ndc_store::domain::RESERVED_PREFIX) {
+                    ndc_store::domain::RESERVED_PREFIX.to_string()
+                } else {
+                    k.to_string()
+                }
+            })
+            .collect(),
+        Command::Domain(_) => vec![ndc_store::domain::RESERVED_PREFIX.to_string()],
+        Command::Batch(cmds) => cmds.iter().flat_map(touched_keys).collect(),
     }
 }

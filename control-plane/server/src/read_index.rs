@@ -20,6 +20,10 @@ pub(crate) enum ReadIndexError {
     Stopped(String),
 }
 
+/// How long a leadership check may take before the reads waiting on it
+/// are told there is no quorum.
+const READ_INDEX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 type Waiter = oneshot::Sender<Result<Option<u64>, ReadIndexError>>;
 
 #[derive(Default)]
@@ -70,15 +74,18 @@ async fn drive(queue: Arc<Mutex<Queue>>, raft: Raft) {
             }
             Err(_) => return,
         };
-        let res = match raft.ensure_linearizable().await {
-            Ok(log_id) => Ok(log_id.map(|l| l.index)),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
+        let res = match tokio::time::timeout(READ_INDEX_TIMEOUT, raft.ensure_linearizable()).await {
+            Err(_) => Err(ReadIndexError::NoQuorum(
+                "leadership was not confirmed in time".into(),
+            )),
+            Ok(Ok(log_id)) => Ok(log_id.map(|l| l.index)),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
                 Err(ReadIndexError::NotLeader)
             }
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)))) => {
                 Err(ReadIndexError::NoQuorum(e.to_string()))
             }
-            Err(RaftError::Fatal(e)) => Err(ReadIndexError::Stopped(e.to_string())),
+            Ok(Err(RaftError::Fatal(e))) => Err(ReadIndexError::Stopped(e.to_string())),
         };
         for w in batch {
             let _ = w.send(res.clone());

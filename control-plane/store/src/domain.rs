@@ -81,8 +81,9 @@ impl Actor {
     pub fn can_read(&self, reg: &Registry, tenant: &str) -> bool {
         self.roles.iter().any(|r| match r {
             Role::DcOperator | Role::Auditor | Role::ServiceOwner => true,
+            // By current id only: an old id (after a merge or rename) grants nothing.
             Role::TenantAdmin(x) => reg
-                .resolve(x)
+                .get(x)
                 .is_some_and(|x| reg.is_ancestor_or_self(&x.id, tenant)),
         })
     }
@@ -90,7 +91,7 @@ impl Actor {
     /// The tenants this actor administers, resolved.
     fn administers<'a>(&'a self, reg: &'a Registry) -> impl Iterator<Item = String> + 'a {
         self.roles.iter().filter_map(move |r| match r {
-            Role::TenantAdmin(x) => reg.resolve(x).map(|t| t.id.clone()),
+            Role::TenantAdmin(x) => reg.get(x).map(|t| t.id.clone()),
             _ => None,
         })
     }
@@ -471,6 +472,52 @@ mod tests {
         assert!(verify_chain(&records, Some(&head))
             .problem
             .is_some_and(|p| p.1.contains("removed")));
+    }
+
+    #[test]
+    fn an_old_id_grants_no_rights() {
+        use ndc_tenants::{Branch, Level, MergeTarget, Quota, TenantSpec};
+        let spec = |id: &str, level: Level, parent: Option<&str>, code: Option<&str>| TenantSpec {
+            id: id.into(),
+            display_name: id.into(),
+            level,
+            branch: Branch::State,
+            parent: parent.map(Into::into),
+            admin_code: code.map(Into::into),
+            security_level: 3,
+            labels: Default::default(),
+            quota: Quota::default(),
+            deletion_protection: false,
+        };
+        let mut reg = Registry::default();
+        for s in [
+            spec("vn", Level::Central, None, None),
+            spec("ha-giang", Level::Province, Some("vn"), Some("02")),
+            spec("tuyen-quang", Level::Province, Some("vn"), Some("08")),
+        ] {
+            let cs = reg.check_create(s).unwrap();
+            reg.apply(&cs);
+        }
+        let admin = Actor {
+            name: "hg".into(),
+            roles: vec![Role::TenantAdmin("ha-giang".into())],
+        };
+        assert!(admin.can_read(&reg, "ha-giang"));
+        let plan = reg
+            .plan(&Reorg::Merge {
+                sources: vec!["ha-giang".into()],
+                into: MergeTarget::Existing("tuyen-quang".into()),
+            })
+            .unwrap();
+        reg.apply(&plan.changeset);
+        // ha-giang now resolves to tuyen-quang, but its admin does not
+        // become tuyen-quang's admin.
+        assert!(!admin.can_read(&reg, "tuyen-quang"));
+        let op = DomainOp::UpdateTenant {
+            id: "tuyen-quang".into(),
+            patch: TenantPatch::default(),
+        };
+        assert!(authorize(&reg, &admin, &op).is_err());
     }
 
     #[test]

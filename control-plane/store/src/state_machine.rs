@@ -86,6 +86,7 @@ pub struct StateMachine {
     notices: broadcast::Sender<WatchBatch>,
     revisions: Revisions,
     snapshot_seq: Arc<AtomicU64>,
+    on_disk: SnapshotOnDisk,
 }
 
 /// Reads objects and history for the API; shares the database.
@@ -127,6 +128,7 @@ impl StateMachine {
         let revisions = read_revisions(&db)?;
         let (registry, head) = load_domain(&db)?;
         let (notices, _) = broadcast::channel(NOTICE_CHANNEL);
+        let on_disk = snapshot_on_disk(&snapshot_path)?;
         Ok(Self {
             domain: Arc::new(RwLock::new(DomainState { registry, head })),
             db,
@@ -135,6 +137,7 @@ impl StateMachine {
             notices,
             revisions,
             snapshot_seq: Arc::new(AtomicU64::new(0)),
+            on_disk,
         })
     }
 
@@ -155,6 +158,7 @@ impl StateMachine {
             notices: self.notices.clone(),
             revisions: self.revisions,
             snapshot_seq: self.snapshot_seq.clone(),
+            on_disk: self.on_disk.clone(),
         }
     }
 }
@@ -589,7 +593,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: meta.clone(),
             data,
         };
-        write_snapshot_file(self.snapshot_path.clone(), file)
+        write_snapshot_file(self.snapshot_path.clone(), file, self.on_disk.clone())
             .await
             .map_err(|e| {
                 StorageIOError::write_snapshot(Some(meta.signature()), AnyError::new(&e))
@@ -614,13 +618,44 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
-async fn write_snapshot_file(path: PathBuf, file: SnapshotFile) -> Result<()> {
+/// The last log id of the snapshot on disk. A snapshot is written only if
+/// it is newer: a build that started before an install finished must not
+/// replace the installed one (the log behind it is already purged).
+type SnapshotOnDisk = Arc<std::sync::Mutex<Option<LogId>>>;
+
+fn snapshot_on_disk(path: &std::path::Path) -> Result<SnapshotOnDisk> {
+    let current = match std::fs::read(path) {
+        Ok(bytes) => {
+            decode::<SnapshotFile>("snapshot file", &bytes)?
+                .meta
+                .last_log_id
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(source) => {
+            return Err(Error::SnapshotFile {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    Ok(Arc::new(std::sync::Mutex::new(current)))
+}
+
+async fn write_snapshot_file(
+    path: PathBuf,
+    file: SnapshotFile,
+    on_disk: SnapshotOnDisk,
+) -> Result<()> {
     blocking(move || {
+        // Held for the whole write: snapshots reach the disk one at a time.
+        let mut current = on_disk
+            .lock()
+            .map_err(|_| Error::Join("snapshot lock poisoned".into()))?;
+        if *current >= file.meta.last_log_id && current.is_some() {
+            return Ok(());
+        }
         let bytes = encode("snapshot file", &file)?;
-        // A unique temporary name: a snapshot being built and one being
-        // installed may be written at the same time; the rename decides.
-        static SEQ: AtomicU64 = AtomicU64::new(0);
-        let tmp = path.with_extension(format!("tmp{}", SEQ.fetch_add(1, Ordering::Relaxed)));
+        let tmp = path.with_extension("tmp");
         let io = |source| Error::SnapshotFile {
             path: path.clone(),
             source,
@@ -637,6 +672,7 @@ async fn write_snapshot_file(path: PathBuf, file: SnapshotFile) -> Result<()> {
                 .and_then(|d| d.sync_all())
                 .map_err(io)?;
         }
+        *current = file.meta.last_log_id;
         Ok(())
     })
     .await
@@ -692,6 +728,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 meta: meta.clone(),
                 data: data.clone(),
             },
+            self.on_disk.clone(),
         )
         .await
         .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), AnyError::new(&e)))?;
