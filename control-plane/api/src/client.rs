@@ -34,17 +34,37 @@ pub struct Client {
 /// Adds `authorization: Bearer <token>` to every request, when a token is set.
 #[derive(Debug, Clone, Default)]
 pub struct Auth {
-    header: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    header: Option<(
+        &'static str,
+        tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+    )>,
 }
 
+/// Metadata key of the secret that control-plane nodes present to each other.
+pub const CLUSTER_SECRET_HEADER: &str = "ndc-cluster-secret";
+
 impl Auth {
+    /// A caller's bearer token.
     pub fn new(token: Option<&str>) -> Result<Self> {
         let header = match token.map(str::trim).filter(|t| !t.is_empty()) {
-            Some(t) => Some(
+            Some(t) => Some((
+                "authorization",
                 format!("Bearer {t}")
                     .parse()
                     .map_err(|_| Error::InvalidToken)?,
-            ),
+            )),
+            None => None,
+        };
+        Ok(Self { header })
+    }
+
+    /// The cluster secret, for node-to-node calls.
+    pub fn cluster(secret: Option<&str>) -> Result<Self> {
+        let header = match secret {
+            Some(s) => Some((
+                CLUSTER_SECRET_HEADER,
+                s.parse().map_err(|_| Error::InvalidToken)?,
+            )),
             None => None,
         };
         Ok(Self { header })
@@ -56,8 +76,8 @@ impl tonic::service::Interceptor for Auth {
         &mut self,
         mut req: tonic::Request<()>,
     ) -> std::result::Result<tonic::Request<()>, Status> {
-        if let Some(h) = &self.header {
-            req.metadata_mut().insert("authorization", h.clone());
+        if let Some((name, value)) = &self.header {
+            req.metadata_mut().insert(*name, value.clone());
         }
         Ok(req)
     }

@@ -55,6 +55,9 @@ pub struct ServerArgs {
     /// Treat every caller as dc-operator. For a laptop or a test, never for a data centre.
     #[arg(long, conflicts_with = "auth_file")]
     pub insecure_no_auth: bool,
+    /// File holding the secret (16+ characters) that every node of the cluster presents to the others.
+    #[arg(long, env = "NDC_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -84,6 +87,27 @@ impl ServerArgs {
                     "say who may call this node: --auth-file FILE (tokens and roles), or --insecure-no-auth on a laptop"
                 )))
             }
+        };
+        c.cluster_secret = match &self.cluster_secret_file {
+            Some(path) => {
+                let secret = std::fs::read_to_string(path)
+                    .map_err(|e| CliError::Failed(anyhow::anyhow!(e).context(format!("cannot read {}", path.display()))))?
+                    .trim()
+                    .to_string();
+                if secret.len() < 16 || secret.contains(char::is_control) {
+                    return Err(CliError::Failed(anyhow::anyhow!(
+                        "{}: the cluster secret must be at least 16 printable characters",
+                        path.display()
+                    )));
+                }
+                Some(secret)
+            }
+            None if self.auth_file.is_some() => {
+                return Err(CliError::Failed(anyhow::anyhow!(
+                    "with --auth-file, also give --cluster-secret-file: node-to-node calls must be authenticated too"
+                )))
+            }
+            None => None,
         };
         Ok(c)
     }

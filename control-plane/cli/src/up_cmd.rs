@@ -31,8 +31,16 @@ pub struct UpArgs {
 
 /// The operator token of this data dir: read from `operator.token`, or made
 /// (with the auth file that admits it) on the first start.
-fn operator_token(data_dir: &std::path::Path) -> Result<(String, std::path::PathBuf), CliError> {
+fn random_hex() -> Result<String, CliError> {
     use std::io::Read;
+    let mut raw = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut raw))
+        .map_err(|e| CliError::Failed(anyhow::anyhow!(e).context("cannot read /dev/urandom")))?;
+    Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn operator_token(data_dir: &std::path::Path) -> Result<(String, std::path::PathBuf), CliError> {
     let token_file = data_dir.join("operator.token");
     let auth_file = data_dir.join("auth.yaml");
     let io = |what: &str, e: std::io::Error| {
@@ -42,11 +50,7 @@ fn operator_token(data_dir: &std::path::Path) -> Result<(String, std::path::Path
     if let (Ok(t), true) = (std::fs::read_to_string(&token_file), auth_file.exists()) {
         return Ok((t.trim().to_string(), auth_file));
     }
-    let mut raw = [0u8; 24];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut raw))
-        .map_err(|e| io("read /dev/urandom", e))?;
-    let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let token = random_hex()?;
     let yaml = format!(
         "# Made by `ndc up`: one operator for this local control plane.\nusers:\n  - name: local-operator\n    token_sha256: \"{}\"\n    roles: [dc-operator]\n",
         ndc_server::auth::sha256_hex(&token)

@@ -21,6 +21,8 @@ const HANOI_ADMIN: &str = "hanoi-admin-token-0123456789";
 const HUE_ADMIN: &str = "hue-admin-token-0123456789";
 const AUDITOR: &str = "auditor-token-0123456789";
 
+const CLUSTER_SECRET: &str = "cluster-secret-for-tests-0123456789";
+
 const AUTH: &str = "users:
   - name: operator
     token: operator-token-0123456789
@@ -90,7 +92,14 @@ async fn national(nodes: u64) -> Result<Cluster> {
     // Keep the auth file alive as long as the cluster's temp dir.
     let keep = c.dir.path().join("auth.yaml");
     std::fs::copy(&auth, &keep)?;
-    c.flags = vec!["--auth-file".into(), keep.to_str().context("utf-8")?.into()];
+    let secret = c.dir.path().join("cluster.secret");
+    std::fs::write(&secret, CLUSTER_SECRET)?;
+    c.flags = vec![
+        "--auth-file".into(),
+        keep.to_str().context("utf-8")?.into(),
+        "--cluster-secret-file".into(),
+        secret.to_str().context("utf-8")?.into(),
+    ];
     let a1 = c.start(1, "127.0.0.1:0", Start::Init).await?;
     for id in 2..=nodes {
         c.start(id, "127.0.0.1:0", Start::Join(&a1)).await?;
@@ -136,6 +145,18 @@ async fn national(nodes: u64) -> Result<Cluster> {
     )
     .await?;
     Ok(c)
+}
+
+async fn status_with_token(addr: &str) -> Result<bool> {
+    let ch = ndc_api::client::channel(addr)?;
+    let s = ndc_api::cluster::cluster_client::ClusterClient::with_interceptor(
+        ch,
+        Auth::new(Some(OPERATOR))?,
+    )
+    .status(ndc_api::cluster::StatusRequest {})
+    .await?
+    .into_inner();
+    Ok(s.state == "leader")
 }
 
 async fn revision(addr: &str) -> Result<u64> {
@@ -987,6 +1008,27 @@ async fn roles_keep_tenants_apart() -> Result<()> {
         .await
         .expect_err("wrong token");
     ensure!(e.code() == Code::Unauthenticated, "{e:?}");
+    // The node-to-node service wants the cluster secret: a client cannot
+    // forward a write, join, or retire a node without it.
+    use ndc_api::raft::raft_client::RaftClient;
+    for secret in [None, Some("a-wrong-cluster-secret-0000")] {
+        let mut raft =
+            RaftClient::with_interceptor(ndc_api::client::channel(&addr)?, Auth::cluster(secret)?);
+        let e = raft
+            .retire(ndc_api::raft::Payload { data: vec![1] })
+            .await
+            .expect_err("retire without the secret");
+        ensure!(
+            e.code() == Code::Unauthenticated && e.message().contains("cluster"),
+            "{e:?}"
+        );
+        let e = raft
+            .forward(ndc_api::raft::Payload { data: vec![1] })
+            .await
+            .expect_err("forward without the secret");
+        ensure!(e.code() == Code::Unauthenticated, "{e:?}");
+    }
+    ensure!(status_with_token(&addr).await?, "the node is still serving");
     Ok(())
 }
 

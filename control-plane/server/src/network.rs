@@ -1,6 +1,7 @@
 //! openraft's network over gRPC: each message is encoded with the store's
 //! versioned binary codec and carried in a `Payload`.
 
+use ndc_api::client::Auth;
 use ndc_api::raft::raft_client::RaftClient;
 use ndc_api::raft::Payload;
 use ndc_store::{decode, encode, NodeId, TypeConfig};
@@ -13,29 +14,40 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 /// Largest Raft message accepted: a snapshot chunk plus headroom.
 pub(crate) const MAX_RAFT_MESSAGE: usize = 64 * 1024 * 1024;
 
+/// A client of another node's node-to-node service, presenting the
+/// cluster secret.
+pub(crate) type PeerClient = RaftClient<InterceptedService<Channel, Auth>>;
+
+/// A client for the node at `addr`.
+pub(crate) fn peer_client(addr: &str, secret: Option<&str>) -> Result<PeerClient, ndc_api::Error> {
+    let ch = ndc_api::client::channel(addr)?;
+    Ok(RaftClient::with_interceptor(ch, Auth::cluster(secret)?)
+        .max_decoding_message_size(MAX_RAFT_MESSAGE)
+        .max_encoding_message_size(MAX_RAFT_MESSAGE))
+}
+
 /// Creates one gRPC client per peer.
-pub(crate) struct Network;
+pub(crate) struct Network {
+    pub(crate) secret: Option<String>,
+}
 
 pub(crate) struct Peer {
     target: NodeId,
     node: BasicNode,
-    client: Option<RaftClient<Channel>>,
+    client: Option<PeerClient>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
-        let client = ndc_api::client::channel(&node.addr).ok().map(|ch| {
-            RaftClient::new(ch)
-                .max_decoding_message_size(MAX_RAFT_MESSAGE)
-                .max_encoding_message_size(MAX_RAFT_MESSAGE)
-        });
+        let client = peer_client(&node.addr, self.secret.as_deref()).ok();
         Peer {
             target,
             node: node.clone(),

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use ndc_api::cluster::cluster_server::ClusterServer;
 use ndc_api::kv::kv_server::KvServer;
-use ndc_api::raft::raft_client::RaftClient;
 use ndc_api::raft::raft_server::RaftServer;
 use ndc_api::raft::Payload;
 use ndc_store::{decode, encode, Command, LogStore, NodeId, Raft, Response, StoreReader};
@@ -17,7 +16,6 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, RaftMetrics, ServerState, SnapshotPolicy};
 use tokio::sync::{oneshot, Mutex};
 use tokio::task::JoinHandle;
-use tonic::transport::Channel;
 use tonic::Status;
 use tracing::{info, warn, Instrument};
 
@@ -26,7 +24,7 @@ use crate::cluster_service::ClusterService;
 use crate::error::{Error, Result};
 use crate::forward::{ForwardReply, ForwardRequest, ForwardResult, MembershipView, RetireNotice};
 use crate::kv_service::KvService;
-use crate::network::{Network, MAX_RAFT_MESSAGE};
+use crate::network::{peer_client, Network, PeerClient, MAX_RAFT_MESSAGE};
 use crate::proposer::{Outcome, Proposer};
 use crate::raft_service::RaftService;
 use crate::read_index::{ReadBatcher, ReadIndexError};
@@ -70,6 +68,10 @@ pub struct NodeConfig {
     pub ready_file: Option<PathBuf>,
     /// Who may call: tokens from an auth file, or everyone as operator.
     pub auth: crate::auth::Auth,
+    /// The secret every node presents on node-to-node calls (Raft,
+    /// forwarding, joining). Without it that service is open to anyone who
+    /// can reach the port: for a laptop or a test only.
+    pub cluster_secret: Option<String>,
 }
 
 impl NodeConfig {
@@ -89,6 +91,7 @@ impl NodeConfig {
             election_timeout_ms: 1_000,
             ready_file: None,
             auth: crate::auth::Auth::Open,
+            cluster_secret: None,
         }
     }
 }
@@ -103,7 +106,8 @@ pub(crate) struct Node {
     pub(crate) auth: crate::auth::Auth,
     reads: ReadBatcher,
     proposer: Proposer,
-    peers: Mutex<HashMap<String, RaftClient<Channel>>>,
+    cluster_secret: Option<String>,
+    peers: Mutex<HashMap<String, PeerClient>>,
     /// Set (and recorded in the data dir) once the leader said this node was
     /// removed: it then refuses every request but status.
     retired: std::sync::Mutex<Option<u64>>,
@@ -188,7 +192,7 @@ impl Node {
         Ok(())
     }
 
-    async fn leader_client(&self) -> Result<RaftClient<Channel>, Status> {
+    async fn leader_client(&self) -> Result<PeerClient, Status> {
         let m = self.metrics();
         let leader = m.current_leader.ok_or_else(unavailable_no_leader)?;
         if leader == self.id {
@@ -204,10 +208,8 @@ impl Node {
         if let Some(c) = peers.get(&addr) {
             return Ok(c.clone());
         }
-        let ch = ndc_api::client::channel(&addr).map_err(|e| Status::internal(e.to_string()))?;
-        let c = RaftClient::new(ch)
-            .max_decoding_message_size(MAX_RAFT_MESSAGE)
-            .max_encoding_message_size(MAX_RAFT_MESSAGE);
+        let c = peer_client(&addr, self.cluster_secret.as_deref())
+            .map_err(|e| Status::internal(e.to_string()))?;
         peers.insert(addr, c.clone());
         Ok(c)
     }
@@ -413,7 +415,7 @@ impl Node {
             .map_err(write_error)?;
         if let Some(addr) = removed_addr {
             tokio::spawn(
-                tell_removed(id, addr, r.log_id.index)
+                tell_removed(id, addr, r.log_id.index, self.cluster_secret.clone())
                     .instrument(tracing::info_span!("retire", node = id)),
             );
         }
@@ -439,15 +441,14 @@ fn view(m: &RaftMetrics<NodeId, BasicNode>, log_index: u64) -> MembershipView {
 
 /// Tells a removed node it is out, a few times if it does not answer. Best
 /// effort: a node that is down learns it from its peers' refusals instead.
-async fn tell_removed(id: NodeId, addr: String, log_index: u64) {
+async fn tell_removed(id: NodeId, addr: String, log_index: u64, secret: Option<String>) {
     const ATTEMPTS: u32 = 5;
     let Ok(data) = encode("retire notice", &RetireNotice { id, log_index }) else {
         return;
     };
-    let Ok(ch) = ndc_api::client::channel(&addr) else {
+    let Ok(mut client) = peer_client(&addr, secret.as_deref()) else {
         return;
     };
-    let mut client = RaftClient::new(ch);
     for attempt in 1..=ATTEMPTS {
         let mut req = tonic::Request::new(Payload { data: data.clone() });
         req.set_timeout(Duration::from_secs(2));
@@ -474,6 +475,31 @@ pub(crate) fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNod
             Status::failed_precondition(format!("membership change refused: {e}"))
         }
         RaftError::Fatal(e) => fatal(e),
+    }
+}
+
+/// Refuses node-to-node calls that do not present the cluster secret (when
+/// one is configured). Digests are compared, not the secrets themselves.
+fn cluster_secret_check(
+    secret: Option<&str>,
+) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, Status> + Clone {
+    let expected = secret.map(crate::auth::sha256_hex);
+    move |req: tonic::Request<()>| match &expected {
+        None => Ok(req),
+        Some(want) => {
+            let got = req
+                .metadata()
+                .get(ndc_api::client::CLUSTER_SECRET_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(crate::auth::sha256_hex);
+            if got.as_ref() == Some(want) {
+                Ok(req)
+            } else {
+                Err(Status::unauthenticated(
+                    "node-to-node calls need this cluster's secret (--cluster-secret-file)",
+                ))
+            }
+        }
     }
 }
 
@@ -514,7 +540,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     let raft = Raft::new(
         config.id,
         Arc::new(raft_config),
-        Network,
+        Network {
+            secret: config.cluster_secret.clone(),
+        },
         store.log.clone(),
         store.state_machine,
     )
@@ -540,6 +568,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         log: store.log,
         auth: config.auth.clone(),
         reads: ReadBatcher::default(),
+        cluster_secret: config.cluster_secret.clone(),
         proposer: Proposer::default(),
         peers: Mutex::new(HashMap::new()),
         retired: std::sync::Mutex::new(retired),
@@ -565,11 +594,12 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     let router = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(
+        .add_service(tonic::service::interceptor::InterceptedService::new(
             RaftServer::new(RaftService { node: node.clone() })
                 .max_decoding_message_size(MAX_RAFT_MESSAGE)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE),
-        )
+            cluster_secret_check(config.cluster_secret.as_deref()),
+        ))
         .add_service(
             KvServer::new(KvService { node: node.clone() })
                 .max_decoding_message_size(ndc_store::MAX_VALUE_BYTES * 2 + 64 * 1024)
@@ -618,7 +648,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
                 .await
                 .map_err(|e| Error::Raft(e.to_string()))?;
         } else if let Some(via) = &config.join {
-            join(config.id, &addr, via).await?;
+            join(config.id, &addr, via, config.cluster_secret.as_deref()).await?;
         } else {
             warn!(
                 id = config.id,
@@ -651,13 +681,12 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
 
 /// Adds this node as a learner through `via`, then promotes it to voter.
 /// Goes through the node-to-node service, so it needs no client token.
-async fn join(id: NodeId, addr: &str, via: &str) -> Result<()> {
+async fn join(id: NodeId, addr: &str, via: &str, secret: Option<&str>) -> Result<()> {
     let join_err = |reason: String| Error::Join {
         via: via.to_string(),
         reason,
     };
-    let ch = ndc_api::client::channel(via).map_err(|e| join_err(e.to_string()))?;
-    let mut client = RaftClient::new(ch);
+    let mut client = peer_client(via, secret).map_err(|e| join_err(e.to_string()))?;
     let deadline = tokio::time::Instant::now() + JOIN_BUDGET;
     let steps = [
         ForwardRequest::AddLearner {
