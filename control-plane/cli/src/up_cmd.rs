@@ -98,6 +98,16 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
             "no leader was elected within 30 s"
         )));
     }
+    if node
+        .refresh_own_address()
+        .await
+        .context("cannot record the node's new address")?
+    {
+        eprintln!(
+            "      (the data dir was last served on another address; now {})",
+            node.addr
+        );
+    }
     eprintln!(
         "[2/3] control plane ready at {} (node 1, leader)",
         node.addr

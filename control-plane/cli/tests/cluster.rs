@@ -702,6 +702,8 @@ async fn ndc_up_runs_and_stops_cleanly() -> Result<()> {
         "--check",
     ])?;
     ensure!(code == 0, "second ndc up failed ({code}): {out}{err}");
+    // It started on another port: it says so and records the new address.
+    ensure!(err.contains("last served on another address"), "{err}");
     Ok(())
 }
 

@@ -741,6 +741,34 @@ impl RunningNode {
             .is_ok()
     }
 
+    /// On a one-node cluster that this node leads, records its current
+    /// address if it started on a different one (say, another port), so
+    /// status and clients find it. Returns whether it changed anything.
+    /// Larger clusters change addresses by removing and re-adding a node.
+    pub async fn refresh_own_address(&self) -> Result<bool> {
+        let m = self.node.metrics();
+        let membership = m.membership_config.membership();
+        let alone = membership.nodes().count() == 1;
+        let stale = membership
+            .get_node(&self.node.id)
+            .is_some_and(|n| n.addr != self.addr);
+        if !(alone && stale && m.current_leader == Some(self.node.id)) {
+            return Ok(false);
+        }
+        let nodes = std::collections::BTreeMap::from([(
+            self.node.id,
+            BasicNode {
+                addr: self.addr.clone(),
+            },
+        )]);
+        self.node
+            .raft
+            .change_membership(ChangeMembers::SetNodes(nodes), false)
+            .await
+            .map_err(|e| Error::Raft(e.to_string()))?;
+        Ok(true)
+    }
+
     /// Stops serving, then stops Raft; the store is closed when the last
     /// handle is dropped.
     pub async fn shutdown(self) -> Result<()> {
