@@ -170,11 +170,13 @@ pub fn reorg_to_pb(r: &d::Reorg, decision: Option<&str>) -> pb::ReorgRequest {
     pb::ReorgRequest {
         op: Some(op),
         decision: decision.unwrap_or_default().to_string(),
+        expected_digest: String::new(),
     }
 }
 
-pub fn plan_to_pb(p: &d::Plan, applied: bool, revision: u64) -> pb::PlanResponse {
+pub fn plan_to_pb(p: &d::Plan, applied: bool, revision: u64, digest: String) -> pb::PlanResponse {
     pb::PlanResponse {
+        digest,
         summary: p.summary.clone(),
         moves: p
             .moves

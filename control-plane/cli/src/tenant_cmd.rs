@@ -345,6 +345,10 @@ async fn reorganise(
         println!("not applied");
         return Ok(());
     }
+    // Apply exactly the plan shown: if the tenants changed meanwhile, the
+    // server refuses and nothing happens.
+    let mut req = req;
+    req.expected_digest = plan.digest.clone();
     let done = c
         .call(|ch| {
             let (a, req) = (c.auth(), req.clone());

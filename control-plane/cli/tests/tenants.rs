@@ -1217,3 +1217,71 @@ async fn the_cli_manages_the_hierarchy() -> Result<()> {
     ensure!(code == 0 && out.contains("3 tenant(s)"), "{out}");
     Ok(())
 }
+
+/// A reorganisation applies exactly the plan that was shown: if the tenants
+/// changed in between, nothing is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_plan_is_not_applied() -> Result<()> {
+    let c = national(1).await?;
+    let mut t = tenants(&c.addr(1), OPERATOR)?;
+    let reorg = ndc_tenants::Reorg::Reparent {
+        tenant: "ba-dinh".into(),
+        parent: "hue".into(),
+    };
+    let shown = t
+        .plan(convert::reorg_to_pb(&reorg, None))
+        .await?
+        .into_inner();
+    ensure!(!shown.digest.is_empty() && !shown.applied, "{shown:?}");
+    // Someone changes Ba Đình's quota after the plan was shown.
+    t.update(pb::UpdateTenantRequest {
+        id: "ba-dinh".into(),
+        quota: Some(convert::quota_to_pb(&cores(3))),
+        ..Default::default()
+    })
+    .await?;
+    let mut req = convert::reorg_to_pb(&reorg, None);
+    req.expected_digest = shown.digest.clone();
+    let e = t.reorganise(req).await.expect_err("stale plan");
+    ensure!(
+        e.code() == Code::FailedPrecondition && e.message().contains("plan again"),
+        "{e:?}"
+    );
+    let bd = t
+        .get(pb::GetTenantRequest {
+            id: "ba-dinh".into(),
+            stale: false,
+        })
+        .await?
+        .into_inner()
+        .tenant
+        .context("ba-dinh")?;
+    ensure!(
+        bd.spec.map(|s| s.parent) == Some("ha-noi".into()),
+        "nothing moved"
+    );
+    // Planned again, it applies.
+    let fresh = t
+        .plan(convert::reorg_to_pb(&reorg, None))
+        .await?
+        .into_inner();
+    ensure!(fresh.digest != shown.digest);
+    let mut req = convert::reorg_to_pb(&reorg, None);
+    req.expected_digest = fresh.digest;
+    let done = t.reorganise(req).await?.into_inner();
+    ensure!(done.applied, "{done:?}");
+    let bd = t
+        .get(pb::GetTenantRequest {
+            id: "ba-dinh".into(),
+            stale: false,
+        })
+        .await?
+        .into_inner()
+        .tenant
+        .context("ba-dinh")?;
+    ensure!(
+        bd.spec.map(|s| s.parent) == Some("hue".into()),
+        "moved under hue"
+    );
+    Ok(())
+}

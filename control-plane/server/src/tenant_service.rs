@@ -56,11 +56,22 @@ impl TenantService {
         decision: Option<String>,
         op: DomainOp,
     ) -> Result<Applied, Status> {
+        self.propose_checked(actor, decision, op, None).await
+    }
+
+    async fn propose_checked(
+        &self,
+        actor: Actor,
+        decision: Option<String>,
+        op: DomainOp,
+        expected_plan: Option<String>,
+    ) -> Result<Applied, Status> {
         let req = domain::DomainRequest {
             actor,
             decision,
             at_ms: now_ms(),
             op,
+            expected_plan,
         };
         match self
             .node
@@ -274,7 +285,12 @@ impl Tenants for TenantService {
                         message: e.to_string(),
                     })
                 })?;
-                Ok(Response::new(convert::plan_to_pb(&plan, false, 0)))
+                Ok(Response::new(convert::plan_to_pb(
+                    &plan,
+                    false,
+                    0,
+                    domain::plan_digest(&plan),
+                )))
             })
             .map_err(|e| Status::internal(e.to_string()))?
     }
@@ -287,9 +303,10 @@ impl Tenants for TenantService {
         let actor = self.node.auth.actor(request.metadata())?;
         let r = request.into_inner();
         let decision = decision(&r.decision);
+        let expected = (!r.expected_digest.is_empty()).then(|| r.expected_digest.clone());
         let reorg = convert::reorg_from_pb(r).map_err(Status::invalid_argument)?;
         let applied = self
-            .propose(actor, decision, DomainOp::Reorganise(reorg))
+            .propose_checked(actor, decision, DomainOp::Reorganise(reorg), expected)
             .await?;
         let plan = applied
             .plan
@@ -299,6 +316,7 @@ impl Tenants for TenantService {
             plan,
             true,
             applied.revision,
+            domain::plan_digest(plan),
         )))
     }
 }

@@ -117,6 +117,18 @@ pub struct DomainRequest {
     /// The proposer's clock, milliseconds since the Unix epoch.
     pub at_ms: u64,
     pub op: DomainOp,
+    /// For a reorganisation: the digest of the plan the caller was shown.
+    /// If the plan made at apply time differs, nothing is applied.
+    pub expected_plan: Option<String>,
+}
+
+/// A digest of a plan, so a caller can say "apply what I was shown".
+pub fn plan_digest(plan: &Plan) -> String {
+    let bytes = serde_json::to_vec(plan).unwrap_or_default();
+    Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

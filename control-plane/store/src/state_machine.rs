@@ -330,6 +330,14 @@ impl Applier<'_> {
                 }))
             }
         };
+        if let (Some(expected), Some(p)) = (&req.expected_plan, &plan) {
+            if &domain::plan_digest(p) != expected {
+                return Ok(Response::Rejected(Rejection::Domain {
+                    kind: domain::RejectKind::Precondition,
+                    message: "the tenants changed since this plan was made; nothing was applied: plan again".into(),
+                }));
+            }
+        }
         let mut ops = Vec::new();
         for id in &changeset.removals {
             ops.push(Op::Delete {
