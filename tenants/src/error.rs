@@ -54,6 +54,10 @@ pub enum Error {
     AlreadyExists { id: String },
     #[error("{id:?} is an old id of tenant {target}: pick another id")]
     AliasTaken { id: String, target: String },
+    #[error(
+        "{id:?} belonged to a tenant that was deleted; ids are never given again: pick another id"
+    )]
+    IdRetired { id: String },
     #[error("tenant {id} not found")]
     NotFound { id: String },
     #[error("a {level} tenant needs a parent of level {expected}")]

@@ -19,6 +19,10 @@ use crate::validate::{normalize_name, validate_labels, validate_security_level, 
 pub struct Changeset {
     pub removals: Vec<String>,
     pub upserts: Vec<Tenant>,
+    /// Ids of deleted tenants (and their old ids), never to be given again:
+    /// an audit trail or a leftover role must not point at a new agency.
+    #[serde(default)]
+    pub retired_ids: Vec<String>,
 }
 
 /// All tenants, indexed by id, old id, administrative code and parent.
@@ -28,6 +32,7 @@ pub struct Registry {
     aliases: BTreeMap<String, String>,
     codes: BTreeMap<(Level, String), String>,
     children: BTreeMap<String, BTreeSet<String>>,
+    retired: BTreeSet<String>,
 }
 
 /// Tenants being changed by one request, read through to the registry.
@@ -135,6 +140,7 @@ impl<'a> Draft<'a> {
         Changeset {
             removals: self.removed.into_iter().collect(),
             upserts: self.changed.into_values().collect(),
+            retired_ids: Vec::new(),
         }
     }
 }
@@ -142,7 +148,18 @@ impl<'a> Draft<'a> {
 impl Registry {
     /// Rebuilds a registry from stored tenants.
     pub fn from_tenants(tenants: impl IntoIterator<Item = Tenant>) -> Self {
-        let mut r = Registry::default();
+        Self::from_parts(tenants, std::iter::empty())
+    }
+
+    /// Rebuilds a registry from stored tenants and the ids of deleted ones.
+    pub fn from_parts(
+        tenants: impl IntoIterator<Item = Tenant>,
+        retired: impl IntoIterator<Item = String>,
+    ) -> Self {
+        let mut r = Registry {
+            retired: retired.into_iter().collect(),
+            ..Registry::default()
+        };
         for t in tenants {
             r.index(&t);
             r.tenants.insert(t.id.clone(), t);
@@ -188,6 +205,7 @@ impl Registry {
 
     /// Applies a changeset produced by one of the checks.
     pub fn apply(&mut self, cs: &Changeset) {
+        self.retired.extend(cs.retired_ids.iter().cloned());
         for id in &cs.removals {
             if let Some(old) = self.tenants.remove(id) {
                 self.unindex(&old);
@@ -292,7 +310,15 @@ impl Registry {
                 target: target.clone(),
             });
         }
+        if self.retired.contains(id) {
+            return Err(Error::IdRetired { id: id.to_string() });
+        }
         Ok(())
+    }
+
+    /// Whether `id` belonged to a tenant that was deleted.
+    pub fn is_retired_id(&self, id: &str) -> bool {
+        self.retired.contains(id)
     }
 
     /// Refuses a code held by another tenant of the level, other than those
@@ -482,9 +508,14 @@ impl Registry {
         let mut draft = Draft::new(self);
         let quota = t.quota;
         let parent = t.parent.clone();
+        let retired: Vec<String> = std::iter::once(id.to_string())
+            .chain(t.aliases.iter().cloned())
+            .collect();
         draft.remove(id);
         draft.move_allocation(parent.as_deref(), None, &quota)?;
-        Ok(draft.finish())
+        let mut cs = draft.finish();
+        cs.retired_ids = retired;
+        Ok(cs)
     }
 
     /// Records a claim and what it uses against the tenant's own quota.

@@ -466,6 +466,32 @@ fn rename_and_merge_keep_old_ids() {
     }
     assert_eq!(reg.get("x1").and_then(|t| t.parent.as_deref()), Some("tq"));
     reg.check_invariants().expect("valid");
+    // A deleted tenant's id is never given again.
+    assert!(admit(&mut reg, |r| r.check_create(spec(
+        "tmp",
+        Level::Province,
+        Some("vn"),
+        Some("04".into()),
+        1
+    ))));
+    assert!(admit(&mut reg, |r| r.check_delete("tmp")));
+    let err = reg
+        .check_create(spec(
+            "tmp",
+            Level::Province,
+            Some("vn"),
+            Some("04".into()),
+            1,
+        ))
+        .expect_err("retired id");
+    assert!(matches!(err, Error::IdRetired { .. }), "{err}");
+    let err = reg
+        .plan(&Reorg::Rename {
+            from: "tq".into(),
+            to: "tmp".into(),
+        })
+        .expect_err("retired id");
+    assert!(matches!(err, Error::IdRetired { .. }), "{err}");
     // The old ids cannot be taken by a new tenant.
     let err = reg
         .check_create(spec(

@@ -275,6 +275,16 @@ async fn a_catalogue_of_bad_inputs_changes_nothing() -> Result<()> {
         &spec("bo-y-te", Level::Central, Some("vn"), None, 1),
     )
     .await?;
+    create(
+        &mut t,
+        &spec("da-xoa", Level::Province, Some("vn"), Some("03"), 1),
+    )
+    .await?;
+    t.delete(pb::DeleteTenantRequest {
+        id: "da-xoa".into(),
+        decision: String::new(),
+    })
+    .await?;
 
     let s = |f: &dyn Fn(&mut TenantSpec)| {
         let mut x = spec("moi", Level::Province, Some("vn"), Some("33"), 1);
@@ -477,6 +487,12 @@ async fn a_catalogue_of_bad_inputs_changes_nothing() -> Result<()> {
             s(&|x| x.id = "ha-noi".into()),
             Code::AlreadyExists,
             "already exists",
+        ),
+        (
+            "id of a deleted tenant",
+            s(&|x| x.id = "da-xoa".into()),
+            Code::AlreadyExists,
+            "never given again",
         ),
         (
             "above the parent's room",

@@ -16,6 +16,8 @@ pub const RESERVED_PREFIX: &str = "/ndc/";
 pub const TENANTS_PREFIX: &str = "/ndc/tenants/";
 pub const AUDIT_PREFIX: &str = "/ndc/audit/";
 pub const AUDIT_HEAD_KEY: &str = "/ndc/audit-head";
+/// Ids of deleted tenants, kept so they are never given again.
+pub const RETIRED_IDS_PREFIX: &str = "/ndc/retired-tenant-ids/";
 
 pub fn tenant_key(id: &str) -> String {
     format!("{TENANTS_PREFIX}{id}")
@@ -184,9 +186,11 @@ pub fn reject_kind(e: &TenantError) -> RejectKind {
     use TenantError::*;
     match e {
         NotFound { .. } => RejectKind::NotFound,
-        AlreadyExists { .. } | AliasTaken { .. } | CodeTaken { .. } | ClaimExists { .. } => {
-            RejectKind::AlreadyExists
-        }
+        AlreadyExists { .. }
+        | AliasTaken { .. }
+        | CodeTaken { .. }
+        | ClaimExists { .. }
+        | IdRetired { .. } => RejectKind::AlreadyExists,
         EmptyId
         | IdTooLong { .. }
         | IdBadChar { .. }

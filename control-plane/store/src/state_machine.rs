@@ -350,6 +350,12 @@ impl Applier<'_> {
                 value: to_json("tenant", t)?,
             });
         }
+        for id in &changeset.retired_ids {
+            ops.push(Op::Put {
+                key: format!("{}{id}", domain::RETIRED_IDS_PREFIX),
+                value: to_json("retired id", &revision)?,
+            });
+        }
         let mut record = AuditRecord {
             seq: head.seq + 1,
             revision,
@@ -411,6 +417,15 @@ fn load_domain(db: &DB) -> Result<(Registry, AuditHead)> {
             })?;
         tenants.push(t);
     }
+    let mut retired = Vec::new();
+    let prefix = domain::RETIRED_IDS_PREFIX.as_bytes();
+    for item in db.iterator_cf(kv, IteratorMode::From(prefix, Direction::Forward)) {
+        let (k, _) = item?;
+        if !k.starts_with(prefix) {
+            break;
+        }
+        retired.push(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
+    }
     let head = match db.get_cf(kv, domain::AUDIT_HEAD_KEY.as_bytes())? {
         Some(bytes) => {
             let obj: StoredObject = decode("object", &bytes)?;
@@ -421,7 +436,7 @@ fn load_domain(db: &DB) -> Result<(Registry, AuditHead)> {
         }
         None => AuditHead::default(),
     };
-    Ok((Registry::from_tenants(tenants), head))
+    Ok((Registry::from_parts(tenants, retired), head))
 }
 
 /// Applies a batch of entries; returns the responses, the notices for
