@@ -981,6 +981,19 @@ async fn roles_keep_tenants_apart() -> Result<()> {
             && listed.len() == 3,
         "{listed:?}"
     );
+    for req in [
+        pb::ListTenantsRequest {
+            subtree: "hue".into(),
+            ..Default::default()
+        },
+        pb::ListTenantsRequest {
+            parent: "hue".into(),
+            ..Default::default()
+        },
+    ] {
+        let e = hn.list(req).await.expect_err("list another province");
+        ensure!(e.code() == Code::PermissionDenied, "{e:?}");
+    }
 
     // The auditor reads everything and changes nothing.
     let mut au = tenants(&addr, AUDITOR)?;

@@ -187,21 +187,26 @@ impl Tenants for TenantService {
         self.node
             .reader
             .with_registry(|reg| {
+                // A filter naming a tenant the caller may not read is refused
+                // like a read of that tenant.
+                let visible = |id: &str| -> Result<String, Status> {
+                    let t = reg.find(id).map_err(|e| Status::not_found(e.to_string()))?;
+                    if actor.can_read(reg, &t.id) {
+                        Ok(t.id.clone())
+                    } else {
+                        Err(Status::permission_denied(format!(
+                            "{} may not read tenant {}: it is outside the caller's tenants",
+                            actor.name, t.id
+                        )))
+                    }
+                };
                 let parent = match r.parent.as_str() {
                     "" => None,
-                    p => Some(
-                        reg.find(p)
-                            .map_err(|e| Status::not_found(e.to_string()))?
-                            .id
-                            .clone(),
-                    ),
+                    p => Some(visible(p)?),
                 };
                 let pool: Vec<&ndc_tenants::Tenant> = match r.subtree.as_str() {
                     "" => reg.iter().collect(),
-                    s => {
-                        let root = reg.find(s).map_err(|e| Status::not_found(e.to_string()))?;
-                        reg.subtree(&root.id)
-                    }
+                    s => reg.subtree(&visible(s)?),
                 };
                 let tenants = pool
                     .into_iter()

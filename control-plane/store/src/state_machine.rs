@@ -568,7 +568,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let db = self.db.clone();
         let meta_c = meta.clone();
         let revision = body.revision;
+        let domain = self.domain.clone();
         blocking(move || {
+            // Readers see the old objects with the old tenants, or the new
+            // with the new: the lock is held across the write and the reload.
+            let mut guard = domain
+                .write()
+                .map_err(|_| Error::Join("domain state lock poisoned".into()))?;
             let mut batch = WriteBatch::default();
             let kv = cf(&db, CF_KV);
             // Keys are UTF-8, which never contains the byte 0xff.
@@ -597,6 +603,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut w = WriteOptions::default();
             w.set_sync(true);
             db.write_opt(batch, &w)?;
+            let (registry, head) = load_domain(&db)?;
+            *guard = DomainState { registry, head };
             Ok(())
         })
         .await
@@ -605,13 +613,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             current: revision,
             compacted: revision,
         };
-        let db = self.db.clone();
-        let (registry, head) = blocking(move || load_domain(&db))
-            .await
-            .map_err(sm_read_err)?;
-        if let Ok(mut d) = self.domain.write() {
-            *d = DomainState { registry, head };
-        }
         let file = SnapshotFile {
             meta: meta.clone(),
             data,
