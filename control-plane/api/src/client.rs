@@ -38,6 +38,31 @@ pub struct Auth {
         &'static str,
         tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
     )>,
+    request_id: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+}
+
+/// Metadata key of a write's request id: the server applies a write once
+/// per id, so a retry after a lost answer does not apply it again.
+pub const REQUEST_ID_HEADER: &str = "ndc-request-id";
+
+/// A fresh request id: 128 random bits in hex.
+pub fn new_request_id() -> String {
+    use std::io::Read;
+    let mut raw = [0u8; 16];
+    let from_os = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut raw));
+    if from_os.is_err() {
+        // No /dev/urandom: time, process and a counter still make a
+        // collision between two clients' retries vanishingly unlikely.
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let count = COUNTER.fetch_add(1, Ordering::Relaxed) as u128;
+        let mix = nanos ^ (u128::from(std::process::id()) << 96) ^ (count << 64);
+        raw = mix.to_be_bytes();
+    }
+    raw.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Metadata key of the secret that control-plane nodes present to each other.
@@ -55,7 +80,16 @@ impl Auth {
             )),
             None => None,
         };
-        Ok(Self { header })
+        Ok(Self {
+            header,
+            request_id: None,
+        })
+    }
+
+    /// The same credentials, with a request id for one logical write.
+    pub fn with_request_id(mut self, id: &str) -> Result<Self> {
+        self.request_id = Some(id.parse().map_err(|_| Error::InvalidToken)?);
+        Ok(self)
     }
 
     /// The cluster secret, for node-to-node calls.
@@ -67,7 +101,10 @@ impl Auth {
             )),
             None => None,
         };
-        Ok(Self { header })
+        Ok(Self {
+            header,
+            request_id: None,
+        })
     }
 }
 
@@ -78,6 +115,9 @@ impl tonic::service::Interceptor for Auth {
     ) -> std::result::Result<tonic::Request<()>, Status> {
         if let Some((name, value)) = &self.header {
             req.metadata_mut().insert(*name, value.clone());
+        }
+        if let Some(id) = &self.request_id {
+            req.metadata_mut().insert(REQUEST_ID_HEADER, id.clone());
         }
         Ok(req)
     }
@@ -203,6 +243,20 @@ impl Client {
 
     /// Runs `call` against the preferred member, moving to the others while
     /// the answer is UNAVAILABLE (unreachable, or no leader yet).
+    /// Like [`Client::call`] for a write: every attempt carries the same
+    /// request id, so a retry after a lost answer is not applied twice.
+    pub async fn write<T, F, Fut>(&self, call: F) -> std::result::Result<T, Status>
+    where
+        F: Fn(Channel, Auth) -> Fut,
+        Fut: Future<Output = std::result::Result<T, Status>>,
+    {
+        let auth = self
+            .auth()
+            .with_request_id(&new_request_id())
+            .map_err(|e| Status::internal(e.to_string()))?;
+        self.call(|ch| call(ch, auth.clone())).await
+    }
+
     pub async fn call<T, F, Fut>(&self, call: F) -> std::result::Result<T, Status>
     where
         F: Fn(Channel) -> Fut,

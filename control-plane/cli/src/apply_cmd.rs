@@ -117,8 +117,8 @@ pub async fn run(args: ApplyArgs, conn: &Conn, _format: Format) -> Result<(), Cl
                     security_level: Some(u32::from(spec.security_level)),
                     decision: d.decision.clone().unwrap_or_default(),
                 };
-                c.call(|ch| {
-                    let (a, req) = (c.auth(), req.clone());
+                c.write(|ch, a| {
+                    let req = req.clone();
                     async move { TenantsClient::with_interceptor(ch, a).update(req).await }
                 })
                 .await

@@ -135,9 +135,8 @@ pub async fn put(args: PutArgs, conn: &Conn, format: Format) -> Result<(), CliEr
         expected_revision: args.expect_revision,
     };
     let r = c
-        .call(|ch| {
+        .write(|ch, a| {
             let req = req.clone();
-            let a = c.auth();
             async move { KvClient::with_interceptor(ch, a).put(req).await }
         })
         .await
@@ -160,9 +159,8 @@ pub async fn del(args: DelArgs, conn: &Conn, format: Format) -> Result<(), CliEr
         expected_revision: args.expect_revision,
     };
     let r = c
-        .call(|ch| {
+        .write(|ch, a| {
             let req = req.clone();
-            let a = c.auth();
             async move { KvClient::with_interceptor(ch, a).delete(req).await }
         })
         .await

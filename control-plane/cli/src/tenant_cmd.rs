@@ -350,8 +350,8 @@ async fn reorganise(
     let mut req = req;
     req.expected_digest = plan.digest.clone();
     let done = c
-        .call(|ch| {
-            let (a, req) = (c.auth(), req.clone());
+        .write(|ch, a| {
+            let req = req.clone();
             async move { TenantsClient::with_interceptor(ch, a).reorganise(req).await }
         })
         .await
@@ -553,8 +553,8 @@ pub async fn run(cmd: TenantCommand, conn: &Conn, format: Format) -> Result<(), 
                 decision: decision.unwrap_or_default(),
             };
             let r = c
-                .call(|ch| {
-                    let (a, req) = (c.auth(), req.clone());
+                .write(|ch, a| {
+                    let req = req.clone();
                     async move { TenantsClient::with_interceptor(ch, a).update(req).await }
                 })
                 .await
@@ -573,8 +573,8 @@ pub async fn run(cmd: TenantCommand, conn: &Conn, format: Format) -> Result<(), 
                 decision: decision.unwrap_or_default(),
             };
             let r = c
-                .call(|ch| {
-                    let (a, req) = (c.auth(), req.clone());
+                .write(|ch, a| {
+                    let req = req.clone();
                     async move { TenantsClient::with_interceptor(ch, a).delete(req).await }
                 })
                 .await
@@ -655,8 +655,8 @@ pub async fn create(
         decision: decision.unwrap_or_default(),
     };
     let r = c
-        .call(|ch| {
-            let (a, req) = (c.auth(), req.clone());
+        .write(|ch, a| {
+            let req = req.clone();
             async move { TenantsClient::with_interceptor(ch, a).create(req).await }
         })
         .await

@@ -809,3 +809,76 @@ async fn concurrent_compare_and_swap_has_one_winner() -> Result<()> {
     }
     Ok(())
 }
+
+/// A write retried with the same request id (its answer was lost) is
+/// applied once: the retry gets the first answer and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_write_is_applied_once() -> Result<()> {
+    use ndc_api::client::Auth;
+    let mut c = Cluster::new(&[])?;
+    let a1 = c.start(1, "127.0.0.1:0", Start::Init).await?;
+    c.start(2, "127.0.0.1:0", Start::Join(&a1)).await?;
+    c.wait_voters(&[1, 2]).await?;
+    let follower = c.addr(2);
+    let with_id = |addr: &str, id: &str| -> Result<_> {
+        Ok(KvClient::with_interceptor(
+            ndc_api::client::channel(addr)?,
+            Auth::new(None)?.with_request_id(id)?,
+        ))
+    };
+    let put = |v: &str| PutRequest {
+        key: "/once/x".into(),
+        value: v.as_bytes().to_vec(),
+        expected_revision: None,
+    };
+    let first = with_id(&a1, "retry-0001")?
+        .put(put("a"))
+        .await?
+        .into_inner();
+    // The same request again, through the other node (forwarded): same answer.
+    let again = with_id(&follower, "retry-0001")?
+        .put(put("a"))
+        .await?
+        .into_inner();
+    ensure!(again.revision == first.revision, "{again:?} vs {first:?}");
+    let mut kv = KvClient::new(ndc_api::client::channel(&a1)?);
+    let x = kv
+        .get(GetRequest {
+            key: "/once/x".into(),
+            consistency: 0,
+        })
+        .await?
+        .into_inner();
+    ensure!(x.object.context("x")?.version == 1, "applied once");
+    // A compare-and-swap retried after it succeeded still reports success.
+    let cas = |rev| PutRequest {
+        key: "/once/x".into(),
+        value: b"b".to_vec(),
+        expected_revision: Some(rev),
+    };
+    let ok = with_id(&a1, "retry-0002")?
+        .put(cas(first.revision))
+        .await?
+        .into_inner();
+    let ok2 = with_id(&a1, "retry-0002")?
+        .put(cas(first.revision))
+        .await?
+        .into_inner();
+    ensure!(ok.revision == ok2.revision);
+    // A new id is a new request: this compare-and-swap is now stale.
+    let err = with_id(&a1, "retry-0003")?
+        .put(cas(first.revision))
+        .await
+        .expect_err("stale");
+    ensure!(err.code() == Code::FailedPrecondition, "{err:?}");
+    // A malformed id is refused before anything is proposed.
+    let err = with_id(&a1, "short")?
+        .put(put("c"))
+        .await
+        .expect_err("bad id");
+    ensure!(
+        err.code() == Code::InvalidArgument && err.message().contains("request id"),
+        "{err:?}"
+    );
+    Ok(())
+}

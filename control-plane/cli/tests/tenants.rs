@@ -1314,3 +1314,48 @@ async fn a_stale_plan_is_not_applied() -> Result<()> {
     );
     Ok(())
 }
+
+/// Creating a tenant, retried with the same request id after a lost answer,
+/// creates it once and records it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_creation_is_recorded_once() -> Result<()> {
+    let c = national(1).await?;
+    let addr = c.addr(1);
+    let client = |id: &str| -> Result<Tenants> {
+        Ok(TenantsClient::with_interceptor(
+            ndc_api::client::channel(&addr)?,
+            Auth::new(Some(OPERATOR))?.with_request_id(id)?,
+        ))
+    };
+    let s = spec("xa-moi", Level::Commune, Some("hue"), Some("20100"), 1);
+    let first = create(&mut client("create-xa-moi-1")?, &s).await?;
+    let again = create(&mut client("create-xa-moi-1")?, &s).await?;
+    ensure!(
+        again.revision == first.revision,
+        "the retry got the first answer"
+    );
+    // Without the same id, it is a second request, refused as a duplicate.
+    let e = create(&mut client("create-xa-moi-2")?, &s)
+        .await
+        .expect_err("duplicate");
+    ensure!(e.code() == Code::AlreadyExists, "{e:?}");
+    let (code, out, err) = ndc(&[
+        "--endpoints",
+        &addr,
+        "--token",
+        AUDITOR,
+        "-o",
+        "json",
+        "audit",
+        "list",
+        "--target",
+        "xa-moi",
+    ])?;
+    let records: serde_json::Value =
+        serde_json::from_str(&out).with_context(|| format!("{code} {err}"))?;
+    ensure!(
+        records.as_array().map(|a| a.len()) == Some(1),
+        "one audit record: {out}"
+    );
+    Ok(())
+}

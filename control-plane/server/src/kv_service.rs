@@ -55,9 +55,17 @@ fn stale(c: i32) -> bool {
 impl KvService {
     /// Checks the transaction's shape, proposes it and turns a rejection
     /// into a status that says what to do.
-    async fn commit(&self, txn: Txn) -> Result<(u64, Vec<u64>), Status> {
+    async fn commit(
+        &self,
+        txn: Txn,
+        request_id: Option<String>,
+    ) -> Result<(u64, Vec<u64>), Status> {
         validate_txn(&txn).map_err(Status::invalid_argument)?;
-        match self.node.write(Command::Txn(txn)).await? {
+        match self
+            .node
+            .write(crate::node::once(request_id, Command::Txn(txn)))
+            .await?
+        {
             Response::Applied { revision, results } => Ok((
                 revision,
                 results.into_iter().map(|r| r.prev_revision).collect(),
@@ -103,6 +111,7 @@ impl Kv for KvService {
             &WRITERS,
             "write objects",
         )?;
+        let rid = crate::node::request_id(request.metadata())?;
         let r = request.into_inner();
         let compares = guard(&r.key, r.expected_revision);
         let txn = Txn {
@@ -112,7 +121,7 @@ impl Kv for KvService {
                 value: r.value,
             }],
         };
-        let (revision, prev) = self.commit(txn).await?;
+        let (revision, prev) = self.commit(txn, rid).await?;
         Ok(tonic::Response::new(pb::PutResponse {
             revision,
             prev_revision: prev.first().copied().unwrap_or(0),
@@ -149,13 +158,14 @@ impl Kv for KvService {
             &WRITERS,
             "delete objects",
         )?;
+        let rid = crate::node::request_id(request.metadata())?;
         let r = request.into_inner();
         let compares = guard(&r.key, r.expected_revision);
         let txn = Txn {
             compares,
             ops: vec![Op::Delete { key: r.key }],
         };
-        let (revision, prev) = self.commit(txn).await?;
+        let (revision, prev) = self.commit(txn, rid).await?;
         let prev_revision = prev.first().copied().unwrap_or(0);
         Ok(tonic::Response::new(pb::DeleteResponse {
             revision,
@@ -203,6 +213,7 @@ impl Kv for KvService {
             &WRITERS,
             "write objects",
         )?;
+        let rid = crate::node::request_id(request.metadata())?;
         let r = request.into_inner();
         let mut ops = Vec::with_capacity(r.ops.len());
         for op in r.ops {
@@ -230,7 +241,7 @@ impl Kv for KvService {
                 .collect(),
             ops,
         };
-        let (revision, prev_revisions) = self.commit(txn).await?;
+        let (revision, prev_revisions) = self.commit(txn, rid).await?;
         Ok(tonic::Response::new(pb::TxnResponse {
             revision,
             prev_revisions,

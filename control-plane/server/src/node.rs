@@ -462,6 +462,31 @@ async fn tell_removed(id: NodeId, addr: String, log_index: u64, secret: Option<S
     }
 }
 
+/// The request id a client sent with a write, if any.
+pub(crate) fn request_id(md: &tonic::metadata::MetadataMap) -> Result<Option<String>, Status> {
+    match md.get(ndc_api::client::REQUEST_ID_HEADER) {
+        None => Ok(None),
+        Some(v) => {
+            let id = v
+                .to_str()
+                .map_err(|_| Status::invalid_argument("the request id is not text"))?;
+            ndc_store::validate_request_id(id).map_err(Status::invalid_argument)?;
+            Ok(Some(id.to_string()))
+        }
+    }
+}
+
+/// A command wrapped with its request id, so it is applied once.
+pub(crate) fn once(request_id: Option<String>, command: Command) -> Command {
+    match request_id {
+        Some(request_id) => Command::Once {
+            request_id,
+            command: Box::new(command),
+        },
+        None => command,
+    }
+}
+
 fn not_member(id: NodeId) -> Status {
     Status::failed_precondition(format!(
         "node {id} is not a member of the cluster (it was removed or never joined); send requests to a member"

@@ -211,6 +211,7 @@ fn approx_size(cmd: &Command) -> usize {
         }
         Command::Domain(_) => 4 * 1024,
         Command::Batch(cmds) => cmds.iter().map(approx_size).sum(),
+        Command::Once { command, .. } => approx_size(command) + 64,
     }
 }
 
@@ -234,5 +235,16 @@ fn touched_keys(cmd: &Command) -> Vec<String> {
             .collect(),
         Command::Domain(_) => vec![ndc_store::domain::RESERVED_PREFIX.to_string()],
         Command::Batch(cmds) => cmds.iter().flat_map(touched_keys).collect(),
+        Command::Once {
+            request_id,
+            command,
+        } => {
+            let mut keys = touched_keys(command);
+            keys.push(format!(
+                "{}{request_id}",
+                ndc_store::domain::REQUESTS_PREFIX
+            ));
+            keys
+        }
     }
 }

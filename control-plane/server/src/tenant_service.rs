@@ -55,8 +55,10 @@ impl TenantService {
         actor: Actor,
         decision: Option<String>,
         op: DomainOp,
+        request_id: Option<String>,
     ) -> Result<Applied, Status> {
-        self.propose_checked(actor, decision, op, None).await
+        self.propose_checked(actor, decision, op, None, request_id)
+            .await
     }
 
     async fn propose_checked(
@@ -65,6 +67,7 @@ impl TenantService {
         decision: Option<String>,
         op: DomainOp,
         expected_plan: Option<String>,
+        request_id: Option<String>,
     ) -> Result<Applied, Status> {
         let req = domain::DomainRequest {
             actor,
@@ -75,7 +78,10 @@ impl TenantService {
         };
         match self
             .node
-            .write(ndc_store::Command::Domain(Box::new(req)))
+            .write(crate::node::once(
+                request_id,
+                ndc_store::Command::Domain(Box::new(req)),
+            ))
             .await?
         {
             StoreResponse::Domain {
@@ -117,6 +123,7 @@ impl Tenants for TenantService {
         request: Request<pb::CreateTenantRequest>,
     ) -> Result<Response<pb::TenantResponse>, Status> {
         let actor = self.node.auth.actor(request.metadata())?;
+        let rid = crate::node::request_id(request.metadata())?;
         let r = request.into_inner();
         let spec = r
             .spec
@@ -127,7 +134,12 @@ impl Tenants for TenantService {
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let id = spec.id.clone();
         let applied = self
-            .propose(actor, decision(&r.decision), DomainOp::CreateTenant(spec))
+            .propose(
+                actor,
+                decision(&r.decision),
+                DomainOp::CreateTenant(spec),
+                rid,
+            )
             .await?;
         Self::tenant_response(&applied, &id)
     }
@@ -227,6 +239,7 @@ impl Tenants for TenantService {
         request: Request<pb::UpdateTenantRequest>,
     ) -> Result<Response<pb::TenantResponse>, Status> {
         let actor = self.node.auth.actor(request.metadata())?;
+        let rid = crate::node::request_id(request.metadata())?;
         let r = request.into_inner();
         let patch = convert::patch_from_pb(&r).map_err(Status::invalid_argument)?;
         let applied = self
@@ -237,6 +250,7 @@ impl Tenants for TenantService {
                     id: r.id.clone(),
                     patch,
                 },
+                rid,
             )
             .await?;
         // The id may have been an old id: answer with the tenant it names.
@@ -255,12 +269,14 @@ impl Tenants for TenantService {
         request: Request<pb::DeleteTenantRequest>,
     ) -> Result<Response<pb::DeleteTenantResponse>, Status> {
         let actor = self.node.auth.actor(request.metadata())?;
+        let rid = crate::node::request_id(request.metadata())?;
         let r = request.into_inner();
         let applied = self
             .propose(
                 actor,
                 decision(&r.decision),
                 DomainOp::DeleteTenant { id: r.id },
+                rid,
             )
             .await?;
         Ok(Response::new(pb::DeleteTenantResponse {
@@ -306,12 +322,13 @@ impl Tenants for TenantService {
         request: Request<pb::ReorgRequest>,
     ) -> Result<Response<pb::PlanResponse>, Status> {
         let actor = self.node.auth.actor(request.metadata())?;
+        let rid = crate::node::request_id(request.metadata())?;
         let r = request.into_inner();
         let decision = decision(&r.decision);
         let expected = (!r.expected_digest.is_empty()).then(|| r.expected_digest.clone());
         let reorg = convert::reorg_from_pb(r).map_err(Status::invalid_argument)?;
         let applied = self
-            .propose_checked(actor, decision, DomainOp::Reorganise(reorg), expected)
+            .propose_checked(actor, decision, DomainOp::Reorganise(reorg), expected, rid)
             .await?;
         let plan = applied
             .plan

@@ -16,6 +16,14 @@ pub const RESERVED_PREFIX: &str = "/ndc/";
 pub const TENANTS_PREFIX: &str = "/ndc/tenants/";
 pub const AUDIT_PREFIX: &str = "/ndc/audit/";
 pub const AUDIT_HEAD_KEY: &str = "/ndc/audit-head";
+/// Responses to requests that carried a request id, kept for
+/// [`REQUEST_RETENTION`] revisions so a retry is answered, not re-applied.
+pub const REQUESTS_PREFIX: &str = "/ndc/requests/";
+/// Revisions a request id is remembered for. A client retries within
+/// seconds; at thousands of writes a second this is still minutes.
+pub const REQUEST_RETENTION: u64 = 200_000;
+/// How often (in revisions) forgotten request ids are pruned.
+pub const REQUEST_PRUNE_EVERY: u64 = 4_096;
 /// Ids of deleted tenants, kept so they are never given again.
 pub const RETIRED_IDS_PREFIX: &str = "/ndc/retired-tenant-ids/";
 

@@ -219,7 +219,67 @@ impl Applier<'_> {
                 }
                 Ok(Response::Batch(out))
             }
+            Command::Once {
+                request_id,
+                command,
+            } => {
+                if let Err(reason) = validate_request_id(&request_id) {
+                    return Ok(Response::Rejected(Rejection::Invalid { reason }));
+                }
+                let key = format!("{}{request_id}", domain::REQUESTS_PREFIX);
+                if let Some(seen) = self.read(&key)? {
+                    // A retry: answer as the first time, change nothing.
+                    return decode("remembered response", &seen.value);
+                }
+                let response = match *command {
+                    Command::Once { .. } | Command::Batch(_) => {
+                        Response::Rejected(Rejection::Invalid {
+                            reason: "a request id wraps one plain command".into(),
+                        })
+                    }
+                    c => self.command(revision, c, reg, head)?,
+                };
+                // Remembered without a watch event: it is bookkeeping, not a change.
+                let object = StoredObject {
+                    value: encode("remembered response", &response)?,
+                    create_revision: revision,
+                    mod_revision: revision,
+                    version: 1,
+                };
+                self.batch
+                    .put_cf(self.kv, key.as_bytes(), encode("object", &object)?);
+                self.overlay.insert(key, Some(object));
+                Ok(response)
+            }
         }
+    }
+
+    /// Forgets request ids older than the retention window. Deterministic:
+    /// it depends only on the revision and the stored ids.
+    fn prune_requests(&mut self, revision: u64) -> Result<()> {
+        if !revision.is_multiple_of(domain::REQUEST_PRUNE_EVERY)
+            || revision <= domain::REQUEST_RETENTION
+        {
+            return Ok(());
+        }
+        let horizon = revision - domain::REQUEST_RETENTION;
+        let prefix = domain::REQUESTS_PREFIX.as_bytes();
+        for item in self
+            .db
+            .iterator_cf(self.kv, IteratorMode::From(prefix, Direction::Forward))
+        {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            let o: StoredObject = decode("object", &v)?;
+            if o.mod_revision < horizon {
+                self.batch.delete_cf(self.kv, &k);
+                self.overlay
+                    .insert(String::from_utf8_lossy(&k).into_owned(), None);
+            }
+        }
+        Ok(())
     }
 
     fn read(&self, key: &str) -> Result<Option<StoredObject>> {
@@ -478,6 +538,7 @@ fn apply_entries(
             }
             EntryPayload::Normal(cmd) => a.command(revision, cmd, registry, head)?,
         };
+        a.prune_requests(revision)?;
         // The store's revision moves only when something changed.
         if a.finish_entry(revision)? {
             revisions.current = revision;

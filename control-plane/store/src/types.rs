@@ -43,6 +43,30 @@ pub enum Command {
     /// order; each gets its own response. Their changes share the entry's
     /// revision.
     Batch(Vec<Command>),
+    /// A command with the client's request id: applied once; a retry with
+    /// the same id gets the first response back and changes nothing.
+    Once {
+        request_id: String,
+        command: Box<Command>,
+    },
+}
+
+/// Longest accepted request id.
+pub const MAX_REQUEST_ID: usize = 64;
+
+/// Why a request id is refused: 8 to 64 letters, digits, '-' or '_'.
+pub fn validate_request_id(id: &str) -> Result<(), String> {
+    let ok = (8..=MAX_REQUEST_ID).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "request id {id:?} must be 8 to {MAX_REQUEST_ID} letters, digits, '-' or '_'"
+        ))
+    }
 }
 
 /// A multi-object transaction: all-or-nothing.
