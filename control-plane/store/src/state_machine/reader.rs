@@ -1,0 +1,170 @@
+//! Reads for the API: objects, pages, watch history, the audit chain.
+
+use rocksdb::{Direction, IteratorMode};
+
+use ndc_tenants::Registry;
+
+use super::*;
+use crate::codec::decode;
+use crate::db::{be, cf, from_be, CF_EVENTS, CF_KV, CF_SM};
+use crate::domain::{self, AuditHead, AuditRecord, VerifyReport};
+use crate::error::{Error, Result};
+
+/// One page of a prefix listing.
+#[derive(Debug, Clone)]
+pub struct ListPage {
+    pub items: Vec<(String, StoredObject)>,
+    /// The store revision the page was read at.
+    pub revision: u64,
+    /// Set when more keys remain: pass it back as `start_after`.
+    pub more: bool,
+}
+
+impl StoreReader {
+    /// Runs `f` on the tenants as last applied.
+    pub fn with_registry<T>(&self, f: impl FnOnce(&Registry) -> T) -> Result<T> {
+        let d = self
+            .domain
+            .read()
+            .map_err(|_| Error::Join("domain state lock poisoned".into()))?;
+        Ok(f(&d.registry))
+    }
+
+    /// Audit records from `from_seq` on, at most `limit` (0: all).
+    pub fn audit_records(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditRecord>> {
+        let start = domain::audit_key(from_seq.max(1));
+        let page = self.list(domain::AUDIT_PREFIX, None, 0)?;
+        let mut out = Vec::new();
+        for (k, o) in page.items {
+            if k < start {
+                continue;
+            }
+            if limit > 0 && out.len() == limit {
+                break;
+            }
+            out.push(serde_json::from_slice(&o.value).map_err(|e| Error::Decode {
+                what: "audit record",
+                reason: e.to_string(),
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// Checks the whole audit chain as this node stores it.
+    pub fn verify_audit(&self) -> Result<VerifyReport> {
+        let page = self.list(domain::AUDIT_PREFIX, None, 0)?;
+        let records: Vec<(String, Vec<u8>)> =
+            page.items.into_iter().map(|(k, o)| (k, o.value)).collect();
+        let (head, _) = self.get(domain::AUDIT_HEAD_KEY)?;
+        let head: Option<AuditHead> = match head {
+            Some(o) => Some(serde_json::from_slice(&o.value).map_err(|e| Error::Decode {
+                what: "audit head",
+                reason: e.to_string(),
+            })?),
+            None => None,
+        };
+        Ok(domain::verify_chain(&records, head.as_ref()))
+    }
+
+    /// The current and the compacted revision.
+    pub fn revisions(&self) -> Result<(u64, u64)> {
+        let r = read_revisions(&self.db)?;
+        Ok((r.current, r.compacted))
+    }
+
+    pub fn get(&self, key: &str) -> Result<(Option<StoredObject>, u64)> {
+        let snap = self.db.snapshot();
+        let obj = match snap.get_cf(cf(&self.db, CF_KV), key.as_bytes())? {
+            Some(bytes) => Some(decode("object", &bytes)?),
+            None => None,
+        };
+        let revision = match snap.get_cf(cf(&self.db, CF_SM), KEY_REVISION)? {
+            Some(b) => decode("revision", &b)?,
+            None => 0,
+        };
+        Ok((obj, revision))
+    }
+
+    /// Objects whose key starts with `prefix`, after `start_after` if given,
+    /// at most `limit` (0: no limit), all read at one revision.
+    pub fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<ListPage> {
+        let snap = self.db.snapshot();
+        let revision = match snap.get_cf(cf(&self.db, CF_SM), KEY_REVISION)? {
+            Some(b) => decode("revision", &b)?,
+            None => 0,
+        };
+        let start = match start_after {
+            Some(s) if s.as_bytes() >= prefix.as_bytes() => s.as_bytes().to_vec(),
+            _ => prefix.as_bytes().to_vec(),
+        };
+        let mut items = Vec::new();
+        let mut more = false;
+        for item in snap.iterator_cf(
+            cf(&self.db, CF_KV),
+            IteratorMode::From(&start, Direction::Forward),
+        ) {
+            let (k, v) = item?;
+            if !k.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            if start_after.is_some_and(|s| k.as_ref() == s.as_bytes()) {
+                continue;
+            }
+            if limit > 0 && items.len() == limit {
+                more = true;
+                break;
+            }
+            let key = String::from_utf8(k.to_vec()).map_err(|e| Error::Decode {
+                what: "object key",
+                reason: e.to_string(),
+            })?;
+            items.push((key, decode("object", &v)?));
+        }
+        Ok(ListPage {
+            items,
+            revision,
+            more,
+        })
+    }
+
+    /// Live notices from now on. Subscribe before reading history so nothing
+    /// falls between the two.
+    pub fn subscribe(&self) -> broadcast::Receiver<WatchBatch> {
+        self.notices.subscribe()
+    }
+
+    /// The recorded changes at revisions `from..=to`, oldest first, at most
+    /// `max_revisions` of them. Fails with [`Error::Compacted`] when `from` is
+    /// at or below the compacted revision.
+    pub fn history(
+        &self,
+        from: u64,
+        to: u64,
+        max_revisions: usize,
+    ) -> Result<Vec<(u64, Vec<Event>)>> {
+        let snap = self.db.snapshot();
+        let compacted: u64 = match snap.get_cf(cf(&self.db, CF_SM), KEY_COMPACTED)? {
+            Some(b) => decode("compacted revision", &b)?,
+            None => 0,
+        };
+        if from <= compacted {
+            return Err(Error::Compacted {
+                requested: from,
+                oldest: compacted + 1,
+            });
+        }
+        let mut out = Vec::new();
+        for item in snap.iterator_cf(
+            cf(&self.db, CF_EVENTS),
+            IteratorMode::From(&be(from), Direction::Forward),
+        ) {
+            let (k, v) = item?;
+            let rev = from_be(&k)?;
+            if rev > to || out.len() >= max_revisions {
+                break;
+            }
+            out.push((rev, decode("events", &v)?));
+        }
+        Ok(out)
+    }
+}
