@@ -11,13 +11,14 @@ mod error;
 mod forward;
 mod kv_service;
 mod network;
-pub mod node;
+mod node;
 mod proposer;
 mod raft_service;
 mod read_index;
+mod start;
 mod tenant_service;
 
 pub use auth::Auth;
 pub use error::{Error, Result};
 pub use ndc_store::DEFAULT_HISTORY_REVISIONS;
-pub use node::{start, NodeConfig, RunningNode};
+pub use start::{start, NodeConfig, RunningNode};

@@ -1,0 +1,409 @@
+//! Starting and stopping a node: configuration, the gRPC server, joining.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ndc_api::cluster::cluster_server::ClusterServer;
+use ndc_api::kv::kv_server::KvServer;
+use ndc_api::raft::raft_server::RaftServer;
+use ndc_api::raft::Payload;
+use ndc_store::{decode, encode, NodeId, Raft};
+use openraft::{BasicNode, ChangeMembers, ServerState, SnapshotPolicy};
+use tokio::sync::{oneshot, Mutex};
+use tokio::task::JoinHandle;
+use tonic::Status;
+use tracing::{info, warn, Instrument};
+
+use crate::audit_service::AuditService;
+use crate::cluster_service::ClusterService;
+use crate::error::{Error, Result};
+use crate::forward::{ForwardReply, ForwardRequest, ForwardResult};
+use crate::kv_service::KvService;
+use crate::network::{peer_client, Network, MAX_RAFT_MESSAGE};
+use crate::node::{Node, JOIN_RETRY};
+use crate::proposer::Proposer;
+use crate::raft_service::RaftService;
+use crate::read_index::ReadBatcher;
+use crate::tenant_service::TenantService;
+use ndc_api::tenants::audit_server::AuditServer;
+use ndc_api::tenants::tenants_server::TenantsServer;
+
+/// Log entries in one AppendEntries message: 12 × (3 MiB batch + one
+/// 2 MiB command) stays under the 64 MiB node-to-node limit.
+const MAX_ENTRIES_PER_MESSAGE: u64 = 12;
+/// How long `--join` keeps trying before the node gives up.
+const JOIN_BUDGET: Duration = Duration::from_secs(120);
+
+/// What a node needs to start; validated by the binary before it gets here.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Address other nodes and clients use; defaults to the bound address.
+    pub advertise: Option<String>,
+    pub data_dir: PathBuf,
+    /// Bootstrap a one-node cluster if this node has no state yet.
+    pub init: bool,
+    /// Join the cluster through this member if this node has no state yet.
+    pub join: Option<String>,
+    /// Build a snapshot after this many applied entries.
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind a snapshot, for followers that lag a little.
+    pub keep_logs: u64,
+    /// Revisions of watch history kept.
+    pub history: u64,
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: u64,
+    /// Written with the advertised address once the node is ready.
+    pub ready_file: Option<PathBuf>,
+    /// Who may call: tokens from an auth file, or everyone as operator.
+    pub auth: crate::auth::Auth,
+    /// The secret every node presents on node-to-node calls (Raft,
+    /// forwarding, joining). Without it that service is open to anyone who
+    /// can reach the port: for a laptop or a test only.
+    pub cluster_secret: Option<String>,
+}
+
+impl NodeConfig {
+    /// Defaults for a node with this id, address and data directory.
+    pub fn new(id: NodeId, listen: SocketAddr, data_dir: PathBuf) -> Self {
+        Self {
+            id,
+            listen,
+            advertise: None,
+            data_dir,
+            init: false,
+            join: None,
+            snapshot_every: 10_000,
+            keep_logs: 1_000,
+            history: ndc_store::DEFAULT_HISTORY_REVISIONS,
+            heartbeat_ms: 150,
+            election_timeout_ms: 1_000,
+            ready_file: None,
+            auth: crate::auth::Auth::Open,
+            cluster_secret: None,
+        }
+    }
+}
+
+/// A started node. Dropping it does not stop it: call [`RunningNode::shutdown`].
+pub struct RunningNode {
+    pub addr: String,
+    node: Arc<Node>,
+    server: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
+    stop: oneshot::Sender<()>,
+}
+
+/// Refuses node-to-node calls that do not present the cluster secret (when
+/// one is configured). Digests are compared, not the secrets themselves.
+fn cluster_secret_check(
+    secret: Option<&str>,
+) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, Status> + Clone {
+    let expected = secret.map(crate::auth::sha256_hex);
+    move |req: tonic::Request<()>| match &expected {
+        None => Ok(req),
+        Some(want) => {
+            let got = req
+                .metadata()
+                .get(ndc_api::client::CLUSTER_SECRET_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(crate::auth::sha256_hex);
+            if got.as_ref() == Some(want) {
+                Ok(req)
+            } else {
+                Err(Status::unauthenticated(
+                    "node-to-node calls need this cluster's secret (--cluster-secret-file)",
+                ))
+            }
+        }
+    }
+}
+
+/// Starts a node: opens the store, starts Raft and the gRPC server, then
+/// bootstraps (`init`) or joins (`join`) when the node has no state yet.
+pub async fn start(config: NodeConfig) -> Result<RunningNode> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(|source| Error::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    let addr = config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| bound.to_string());
+
+    let store = ndc_store::open(&config.data_dir, config.history)?;
+    let raft_config = openraft::Config {
+        cluster_name: "ndc".into(),
+        heartbeat_interval: config.heartbeat_ms,
+        election_timeout_min: config.election_timeout_ms,
+        election_timeout_max: config.election_timeout_ms * 2,
+        // Snapshot chunks can be large and the machine busy: give them time.
+        install_snapshot_timeout: 10_000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+        // Entries are up to a few MiB (a batch, or one large command): a
+        // dozen per message stays under the node-to-node message limit.
+        max_payload_entries: MAX_ENTRIES_PER_MESSAGE,
+        max_in_snapshot_log_to_keep: config.keep_logs,
+        ..Default::default()
+    }
+    .validate()?;
+    let raft = Raft::new(
+        config.id,
+        Arc::new(raft_config),
+        Network {
+            secret: config.cluster_secret.clone(),
+        },
+        store.log.clone(),
+        store.state_machine,
+    )
+    .await
+    .map_err(|e| Error::Raft(e.to_string()))?;
+
+    let retired_marker = config.data_dir.join("REMOVED");
+    let retired = std::fs::read_to_string(&retired_marker)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    if let Some(at) = retired {
+        warn!(
+            id = config.id,
+            at, "this node was removed from its cluster; it serves status only"
+        );
+        let _ = raft.shutdown().await;
+    }
+    let node = Arc::new(Node {
+        id: config.id,
+        addr: addr.clone(),
+        raft,
+        reader: store.reader,
+        log: store.log,
+        auth: config.auth.clone(),
+        reads: ReadBatcher::default(),
+        cluster_secret: config.cluster_secret.clone(),
+        proposer: Proposer::default(),
+        peers: Mutex::new(HashMap::new()),
+        retired: std::sync::Mutex::new(retired),
+        retired_marker,
+    });
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<KvServer<KvService>>().await;
+    health.set_serving::<ClusterServer<ClusterService>>().await;
+    health.set_serving::<TenantsServer<TenantService>>().await;
+    health.set_serving::<AuditServer<AuditService>>().await;
+    if matches!(config.auth, crate::auth::Auth::Open) {
+        warn!(
+            id = config.id,
+            "no auth file: every caller is treated as dc-operator (for a laptop or a test only)"
+        );
+    }
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(ndc_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let router = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            RaftServer::new(RaftService { node: node.clone() })
+                .max_decoding_message_size(MAX_RAFT_MESSAGE)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE),
+            cluster_secret_check(config.cluster_secret.as_deref()),
+        ))
+        .add_service(
+            KvServer::new(KvService { node: node.clone() })
+                .max_decoding_message_size(ndc_store::MAX_VALUE_BYTES * 2 + 64 * 1024)
+                .max_encoding_message_size(64 * 1024 * 1024),
+        )
+        .add_service(ClusterServer::new(ClusterService { node: node.clone() }))
+        .add_service(TenantsServer::new(TenantService { node: node.clone() }))
+        .add_service(AuditServer::new(AuditService { node: node.clone() }));
+    // No Nagle delay on replies: with delayed ACKs on the other side it
+    // stalls small responses for tens of milliseconds.
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |conn| {
+            conn.and_then(|s| {
+                s.set_nodelay(true)?;
+                Ok(s)
+            })
+        },
+    );
+    let server = tokio::spawn(
+        async move {
+            router
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                })
+                .await
+        }
+        .instrument(tracing::info_span!("grpc", node = config.id)),
+    );
+    info!(id = config.id, %addr, "node listening");
+
+    // A removed node has stopped its Raft; it has state, and must not join again.
+    let initialized = node.retired_at().is_some()
+        || node
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| Error::Raft(e.to_string()))?;
+    if !initialized {
+        if config.init {
+            info!(id = config.id, "bootstrapping a one-node cluster");
+            let members =
+                std::collections::BTreeMap::from([(config.id, BasicNode { addr: addr.clone() })]);
+            node.raft
+                .initialize(members)
+                .await
+                .map_err(|e| Error::Raft(e.to_string()))?;
+        } else if let Some(via) = &config.join {
+            join(config.id, &addr, via, config.cluster_secret.as_deref()).await?;
+        } else {
+            warn!(
+                id = config.id,
+                "node has no state and neither --init nor --join was given; it waits to be added"
+            );
+        }
+    } else if config.init || config.join.is_some() {
+        info!(
+            id = config.id,
+            "node already has cluster state; --init/--join ignored"
+        );
+    }
+
+    if let Some(path) = &config.ready_file {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, &addr)
+            .and_then(|_| std::fs::rename(&tmp, path))
+            .map_err(|source| Error::ReadyFile {
+                path: path.clone(),
+                source,
+            })?;
+    }
+    Ok(RunningNode {
+        addr,
+        node,
+        server,
+        stop,
+    })
+}
+
+/// Adds this node as a learner through `via`, then promotes it to voter.
+/// Goes through the node-to-node service, so it needs no client token.
+async fn join(id: NodeId, addr: &str, via: &str, secret: Option<&str>) -> Result<()> {
+    let join_err = |reason: String| Error::Join {
+        via: via.to_string(),
+        reason,
+    };
+    let mut client = peer_client(via, secret).map_err(|e| join_err(e.to_string()))?;
+    let deadline = tokio::time::Instant::now() + JOIN_BUDGET;
+    let steps = [
+        ForwardRequest::AddLearner {
+            id,
+            addr: addr.to_string(),
+        },
+        ForwardRequest::Promote { id },
+    ];
+    for step in steps {
+        let data = encode("forwarded request", &step).map_err(|e| join_err(e.to_string()))?;
+        loop {
+            let res: Result<ForwardReply, Status> =
+                match client.forward(Payload { data: data.clone() }).await {
+                    Ok(r) => decode::<ForwardResult>("forwarded reply", &r.into_inner().data)
+                        .map_err(|e| Status::internal(e.to_string()))
+                        .and_then(|r| r.map_err(Status::from)),
+                    Err(s) => Err(s),
+                };
+            match res {
+                Ok(_) => break,
+                Err(s)
+                    if tokio::time::Instant::now() < deadline
+                        && s.code() != tonic::Code::AlreadyExists =>
+                {
+                    warn!(id, via, error = %s.message(), "join: {step:?} failed; retrying");
+                    tokio::time::sleep(JOIN_RETRY).await;
+                }
+                Err(s) => return Err(join_err(s.message().to_string())),
+            }
+        }
+        info!(id, "join: {step:?} done");
+    }
+    Ok(())
+}
+
+impl RunningNode {
+    pub fn id(&self) -> NodeId {
+        self.node.id
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.node.metrics().state == ServerState::Leader
+    }
+
+    /// Waits until this node sees a leader, or the timeout passes.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> bool {
+        self.node
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "a leader")
+            .await
+            .is_ok()
+    }
+
+    /// On a one-node cluster that this node leads, records its current
+    /// address if it started on a different one (say, another port), so
+    /// status and clients find it. Returns whether it changed anything.
+    /// Larger clusters change addresses by removing and re-adding a node.
+    pub async fn refresh_own_address(&self) -> Result<bool> {
+        let m = self.node.metrics();
+        let membership = m.membership_config.membership();
+        let alone = membership.nodes().count() == 1;
+        let stale = membership
+            .get_node(&self.node.id)
+            .is_some_and(|n| n.addr != self.addr);
+        if !(alone && stale && m.current_leader == Some(self.node.id)) {
+            return Ok(false);
+        }
+        let nodes = std::collections::BTreeMap::from([(
+            self.node.id,
+            BasicNode {
+                addr: self.addr.clone(),
+            },
+        )]);
+        self.node
+            .raft
+            .change_membership(ChangeMembers::SetNodes(nodes), false)
+            .await
+            .map_err(|e| Error::Raft(e.to_string()))?;
+        Ok(true)
+    }
+
+    /// Stops serving, then stops Raft; the store is closed when the last
+    /// handle is dropped.
+    pub async fn shutdown(self) -> Result<()> {
+        let _ = self.stop.send(());
+        let served = self.server.await;
+        if self.node.retired_at().is_none() {
+            self.node
+                .raft
+                .shutdown()
+                .await
+                .map_err(|e| Error::Raft(e.to_string()))?;
+        }
+        match served {
+            Ok(r) => r.map_err(Error::Transport),
+            Err(e) => Err(Error::Raft(format!("server task: {e}"))),
+        }
+    }
+}
