@@ -58,12 +58,18 @@ pub async fn run(cmd: AuditCommand, conn: &Conn, format: Format) -> Result<(), C
                 Format::Table => {
                     println!(
                         "{:>5} {:>9} {:<24} {:<16} {:<18} {:<30} DECISION",
-                        "SEQ", "REVISION", "WHEN (UTC ms)", "ACTOR", "ACTION", "TARGET"
+                        "SEQ", "REVISION", "WHEN (UTC)", "ACTOR", "ACTION", "TARGET"
                     );
                     for a in &r.records {
                         println!(
                             "{:>5} {:>9} {:<24} {:<16} {:<18} {:<30} {}",
-                            a.seq, a.revision, a.at_ms, a.actor, a.action, a.target, a.decision
+                            a.seq,
+                            a.revision,
+                            utc(a.at_ms),
+                            a.actor,
+                            a.action,
+                            a.target,
+                            a.decision
                         );
                     }
                 }
@@ -115,5 +121,39 @@ pub async fn run(cmd: AuditCommand, conn: &Conn, format: Format) -> Result<(), C
                 )))
             }
         }
+    }
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (UTC).
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from a day count (proleptic Gregorian calendar).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc;
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(utc(1_751_328_000_000), "2025-07-01T00:00:00Z");
     }
 }
