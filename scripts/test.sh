@@ -2,8 +2,6 @@
 # The test command of ndc. On a fresh Debian 12 machine (as root) it installs
 # what is missing, then checks formatting and lints and runs the whole test
 # suite. Safe to run again: it installs nothing that is already there.
-#
-#   NDC_SLOW=1 scripts/test.sh   also runs the slow suites (long fault schedules)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
