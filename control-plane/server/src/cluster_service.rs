@@ -34,6 +34,22 @@ fn membership_response(reply: ForwardReply) -> Result<Response<pb::MembershipRes
     }
 }
 
+impl ClusterService {
+    /// A membership change, by an operator, carried out on the leader.
+    async fn change(
+        &self,
+        md: &tonic::metadata::MetadataMap,
+        req: ForwardRequest,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        require(
+            &self.node.auth.actor(md)?,
+            &[Role::DcOperator],
+            "change the cluster's membership",
+        )?;
+        membership_response(self.node.on_leader(req).await?)
+    }
+}
+
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn status(
@@ -112,20 +128,16 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::AddLearnerRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        require(
-            &self.node.auth.actor(request.metadata())?,
-            &[Role::DcOperator],
-            "change the cluster's membership",
-        )?;
+        let md = request.metadata().clone();
         let r = request.into_inner();
-        membership_response(
-            self.node
-                .on_leader(ForwardRequest::AddLearner {
-                    id: r.id,
-                    addr: r.addr,
-                })
-                .await?,
+        self.change(
+            &md,
+            ForwardRequest::AddLearner {
+                id: r.id,
+                addr: r.addr,
+            },
         )
+        .await
     }
 
     #[instrument(skip_all, fields(id = request.get_ref().id))]
@@ -133,18 +145,14 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::PromoteRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        require(
-            &self.node.auth.actor(request.metadata())?,
-            &[Role::DcOperator],
-            "change the cluster's membership",
-        )?;
-        membership_response(
-            self.node
-                .on_leader(ForwardRequest::Promote {
-                    id: request.into_inner().id,
-                })
-                .await?,
+        let md = request.metadata().clone();
+        self.change(
+            &md,
+            ForwardRequest::Promote {
+                id: request.into_inner().id,
+            },
         )
+        .await
     }
 
     #[instrument(skip_all, fields(id = request.get_ref().id))]
@@ -152,17 +160,13 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::RemoveRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        require(
-            &self.node.auth.actor(request.metadata())?,
-            &[Role::DcOperator],
-            "change the cluster's membership",
-        )?;
-        membership_response(
-            self.node
-                .on_leader(ForwardRequest::Remove {
-                    id: request.into_inner().id,
-                })
-                .await?,
+        let md = request.metadata().clone();
+        self.change(
+            &md,
+            ForwardRequest::Remove {
+                id: request.into_inner().id,
+            },
         )
+        .await
     }
 }
