@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "../proto/ndc/cluster/v1/cluster.proto",
         "../proto/ndc/raft/v1/raft.proto",
         "../proto/ndc/tenants/v1/tenants.proto",
+        "../proto/ndc/inventory/v1/inventory.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");

@@ -31,6 +31,11 @@ pub mod tenants {
     tonic::include_proto!("ndc.tenants.v1");
 }
 
+/// The data centre's hosts.
+pub mod inventory {
+    tonic::include_proto!("ndc.inventory.v1");
+}
+
 /// The encoded descriptors of every service, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("ndc_descriptor");
 

@@ -4,6 +4,7 @@ mod apply_cmd;
 mod audit_cmd;
 mod cluster_cmd;
 mod kv_cmd;
+mod node_cmd;
 mod output;
 mod quantity;
 mod server_cmd;
@@ -71,6 +72,9 @@ enum Command {
     /// The hash-chained audit log of every accepted change.
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
+    /// The data centre's hosts, as their agents report them.
+    #[command(subcommand)]
+    Node(node_cmd::NodeCommand),
 }
 
 fn init_logging(default: &str) {
@@ -109,6 +113,7 @@ async fn main() -> ExitCode {
         Command::Tenant(cmd) => tenant_cmd::run(cmd, &conn, cli.output).await,
         Command::Apply(args) => apply_cmd::run(args, &conn, cli.output).await,
         Command::Audit(cmd) => audit_cmd::run(cmd, &conn, cli.output).await,
+        Command::Node(cmd) => node_cmd::run(cmd, &conn, cli.output).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -55,6 +55,9 @@ pub struct ServerArgs {
     /// Treat every caller as dc-operator. For a laptop or a test, never for a data centre.
     #[arg(long, conflicts_with = "auth_file")]
     pub insecure_no_auth: bool,
+    /// A host whose agent has not reported for this many milliseconds becomes NotReady.
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub host_timeout_ms: u64,
     /// File holding the secret (16+ characters) that every node of the cluster presents to the others.
     #[arg(long, env = "NDC_CLUSTER_SECRET_FILE")]
     pub cluster_secret_file: Option<PathBuf>,
@@ -79,6 +82,7 @@ impl ServerArgs {
         c.heartbeat_ms = self.heartbeat_ms;
         c.election_timeout_ms = self.election_timeout_ms;
         c.ready_file = self.ready_file.clone();
+        c.host_timeout_ms = self.host_timeout_ms;
         c.auth = match (&self.auth_file, self.insecure_no_auth) {
             (Some(path), _) => ndc_server::Auth::load(path).map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?,
             (None, true) => ndc_server::Auth::Open,

@@ -9,6 +9,7 @@ pub mod auth;
 mod cluster_service;
 mod error;
 mod forward;
+mod inventory_service;
 mod kv_service;
 mod network;
 mod node;

@@ -210,6 +210,7 @@ fn approx_size(cmd: &Command) -> usize {
                     .sum::<usize>()
         }
         Command::Domain(_) => 4 * 1024,
+        Command::Inventory(_) => 1024,
         Command::Batch(cmds) => cmds.iter().map(approx_size).sum(),
         Command::Once { command, .. } => approx_size(command) + 64,
     }
@@ -234,6 +235,19 @@ fn touched_keys(cmd: &Command) -> Vec<String> {
             })
             .collect(),
         Command::Domain(_) => vec![ndc_store::domain::RESERVED_PREFIX.to_string()],
+        // Heartbeats touch only their host, so many share an entry; other
+        // inventory changes also extend the audit chain.
+        Command::Inventory(r) => {
+            let mut keys: Vec<String> =
+                r.op.hosts()
+                    .iter()
+                    .map(|h| ndc_store::inventory::node_key(h))
+                    .collect();
+            if r.op.audited() {
+                keys.push(ndc_store::domain::RESERVED_PREFIX.to_string());
+            }
+            keys
+        }
         Command::Batch(cmds) => cmds.iter().flat_map(touched_keys).collect(),
         Command::Once {
             request_id,

@@ -21,6 +21,7 @@ use crate::audit_service::AuditService;
 use crate::cluster_service::ClusterService;
 use crate::error::{Error, Result};
 use crate::forward::{ForwardReply, ForwardRequest, ForwardResult};
+use crate::inventory_service::InventoryService;
 use crate::kv_service::KvService;
 use crate::network::{peer_client, Network, MAX_RAFT_MESSAGE};
 use crate::node::{Node, JOIN_RETRY};
@@ -28,6 +29,7 @@ use crate::proposer::Proposer;
 use crate::raft_service::RaftService;
 use crate::read_index::ReadBatcher;
 use crate::tenant_service::TenantService;
+use ndc_api::inventory::inventory_server::InventoryServer;
 use ndc_api::tenants::audit_server::AuditServer;
 use ndc_api::tenants::tenants_server::TenantsServer;
 
@@ -66,6 +68,8 @@ pub struct NodeConfig {
     /// forwarding, joining). Without it that service is open to anyone who
     /// can reach the port: for a laptop or a test only.
     pub cluster_secret: Option<String>,
+    /// A host whose agent has not reported for this long becomes NotReady.
+    pub host_timeout_ms: u64,
 }
 
 impl NodeConfig {
@@ -86,6 +90,7 @@ impl NodeConfig {
             ready_file: None,
             auth: crate::auth::Auth::Open,
             cluster_secret: None,
+            host_timeout_ms: 30_000,
         }
     }
 }
@@ -94,6 +99,7 @@ impl NodeConfig {
 pub struct RunningNode {
     pub addr: String,
     node: Arc<Node>,
+    expiry: JoinHandle<()>,
     server: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
     stop: oneshot::Sender<()>,
 }
@@ -200,6 +206,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     health.set_serving::<ClusterServer<ClusterService>>().await;
     health.set_serving::<TenantsServer<TenantService>>().await;
     health.set_serving::<AuditServer<AuditService>>().await;
+    health
+        .set_serving::<InventoryServer<InventoryService>>()
+        .await;
     if matches!(config.auth, crate::auth::Auth::Open) {
         warn!(
             id = config.id,
@@ -227,7 +236,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         )
         .add_service(ClusterServer::new(ClusterService { node: node.clone() }))
         .add_service(TenantsServer::new(TenantService { node: node.clone() }))
-        .add_service(AuditServer::new(AuditService { node: node.clone() }));
+        .add_service(AuditServer::new(AuditService { node: node.clone() }))
+        .add_service(InventoryServer::new(InventoryService {
+            node: node.clone(),
+        }));
     // No Nagle delay on replies: with delayed ACKs on the other side it
     // stalls small responses for tens of milliseconds.
     let incoming = tokio_stream::StreamExt::map(
@@ -291,12 +303,60 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
                 source,
             })?;
     }
+    let expiry = tokio::spawn(
+        expire_hosts(node.clone(), config.host_timeout_ms)
+            .instrument(tracing::info_span!("host-expiry")),
+    );
     Ok(RunningNode {
         addr,
+        expiry,
         node,
         server,
         stop,
     })
+}
+
+/// On the leader, marks NotReady (through Raft) the hosts whose agents
+/// have not reported within `timeout_ms`.
+async fn expire_hosts(node: Arc<Node>, timeout_ms: u64) {
+    // A quarter of the timeout: a host is marked at most 25 % late.
+    let mut tick = tokio::time::interval(Duration::from_millis((timeout_ms / 4).clamp(50, 5_000)));
+    loop {
+        tick.tick().await;
+        if node.metrics().current_leader != Some(node.id) || node.retired_at().is_some() {
+            continue;
+        }
+        let now = crate::inventory_service::now_ms();
+        let before = now.saturating_sub(timeout_ms);
+        let Ok(hosts) = crate::inventory_service::hosts(&node) else {
+            continue;
+        };
+        let names: Vec<String> = hosts
+            .iter()
+            .filter(|h| {
+                h.state == ndc_store::inventory::HostState::Ready && h.last_heartbeat_ms < before
+            })
+            .map(|h| h.spec.name.clone())
+            .collect();
+        if names.is_empty() {
+            continue;
+        }
+        let req = ndc_store::inventory::InventoryRequest {
+            actor: ndc_store::domain::Actor {
+                name: "control-plane".into(),
+                roles: vec![ndc_store::domain::Role::DcOperator],
+            },
+            at_ms: now,
+            op: ndc_store::inventory::InventoryOp::ExpireBefore {
+                names: names.clone(),
+                before_ms: before,
+            },
+        };
+        match node.write(ndc_store::Command::Inventory(req)).await {
+            Ok(_) => info!(?names, "hosts stopped reporting: not ready"),
+            Err(e) => warn!(error = %e.message(), "could not mark hosts not ready"),
+        }
+    }
 }
 
 /// Adds this node as a learner through `via`, then promotes it to voter.
@@ -392,6 +452,7 @@ impl RunningNode {
     /// Stops serving, then stops Raft; the store is closed when the last
     /// handle is dropped.
     pub async fn shutdown(self) -> Result<()> {
+        self.expiry.abort();
         let _ = self.stop.send(());
         let served = self.server.await;
         if self.node.retired_at().is_none() {

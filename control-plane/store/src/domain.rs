@@ -46,6 +46,8 @@ pub enum Role {
     ServiceOwner,
     /// Read-only, plus the audit log.
     Auditor,
+    /// A host's agent: registers its host and reports heartbeats.
+    NodeAgent,
 }
 
 impl Role {
@@ -54,10 +56,11 @@ impl Role {
             "dc-operator" => Ok(Role::DcOperator),
             "service-owner" => Ok(Role::ServiceOwner),
             "auditor" => Ok(Role::Auditor),
+            "node-agent" => Ok(Role::NodeAgent),
             other => match other.strip_prefix("tenant-admin:") {
                 Some(id) if !id.is_empty() => Ok(Role::TenantAdmin(id.to_string())),
                 _ => Err(format!(
-                    "unknown role {other:?}: use dc-operator, tenant-admin:<tenant id>, service-owner or auditor"
+                    "unknown role {other:?}: use dc-operator, tenant-admin:<tenant id>, service-owner, auditor or node-agent"
                 )),
             },
         }
@@ -71,6 +74,7 @@ impl std::fmt::Display for Role {
             Role::TenantAdmin(id) => write!(f, "tenant-admin:{id}"),
             Role::ServiceOwner => f.write_str("service-owner"),
             Role::Auditor => f.write_str("auditor"),
+            Role::NodeAgent => f.write_str("node-agent"),
         }
     }
 }
@@ -91,6 +95,7 @@ impl Actor {
     pub fn can_read(&self, reg: &Registry, tenant: &str) -> bool {
         self.roles.iter().any(|r| match r {
             Role::DcOperator | Role::Auditor | Role::ServiceOwner => true,
+            Role::NodeAgent => false,
             // By current id only: an old id (after a merge or rename) grants nothing.
             Role::TenantAdmin(x) => reg
                 .get(x)

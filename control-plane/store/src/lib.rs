@@ -20,6 +20,7 @@ mod codec;
 mod db;
 pub mod domain;
 mod error;
+pub mod inventory;
 mod log_store;
 mod state_machine;
 mod types;

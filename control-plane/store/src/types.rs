@@ -39,6 +39,8 @@ pub enum Command {
     Txn(Txn),
     /// A tenancy request, authorised and checked against the state in apply.
     Domain(Box<crate::domain::DomainRequest>),
+    /// A change to the hosts of the data centre.
+    Inventory(crate::inventory::InventoryRequest),
     /// Requests from several clients carried by one log entry, applied in
     /// order; each gets its own response. Their changes share the entry's
     /// revision.

@@ -15,6 +15,7 @@ use crate::codec::{decode, encode};
 use crate::db::{be, cf, CF_EVENTS, CF_KV, CF_SM};
 use crate::domain::{self, AuditHead, AuditRecord, DomainRequest};
 use crate::error::{Error, Result};
+use crate::inventory::{self, Host, InventoryRequest};
 
 /// Objects changed earlier in the batch being applied, so later entries of
 /// the same batch see them before the batch is written.
@@ -60,6 +61,7 @@ impl Applier<'_> {
         match cmd {
             Command::Txn(txn) => self.txn(revision, txn),
             Command::Domain(req) => self.domain(revision, *req, reg, head),
+            Command::Inventory(req) => self.inventory(revision, req, head),
             Command::Batch(cmds) => {
                 let mut out = Vec::with_capacity(cmds.len());
                 for c in cmds {
@@ -221,6 +223,82 @@ impl Applier<'_> {
 
     /// Applies a domain request: authorise, check against the registry,
     /// write the changed tenants and one audit record, all at `revision`.
+    /// Applies an inventory change: authorise, compute the new host records
+    /// from the stored ones, write them (and an audit record unless it is
+    /// a heartbeat).
+    fn inventory(
+        &mut self,
+        revision: u64,
+        req: InventoryRequest,
+        head: &mut AuditHead,
+    ) -> Result<Response> {
+        if let Err(message) = inventory::authorize(&req.actor, &req.op) {
+            return Ok(Response::Rejected(Rejection::Domain {
+                kind: domain::RejectKind::PermissionDenied,
+                message,
+            }));
+        }
+        let mut current = std::collections::BTreeMap::new();
+        for name in req.op.hosts() {
+            let host =
+                match self.read(&inventory::node_key(&name))? {
+                    Some(o) => Some(serde_json::from_slice::<Host>(&o.value).map_err(|e| {
+                        Error::Decode {
+                            what: "host",
+                            reason: e.to_string(),
+                        }
+                    })?),
+                    None => None,
+                };
+            current.insert(name, host);
+        }
+        let lookup = |n: &str| current.get(n).cloned().flatten();
+        let changes = match inventory::apply_op(&req.op, req.at_ms, &lookup) {
+            Ok(c) => c,
+            Err(message) => {
+                return Ok(Response::Rejected(Rejection::Domain {
+                    kind: if message.contains("not found") || message.contains("not registered") {
+                        domain::RejectKind::NotFound
+                    } else {
+                        domain::RejectKind::Invalid
+                    },
+                    message,
+                }))
+            }
+        };
+        let mut ops = Vec::new();
+        for (name, host) in &changes {
+            ops.push(match host {
+                Some(h) => Op::Put {
+                    key: inventory::node_key(name),
+                    value: to_json("host", h)?,
+                },
+                None => Op::Delete {
+                    key: inventory::node_key(name),
+                },
+            });
+        }
+        if req.op.audited() && !changes.is_empty() {
+            let target = changes
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(",");
+            *head = audit_ops(
+                &mut ops,
+                head,
+                revision,
+                req.at_ms,
+                &req.actor.name,
+                req.op.action(),
+                target,
+                None,
+            )?;
+        }
+        let results = self.write_ops(revision, ops)?;
+        Ok(Response::Applied { revision, results })
+    }
+
     fn domain(
         &mut self,
         revision: u64,
@@ -269,30 +347,16 @@ impl Applier<'_> {
                 value: to_json("retired id", &revision)?,
             });
         }
-        let mut record = AuditRecord {
-            seq: head.seq + 1,
+        let new_head = audit_ops(
+            &mut ops,
+            head,
             revision,
-            at_ms: req.at_ms,
-            actor: req.actor.name.clone(),
-            action: req.op.action().to_string(),
-            target: req.op.target(),
-            decision: req.decision.clone(),
-            prev_hash: head.hash.clone(),
-            hash: String::new(),
-        };
-        record.hash = domain::record_hash(&record);
-        let new_head = AuditHead {
-            seq: record.seq,
-            hash: record.hash.clone(),
-        };
-        ops.push(Op::Put {
-            key: domain::audit_key(record.seq),
-            value: to_json("audit record", &record)?,
-        });
-        ops.push(Op::Put {
-            key: domain::AUDIT_HEAD_KEY.to_string(),
-            value: to_json("audit head", &new_head)?,
-        });
+            req.at_ms,
+            &req.actor.name,
+            req.op.action(),
+            req.op.target(),
+            req.decision.clone(),
+        )?;
         self.write_ops(revision, ops)?;
         reg.apply(&changeset);
         *head = new_head;
@@ -303,6 +367,45 @@ impl Applier<'_> {
             plan,
         })
     }
+}
+
+/// Appends the ops that add one audit record after `head`; returns the new head.
+#[allow(clippy::too_many_arguments)]
+fn audit_ops(
+    ops: &mut Vec<Op>,
+    head: &AuditHead,
+    revision: u64,
+    at_ms: u64,
+    actor: &str,
+    action: &str,
+    target: String,
+    decision: Option<String>,
+) -> Result<AuditHead> {
+    let mut record = AuditRecord {
+        seq: head.seq + 1,
+        revision,
+        at_ms,
+        actor: actor.to_string(),
+        action: action.to_string(),
+        target,
+        decision,
+        prev_hash: head.hash.clone(),
+        hash: String::new(),
+    };
+    record.hash = domain::record_hash(&record);
+    let new_head = AuditHead {
+        seq: record.seq,
+        hash: record.hash.clone(),
+    };
+    ops.push(Op::Put {
+        key: domain::audit_key(record.seq),
+        value: to_json("audit record", &record)?,
+    });
+    ops.push(Op::Put {
+        key: domain::AUDIT_HEAD_KEY.to_string(),
+        value: to_json("audit head", &new_head)?,
+    });
+    Ok(new_head)
 }
 
 pub(super) fn to_json<T: Serialize>(what: &'static str, v: &T) -> Result<Vec<u8>> {
