@@ -75,6 +75,36 @@ fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
+fn server(dir: &std::path::Path, host_timeout_ms: &str) -> (Killed, String) {
+    let ready = dir.join("ready");
+    let log = std::fs::File::create(dir.join("server.log")).expect("log");
+    let child = Killed(
+        Command::new(ndc_bin())
+            .args([
+                "server",
+                "--id",
+                "1",
+                "--listen",
+                "127.0.0.1:0",
+                "--init",
+                "--insecure-no-auth",
+            ])
+            .args(["--host-timeout-ms", host_timeout_ms])
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--ready-file")
+            .arg(&ready)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start ndc server"),
+    );
+    wait_until("the server", || ready.is_file());
+    let addr = std::fs::read_to_string(&ready).expect("address");
+    (child, addr)
+}
+
 fn agent(addr: &str) -> Killed {
     Killed(
         Command::new(env!("CARGO_BIN_EXE_ndc-agent"))
@@ -97,32 +127,7 @@ fn agent(addr: &str) -> Killed {
 #[test]
 fn hosts_register_expire_and_return() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let ready = dir.path().join("ready");
-    let log = std::fs::File::create(dir.path().join("server.log")).expect("log");
-    let _server = Killed(
-        Command::new(ndc_bin())
-            .args([
-                "server",
-                "--id",
-                "1",
-                "--listen",
-                "127.0.0.1:0",
-                "--init",
-                "--insecure-no-auth",
-            ])
-            .args(["--host-timeout-ms", "800"])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .arg("--ready-file")
-            .arg(&ready)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start ndc server"),
-    );
-    wait_until("the server", || ready.is_file());
-    let addr = std::fs::read_to_string(&ready).expect("address");
+    let (_server, addr) = server(dir.path(), "800");
 
     let mut a = agent(&addr);
     wait_until("3 ready simulated hosts", || {
@@ -168,4 +173,150 @@ fn hosts_register_expire_and_return() {
         "{out}"
     );
     assert!(!out.contains("node.heartbeat"), "{out}");
+}
+
+/// Capacity and admission against a fixture computed by hand: three
+/// simulated hosts of 64 cores, 512 GiB and 8 TiB, overcommit 4×, 1.5×, 1×.
+#[test]
+fn capacity_and_admission_by_hand() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_server, addr) = server(dir.path(), "60000");
+    let _a = agent(&addr);
+    wait_until("3 ready hosts", || {
+        hosts(&addr).iter().filter(|h| h.state == "ready").count() == 3
+    });
+    let cli = |args: &[&str]| ndc(&[&["--endpoints", addr.as_str()][..], args].concat());
+
+    // 3 × 64 cores × 4 = 768 cores; 3 × 512 GiB × 1.5 = 2304 GiB; 3 × 8 TiB.
+    let at = ["--cpu", "768", "--memory", "2304Gi", "--storage", "24Ti"];
+    let (code, _, err) = cli(&[
+        &[
+            "tenant",
+            "create",
+            "--id",
+            "vn",
+            "--name",
+            "Việt Nam",
+            "--level",
+            "central",
+        ][..],
+        &at,
+    ]
+    .concat());
+    assert_eq!(code, 0, "exactly at the limit is admitted: {err}");
+    // One millicore more is refused, naming the resource, the zone and the limit.
+    let (code, _, err) = cli(&["tenant", "update", "vn", "--cpu", "768001m"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("cpu") && err.contains("all zones") && err.contains("768000"),
+        "{err}"
+    );
+    // Quotas carved from the root need no capacity of their own.
+    let (code, _, err) = cli(&[
+        "tenant",
+        "create",
+        "--id",
+        "ha-noi",
+        "--name",
+        "Hà Nội",
+        "--level",
+        "province",
+        "--parent",
+        "vn",
+        "--code",
+        "01",
+        "--cpu",
+        "100",
+        "--memory",
+        "100Gi",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    // A second root just above the headroom (which is now zero) is refused.
+    let (code, _, err) = cli(&[
+        "tenant",
+        "create",
+        "--id",
+        "quoc-hoi",
+        "--name",
+        "Quốc hội",
+        "--level",
+        "central",
+        "--branch",
+        "national-assembly",
+        "--cpu",
+        "1m",
+    ]);
+    assert!(code == 1 && err.contains("cpu"), "{code} {err}");
+
+    let report = |args: &[&str]| -> serde_json::Value {
+        let (code, out, err) = cli(&[&["-o", "json", "capacity"][..], args].concat());
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str(&out).expect("JSON report")
+    };
+    let r = report(&[]);
+    assert_eq!(r["total"]["capacity"]["cpu_millis"], 192_000);
+    assert_eq!(r["total"]["grantable"]["cpu_millis"], 768_000);
+    assert_eq!(r["total"]["grantable"]["memory_bytes"], 2304u64 << 30);
+    assert_eq!(r["granted"]["cpu_millis"], 768_000);
+    assert_eq!(r["headroom"]["cpu_millis"], 0);
+    assert_eq!(r["headroom"]["storage_bytes"], 0);
+    assert_eq!(r["zones"][0]["zone"], "hn-1");
+    assert_eq!(r["zones"][0]["ready"], 3);
+    assert_eq!(r["largest"][0]["name"], "ha-noi");
+    let level = |name: &str| {
+        r["by_level"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == name).cloned())
+    };
+    assert_eq!(
+        level("province").map(|s| s["quota"]["cpu_millis"].clone()),
+        Some(100_000.into())
+    );
+    assert_eq!(
+        level("central").map(|s| s["quota"]["cpu_millis"].clone()),
+        Some(768_000.into())
+    );
+
+    // A cordoned host no longer counts.
+    let name = hosts(&addr)[0].name.clone();
+    assert_eq!(cli(&["node", "cordon", &name]).0, 0);
+    let r = report(&[]);
+    assert_eq!(r["total"]["capacity"]["cpu_millis"], 128_000);
+    assert_eq!(r["total"]["grantable"]["cpu_millis"], 512_000);
+    assert_eq!(r["total"]["cordoned"], 1);
+
+    // Operators set the ratios; they are replicated and audited.
+    let (code, out, err) = cli(&[
+        "capacity",
+        "overcommit",
+        "--cpu",
+        "6",
+        "--memory",
+        "1.5",
+        "--storage",
+        "1",
+    ]);
+    assert!(
+        code == 0 && out.contains("overcommit set"),
+        "{code} {out} {err}"
+    );
+    let r = report(&[]);
+    assert_eq!(r["total"]["grantable"]["cpu_millis"], 768_000);
+    assert_eq!(r["overcommit"], "cpu 6.000x, memory 1.500x, storage 1.000x");
+    let (code, _, err) = cli(&[
+        "capacity",
+        "overcommit",
+        "--cpu",
+        "0.5",
+        "--memory",
+        "1",
+        "--storage",
+        "1",
+    ]);
+    assert!(
+        code == 1 && err.contains("between 1 and 100"),
+        "{code} {err}"
+    );
+    let (_, out, _) = cli(&["audit", "list", "--action", "capacity.overcommit"]);
+    assert_eq!(out.matches("capacity.overcommit").count(), 1, "{out}");
 }

@@ -2,6 +2,7 @@
 
 mod apply_cmd;
 mod audit_cmd;
+mod capacity_cmd;
 mod cluster_cmd;
 mod kv_cmd;
 mod node_cmd;
@@ -75,6 +76,8 @@ enum Command {
     /// The data centre's hosts, as their agents report them.
     #[command(subcommand)]
     Node(node_cmd::NodeCommand),
+    /// Capacity per zone and in total, quotas granted, headroom.
+    Capacity(capacity_cmd::CapacityArgs),
 }
 
 fn init_logging(default: &str) {
@@ -114,6 +117,7 @@ async fn main() -> ExitCode {
         Command::Apply(args) => apply_cmd::run(args, &conn, cli.output).await,
         Command::Audit(cmd) => audit_cmd::run(cmd, &conn, cli.output).await,
         Command::Node(cmd) => node_cmd::run(cmd, &conn, cli.output).await,
+        Command::Capacity(args) => capacity_cmd::run(args, &conn, cli.output).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

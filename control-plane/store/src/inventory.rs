@@ -111,6 +111,30 @@ pub enum InventoryOp {
     Remove {
         name: String,
     },
+    /// Sets the overcommit ratios used by admission and the capacity report.
+    SetOvercommit(Overcommit),
+}
+
+/// Where the overcommit ratios are kept (absent: [`DEFAULT_OVERCOMMIT`]).
+pub const OVERCOMMIT_KEY: &str = "/ndc/settings/overcommit";
+
+/// Why ratios are refused: each at least 1× (less would refuse what the
+/// hosts can hold) and at most 100×.
+pub fn validate_overcommit(oc: &Overcommit) -> Result<(), String> {
+    for (what, v) in [
+        ("cpu", oc.cpu_milli),
+        ("memory", oc.memory_milli),
+        ("storage", oc.storage_milli),
+    ] {
+        if !(1_000..=100_000).contains(&v) {
+            return Err(format!(
+                "the {what} overcommit must be between 1 and 100 (got {}.{:03})",
+                v / 1000,
+                v % 1000
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl InventoryOp {
@@ -124,6 +148,7 @@ impl InventoryOp {
                 cordoned: false, ..
             } => "node.uncordon",
             InventoryOp::Remove { .. } => "node.remove",
+            InventoryOp::SetOvercommit(_) => "capacity.overcommit",
         }
     }
 
@@ -143,6 +168,7 @@ impl InventoryOp {
                 vec![name.clone()]
             }
             InventoryOp::ExpireBefore { names, .. } => names.clone(),
+            InventoryOp::SetOvercommit(_) => vec![],
         }
     }
 
@@ -153,6 +179,15 @@ impl InventoryOp {
             | InventoryOp::Cordon { name, .. }
             | InventoryOp::Remove { name } => name.clone(),
             InventoryOp::ExpireBefore { names, .. } => names.join(","),
+            InventoryOp::SetOvercommit(oc) => format!(
+                "cpu {}.{:03}x, memory {}.{:03}x, storage {}.{:03}x",
+                oc.cpu_milli / 1000,
+                oc.cpu_milli % 1000,
+                oc.memory_milli / 1000,
+                oc.memory_milli % 1000,
+                oc.storage_milli / 1000,
+                oc.storage_milli % 1000
+            ),
         }
     }
 }
@@ -242,6 +277,8 @@ pub fn apply_op(
             current(name).ok_or_else(|| format!("host {name} not found"))?;
             Ok(vec![(name.clone(), None)])
         }
+        // Written by the caller under OVERCOMMIT_KEY; no host changes.
+        InventoryOp::SetOvercommit(oc) => validate_overcommit(oc).map(|_| vec![]),
     }
 }
 
@@ -320,4 +357,152 @@ mod tests {
         bad.capacity = Capacity::default();
         assert!(validate_host(&bad).is_err());
     }
+
+    #[test]
+    fn admission_at_the_boundary() {
+        let mut h = Host {
+            spec: spec("h1"),
+            state: HostState::Ready,
+            cordoned: false,
+            registered_ms: 0,
+            last_heartbeat_ms: 0,
+        };
+        // 64 cores × 4 = 256 cores; 512 GiB × 1.5 = 768 GiB; 8 TiB × 1.
+        let at = Capacity {
+            cpu_millis: 256_000,
+            memory_bytes: 768 << 30,
+            storage_bytes: 8 << 40,
+        };
+        let none = Capacity::default();
+        let one = std::slice::from_ref(&h);
+        assert_eq!(admit(one, &none, &at, &DEFAULT_OVERCOMMIT), Ok(()));
+        let above = Capacity {
+            cpu_millis: 256_001,
+            ..at
+        };
+        let before = Capacity {
+            cpu_millis: 200_000,
+            ..none
+        };
+        let e = admit(one, &before, &above, &DEFAULT_OVERCOMMIT).unwrap_err();
+        assert!(
+            e.starts_with("cpu")
+                && e.contains("256000")
+                && e.contains("4.000")
+                && e.ends_with("headroom is 56000"),
+            "{e}"
+        );
+        let above = Capacity {
+            storage_bytes: (8 << 40) + 1,
+            ..at
+        };
+        assert!(admit(one, &none, &above, &DEFAULT_OVERCOMMIT)
+            .unwrap_err()
+            .starts_with("storage"));
+        // A cordoned host holds nothing; an empty inventory admits anything.
+        h.cordoned = true;
+        assert!(admit(std::slice::from_ref(&h), &none, &at, &DEFAULT_OVERCOMMIT).is_err());
+        assert_eq!(admit(&[], &none, &above, &DEFAULT_OVERCOMMIT), Ok(()));
+        assert!(validate_overcommit(&Overcommit {
+            cpu_milli: 999,
+            ..DEFAULT_OVERCOMMIT
+        })
+        .is_err());
+    }
+}
+
+/// How far quotas may exceed physical capacity, per resource, in
+/// thousandths: CPU is shared well (4×), memory less (1.5×), storage not
+/// at all (1×).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Overcommit {
+    pub cpu_milli: u64,
+    pub memory_milli: u64,
+    pub storage_milli: u64,
+}
+
+pub const DEFAULT_OVERCOMMIT: Overcommit = Overcommit {
+    cpu_milli: 4_000,
+    memory_milli: 1_500,
+    storage_milli: 1_000,
+};
+
+/// The capacity of the hosts that count: ready and not cordoned.
+pub fn schedulable(hosts: &[Host]) -> Capacity {
+    hosts
+        .iter()
+        .filter(|h| h.schedulable())
+        .fold(Capacity::default(), |a, h| Capacity {
+            cpu_millis: a.cpu_millis.saturating_add(h.spec.capacity.cpu_millis),
+            memory_bytes: a.memory_bytes.saturating_add(h.spec.capacity.memory_bytes),
+            storage_bytes: a
+                .storage_bytes
+                .saturating_add(h.spec.capacity.storage_bytes),
+        })
+}
+
+/// What may be granted on `capacity` with `oc`.
+pub fn grantable(capacity: &Capacity, oc: &Overcommit) -> Capacity {
+    let scale = |v: u64, milli: u64| {
+        u64::try_from(u128::from(v) * u128::from(milli) / 1000).unwrap_or(u64::MAX)
+    };
+    Capacity {
+        cpu_millis: scale(capacity.cpu_millis, oc.cpu_milli),
+        memory_bytes: scale(capacity.memory_bytes, oc.memory_milli),
+        storage_bytes: scale(capacity.storage_bytes, oc.storage_milli),
+    }
+}
+
+/// Refuses a total grant above what the hosts can hold. `granted` is the sum
+/// of the quotas of the top-level tenants (every other quota is carved out
+/// of theirs). An empty inventory admits anything: capacity is unknown
+/// until agents report.
+pub fn admit(
+    hosts: &[Host],
+    before: &Capacity,
+    granted: &Capacity,
+    oc: &Overcommit,
+) -> Result<(), String> {
+    if hosts.is_empty() {
+        return Ok(());
+    }
+    let cap = schedulable(hosts);
+    let limit = grantable(&cap, oc);
+    let checks = [
+        (
+            "cpu (millicores)",
+            before.cpu_millis,
+            granted.cpu_millis,
+            limit.cpu_millis,
+            cap.cpu_millis,
+            oc.cpu_milli,
+        ),
+        (
+            "memory (bytes)",
+            before.memory_bytes,
+            granted.memory_bytes,
+            limit.memory_bytes,
+            cap.memory_bytes,
+            oc.memory_milli,
+        ),
+        (
+            "storage (bytes)",
+            before.storage_bytes,
+            granted.storage_bytes,
+            limit.storage_bytes,
+            cap.storage_bytes,
+            oc.storage_milli,
+        ),
+    ];
+    for (resource, before, want, limit, cap, milli) in checks {
+        if want > limit {
+            return Err(format!(
+                "{resource}: granting this would promise {want} in all zones, beyond the {limit} the data centre can hold ({cap} on ready, uncordoned hosts × {}.{:03} overcommit); headroom is {}",
+                milli / 1000,
+                milli % 1000,
+                limit.saturating_sub(before)
+            ));
+        }
+    }
+    Ok(())
 }

@@ -15,7 +15,7 @@ use crate::codec::{decode, encode};
 use crate::db::{be, cf, CF_EVENTS, CF_KV, CF_SM};
 use crate::domain::{self, AuditHead, AuditRecord, DomainRequest};
 use crate::error::{Error, Result};
-use crate::inventory::{self, Host, InventoryRequest};
+use crate::inventory::{self, Host, InventoryOp, InventoryRequest};
 
 /// Objects changed earlier in the batch being applied, so later entries of
 /// the same batch see them before the batch is written.
@@ -278,7 +278,15 @@ impl Applier<'_> {
                 },
             });
         }
-        if req.op.audited() && !changes.is_empty() {
+        if let InventoryOp::SetOvercommit(oc) = &req.op {
+            ops.push(Op::Put {
+                key: inventory::OVERCOMMIT_KEY.to_string(),
+                value: to_json("overcommit", oc)?,
+            });
+        }
+        if req.op.audited()
+            && (!changes.is_empty() || matches!(req.op, InventoryOp::SetOvercommit(_)))
+        {
             let target = changes
                 .iter()
                 .map(|(n, _)| n.as_str())
@@ -297,6 +305,79 @@ impl Applier<'_> {
         }
         let results = self.write_ops(revision, ops)?;
         Ok(Response::Applied { revision, results })
+    }
+
+    /// Refuses a change that raises the quotas of top-level tenants beyond
+    /// what the registered hosts can hold (every other quota is carved out
+    /// of theirs, so only theirs are compared with capacity).
+    fn admit_capacity(&self, reg: &Registry, cs: &ndc_tenants::Changeset) -> Result<(), String> {
+        let raises = cs.upserts.iter().any(|t| {
+            t.parent.is_none()
+                && match reg.get(&t.id) {
+                    Some(old) => t.quota.first_excess(&old.quota).is_some(),
+                    None => !t.quota.is_zero(),
+                }
+        });
+        if !raises {
+            return Ok(());
+        }
+        let hosts = self.hosts().map_err(|e| e.to_string())?;
+        let oc = self.overcommit().map_err(|e| e.to_string())?;
+        let add = |c: &mut inventory::Capacity, q: &ndc_tenants::Quota| {
+            c.cpu_millis = c.cpu_millis.saturating_add(q.cpu_millis);
+            c.memory_bytes = c.memory_bytes.saturating_add(q.memory_bytes);
+            c.storage_bytes = c.storage_bytes.saturating_add(q.storage_bytes);
+        };
+        let mut before = inventory::Capacity::default();
+        for t in reg.iter().filter(|t| t.parent.is_none()) {
+            add(&mut before, &t.quota);
+        }
+        let mut granted = inventory::Capacity::default();
+        let removed: std::collections::BTreeSet<&str> =
+            cs.removals.iter().map(String::as_str).collect();
+        let changed: std::collections::BTreeMap<&str, &ndc_tenants::Tenant> =
+            cs.upserts.iter().map(|t| (t.id.as_str(), t)).collect();
+        let roots = reg
+            .iter()
+            .filter(|t| !removed.contains(t.id.as_str()) && !changed.contains_key(t.id.as_str()))
+            .chain(changed.values().copied())
+            .filter(|t| t.parent.is_none());
+        for t in roots {
+            add(&mut granted, &t.quota);
+        }
+        inventory::admit(&hosts, &before, &granted, &oc)
+    }
+
+    /// The overcommit ratios in force.
+    fn overcommit(&self) -> Result<inventory::Overcommit> {
+        match self.read(inventory::OVERCOMMIT_KEY)? {
+            Some(o) => serde_json::from_slice(&o.value).map_err(|e| Error::Decode {
+                what: "overcommit",
+                reason: e.to_string(),
+            }),
+            None => Ok(inventory::DEFAULT_OVERCOMMIT),
+        }
+    }
+
+    /// Every host as stored before this batch.
+    fn hosts(&self) -> Result<Vec<Host>> {
+        let prefix = inventory::NODES_PREFIX.as_bytes();
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.kv, IteratorMode::From(prefix, Direction::Forward))
+        {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            let o: StoredObject = decode("object", &v)?;
+            out.push(serde_json::from_slice(&o.value).map_err(|e| Error::Decode {
+                what: "host",
+                reason: e.to_string(),
+            })?);
+        }
+        Ok(out)
     }
 
     fn domain(
@@ -328,6 +409,12 @@ impl Applier<'_> {
                     message: "the tenants changed since this plan was made; nothing was applied: plan again".into(),
                 }));
             }
+        }
+        if let Err(message) = self.admit_capacity(reg, &changeset) {
+            return Ok(Response::Rejected(Rejection::Domain {
+                kind: domain::RejectKind::Precondition,
+                message,
+            }));
         }
         let mut ops = Vec::new();
         for id in &changeset.removals {
