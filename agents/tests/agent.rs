@@ -135,7 +135,18 @@ fn hosts_register_expire_and_return() {
         h.len() == 3 && h.iter().all(|h| h.state == "ready" && h.simulated)
     });
 
-    // The agent stops: the leader marks its hosts not ready.
+    // The agent stops (SIGTERM: a clean exit): the leader marks its hosts not ready.
+    let pid = a.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let status = a.0.wait().expect("agent exit");
+    assert!(
+        status.success(),
+        "the agent stops cleanly on SIGTERM: {status}"
+    );
     drop(a);
     wait_until("hosts not ready", || {
         hosts(&addr).iter().all(|h| h.state == "not-ready")
