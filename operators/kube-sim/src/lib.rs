@@ -1,0 +1,463 @@
+//! A Kubernetes API simulator: an HTTP server that speaks the Kubernetes API
+//! for the resources ndc touches, without kubelets, controllers or etcd. It
+//! exists so that tests and `ndc up` can run the real kube-rs and kubectl
+//! code paths on one machine. It is not a Kubernetes distribution.
+//!
+//! This crate must not depend on rocksdb or the control plane: objects live
+//! in memory for the life of the process.
+//!
+//! So far: discovery (`/version`, `/api`, `/api/v1`, `/apis`) and core/v1
+//! Namespace, ConfigMap, Secret and ServiceAccount with create, get, list,
+//! replace and delete; `uid`, `resourceVersion`, `generation` and
+//! `creationTimestamp`; `409 Conflict` on a stale `resourceVersion`,
+//! `AlreadyExists`, `NotFound` and `Invalid`, each with a `Status` body;
+//! deleting a namespace deletes what is in it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+/// A kind the simulator serves.
+#[derive(Debug, Clone, Copy)]
+pub struct Kind {
+    pub kind: &'static str,
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub namespaced: bool,
+    pub short_names: &'static [&'static str],
+}
+
+/// core/v1 kinds served so far.
+pub const CORE_V1: &[Kind] = &[
+    Kind {
+        kind: "Namespace",
+        plural: "namespaces",
+        singular: "namespace",
+        namespaced: false,
+        short_names: &["ns"],
+    },
+    Kind {
+        kind: "ConfigMap",
+        plural: "configmaps",
+        singular: "configmap",
+        namespaced: true,
+        short_names: &["cm"],
+    },
+    Kind {
+        kind: "Secret",
+        plural: "secrets",
+        singular: "secret",
+        namespaced: true,
+        short_names: &[],
+    },
+    Kind {
+        kind: "ServiceAccount",
+        plural: "serviceaccounts",
+        singular: "serviceaccount",
+        namespaced: true,
+        short_names: &["sa"],
+    },
+];
+
+/// (plural, namespace or "", name) → object.
+type Key = (String, String, String);
+
+#[derive(Default)]
+struct Objects {
+    revision: u64,
+    uids: u64,
+    items: BTreeMap<Key, Value>,
+}
+
+/// The simulator's state, shared by the HTTP handlers.
+#[derive(Clone, Default)]
+pub struct Simulator {
+    objects: Arc<Mutex<Objects>>,
+}
+
+/// A `Status` failure body, as the API server sends it.
+fn status(code: StatusCode, reason: &str, message: String, kind: &str, name: &str) -> Response {
+    let body = json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "details": {"name": name, "kind": kind},
+        "code": code.as_u16(),
+    });
+    (code, Json(body)).into_response()
+}
+
+fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// DNS-1123 label (namespaces) or subdomain (other names).
+fn valid_name(name: &str, label: bool) -> bool {
+    let max = if label { 63 } else { 253 };
+    !name.is_empty()
+        && name.len() <= max
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || (!label && b == b'.')
+        })
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
+}
+
+fn find_kind(plural: &str) -> Option<&'static Kind> {
+    CORE_V1.iter().find(|k| k.plural == plural)
+}
+
+fn discovery_v1() -> Value {
+    let resources: Vec<Value> = CORE_V1
+        .iter()
+        .map(|k| {
+            json!({
+                "name": k.plural, "singularName": k.singular, "namespaced": k.namespaced, "kind": k.kind,
+                "verbs": ["create", "delete", "get", "list", "update"],
+                "shortNames": k.short_names,
+            })
+        })
+        .collect();
+    json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": resources})
+}
+
+impl Simulator {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The HTTP router.
+    pub fn router(&self) -> axum::Router {
+        axum::Router::new()
+            .fallback(handle)
+            .with_state(self.clone())
+    }
+
+    /// Serves on `addr` (port 0 picks one) until `stop` resolves; returns the bound address at once.
+    pub async fn serve(
+        self,
+        addr: SocketAddr,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let bound = listener.local_addr()?;
+        let app = self.router();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+        });
+        Ok((bound, task))
+    }
+
+    fn list(&self, plural: &str, ns: Option<&str>) -> Value {
+        let o = self.objects.lock().unwrap_or_else(|e| e.into_inner());
+        let items: Vec<Value> = o
+            .items
+            .iter()
+            .filter(|((p, n, _), _)| p == plural && ns.is_none_or(|ns| n == ns))
+            .map(|(_, v)| v.clone())
+            .collect();
+        let kind = find_kind(plural).map(|k| k.kind).unwrap_or("Object");
+        json!({"kind": format!("{kind}List"), "apiVersion": "v1", "metadata": {"resourceVersion": o.revision.to_string()}, "items": items})
+    }
+
+    fn get(&self, key: &Key) -> Option<Value> {
+        self.objects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .items
+            .get(key)
+            .cloned()
+    }
+
+    fn create(&self, kind: &Kind, ns: &str, mut obj: Value) -> Response {
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if !valid_name(&name, !kind.namespaced) {
+            return status(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid",
+                format!("{} \"{name}\" is invalid: metadata.name: Invalid value: \"{name}\": a lowercase RFC 1123 name must consist of lower case alphanumeric characters or '-'", kind.kind),
+                kind.kind,
+                &name,
+            );
+        }
+        let mut o = self.objects.lock().unwrap_or_else(|e| e.into_inner());
+        if kind.namespaced
+            && !o
+                .items
+                .contains_key(&("namespaces".into(), String::new(), ns.to_string()))
+        {
+            return status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("namespaces \"{ns}\" not found"),
+                "namespaces",
+                ns,
+            );
+        }
+        let key = (kind.plural.to_string(), ns.to_string(), name.clone());
+        if o.items.contains_key(&key) {
+            return status(
+                StatusCode::CONFLICT,
+                "AlreadyExists",
+                format!("{} \"{name}\" already exists", kind.plural),
+                kind.plural,
+                &name,
+            );
+        }
+        o.revision += 1;
+        o.uids += 1;
+        let uid = format!("00000000-0000-4000-8000-{:012x}", o.uids);
+        obj["apiVersion"] = json!("v1");
+        obj["kind"] = json!(kind.kind);
+        let meta = &mut obj["metadata"];
+        meta["uid"] = json!(uid);
+        meta["resourceVersion"] = json!(o.revision.to_string());
+        meta["creationTimestamp"] = json!(now_rfc3339());
+        meta["generation"] = json!(1);
+        if kind.namespaced {
+            meta["namespace"] = json!(ns);
+        }
+        if kind.plural == "namespaces" {
+            obj["status"] = json!({"phase": "Active"});
+        }
+        o.items.insert(key, obj.clone());
+        (StatusCode::CREATED, Json(obj)).into_response()
+    }
+
+    fn replace(&self, kind: &Kind, ns: &str, name: &str, mut obj: Value) -> Response {
+        let mut o = self.objects.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (kind.plural.to_string(), ns.to_string(), name.to_string());
+        let Some(current) = o.items.get(&key).cloned() else {
+            return status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("{} \"{name}\" not found", kind.plural),
+                kind.plural,
+                name,
+            );
+        };
+        let sent = obj["metadata"]["resourceVersion"]
+            .as_str()
+            .map(str::to_string);
+        let have = current["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if sent.as_deref().is_some_and(|s| s != have) {
+            return status(
+                StatusCode::CONFLICT,
+                "Conflict",
+                format!("Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again", kind.plural),
+                kind.plural,
+                name,
+            );
+        }
+        o.revision += 1;
+        // As the API server does: only a spec change is a new generation.
+        let changed_spec = obj.get("spec") != current.get("spec");
+        let generation =
+            current["metadata"]["generation"].as_u64().unwrap_or(1) + u64::from(changed_spec);
+        obj["apiVersion"] = json!("v1");
+        obj["kind"] = json!(kind.kind);
+        let meta = &mut obj["metadata"];
+        for f in ["uid", "creationTimestamp", "name", "namespace"] {
+            if let Some(v) = current["metadata"].get(f) {
+                meta[f] = v.clone();
+            }
+        }
+        meta["resourceVersion"] = json!(o.revision.to_string());
+        meta["generation"] = json!(generation);
+        o.items.insert(key, obj.clone());
+        (StatusCode::OK, Json(obj)).into_response()
+    }
+
+    fn delete(&self, kind: &Kind, ns: &str, name: &str) -> Response {
+        let mut o = self.objects.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (kind.plural.to_string(), ns.to_string(), name.to_string());
+        let Some(obj) = o.items.remove(&key) else {
+            return status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("{} \"{name}\" not found", kind.plural),
+                kind.plural,
+                name,
+            );
+        };
+        o.revision += 1;
+        if kind.plural == "namespaces" {
+            // Everything in the namespace goes with it.
+            o.items.retain(|(_, n, _), _| n != name);
+        }
+        (StatusCode::OK, Json(obj)).into_response()
+    }
+}
+
+async fn handle(
+    State(sim): State<Simulator>,
+    method: Method,
+    uri: Uri,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    // Bodies are JSON only; clients that send protobuf are told so, and
+    // client-go then falls back to JSON.
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !body.is_empty() && content_type.contains("protobuf") {
+        return status(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            format!("the body of type {content_type} is not supported: send application/json"),
+            "",
+            "",
+        );
+    }
+    let segs: Vec<&str> = uri
+        .path()
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let parse = |body: &Bytes| -> Result<Value, Box<Response>> {
+        serde_json::from_slice::<Value>(body).map_err(|e| {
+            Box::new(status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!("the body is not a JSON object: {e}"),
+                "",
+                "",
+            ))
+        })
+    };
+    match (method.clone(), segs.as_slice()) {
+        (Method::GET, ["version"]) => Json(json!({
+            "major": "1", "minor": "32", "gitVersion": "v1.32.0-ndc-sim", "platform": "linux/amd64",
+        }))
+        .into_response(),
+        (Method::GET, ["api"]) => Json(json!({
+            "kind": "APIVersions", "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}],
+        }))
+        .into_response(),
+        (Method::GET, ["api", "v1"]) => Json(discovery_v1()).into_response(),
+        (Method::GET, ["apis"]) => {
+            Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []})).into_response()
+        }
+        (_, ["api", "v1", rest @ ..]) => {
+            // namespaces/{ns}/{plural}[/{name}] or {plural}[/{name}]
+            let (ns, plural, name) = match rest {
+                ["namespaces", ns, plural] => (Some(*ns), *plural, None),
+                ["namespaces", ns, plural, name] => (Some(*ns), *plural, Some(*name)),
+                [plural] => (None, *plural, None),
+                [plural, name] => (None, *plural, Some(*name)),
+                _ => {
+                    return status(
+                        StatusCode::NOT_FOUND,
+                        "NotFound",
+                        format!("the server could not find {}", uri.path()),
+                        "",
+                        "",
+                    )
+                }
+            };
+            let Some(kind) = find_kind(plural) else {
+                return status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("the server could not find the requested resource {plural}"),
+                    plural,
+                    "",
+                );
+            };
+            if kind.namespaced != ns.is_some()
+                && !(kind.namespaced && name.is_none() && method == Method::GET)
+            {
+                return status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!(
+                        "{plural} are {}namespaced",
+                        if kind.namespaced { "" } else { "not " }
+                    ),
+                    plural,
+                    "",
+                );
+            }
+            let ns_key = ns.unwrap_or("");
+            match (method, name) {
+                (Method::GET, None) => Json(sim.list(plural, ns)).into_response(),
+                (Method::POST, None) => match parse(&body) {
+                    Ok(obj) => sim.create(kind, ns_key, obj),
+                    Err(r) => *r,
+                },
+                (Method::GET, Some(n)) => {
+                    match sim.get(&(plural.to_string(), ns_key.to_string(), n.to_string())) {
+                        Some(v) => Json(v).into_response(),
+                        None => status(
+                            StatusCode::NOT_FOUND,
+                            "NotFound",
+                            format!("{plural} \"{n}\" not found"),
+                            plural,
+                            n,
+                        ),
+                    }
+                }
+                (Method::PUT, Some(n)) => match parse(&body) {
+                    Ok(obj) => sim.replace(kind, ns_key, n, obj),
+                    Err(r) => *r,
+                },
+                (Method::DELETE, Some(n)) => sim.delete(kind, ns_key, n),
+                (m, _) => status(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "MethodNotAllowed",
+                    format!("{m} is not supported here yet"),
+                    plural,
+                    "",
+                ),
+            }
+        }
+        _ => status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("the server could not find {}", uri.path()),
+            "",
+            "",
+        ),
+    }
+}

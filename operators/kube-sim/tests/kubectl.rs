@@ -1,0 +1,146 @@
+//! Real `kubectl` against the simulator: discovery, create from manifests,
+//! get, conflicts and not-found, and a namespace deletion that takes its
+//! contents with it.
+
+use std::process::{Command, Stdio};
+
+fn kubectl(server: &str, home: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new("kubectl")
+        .arg(format!("--server=http://{server}"))
+        .arg(format!("--cache-dir={}", home.join("cache").display()))
+        .args(args)
+        .env("HOME", home)
+        .env_remove("KUBECONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("kubectl is installed by scripts/test.sh");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_accepts_the_simulator() {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr, task) = ndc_kube_sim::Simulator::new()
+        .serve("127.0.0.1:0".parse().expect("addr"), async {
+            let _ = stop_rx.await;
+        })
+        .await
+        .expect("serve");
+    let server = addr.to_string();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let home = dir.path().to_path_buf();
+    let ns = dir.path().join("ns.yaml");
+    let cm = dir.path().join("cm.yaml");
+    std::fs::write(&ns, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: t-ha-noi\n  labels:\n    ndc.gov.vn/tenant: ha-noi\n").expect("write");
+    std::fs::write(&cm, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: registry\n  namespace: t-ha-noi\ndata:\n  tenants: ha-noi\n").expect("write");
+
+    let run = |args: Vec<String>| {
+        let server = server.clone();
+        let home = home.clone();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            kubectl(&server, &home, &args)
+        })
+    };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let ns_path = ns.display().to_string();
+    let cm_path = cm.display().to_string();
+
+    let (code, out, err) = run(s(&["version", "-o", "json"])).await.expect("join");
+    assert!(
+        code == 0 && out.contains("v1.32.0-ndc-sim"),
+        "{code} {out} {err}"
+    );
+    let (code, out, err) = run(s(&["create", "-f", &ns_path, "--validate=false"]))
+        .await
+        .expect("join");
+    assert!(
+        code == 0 && out.contains("namespace/t-ha-noi created"),
+        "{code} {out} {err}"
+    );
+    let (code, out, err) = run(s(&["create", "-f", &cm_path, "--validate=false"]))
+        .await
+        .expect("join");
+    assert!(
+        code == 0 && out.contains("configmap/registry created"),
+        "{code} {out} {err}"
+    );
+    let (code, out, _) = run(s(&[
+        "get",
+        "ns",
+        "t-ha-noi",
+        "-o",
+        "jsonpath={.metadata.labels.ndc\\.gov\\.vn/tenant} {.status.phase}",
+    ]))
+    .await
+    .expect("join");
+    assert!(code == 0 && out == "ha-noi Active", "{code} {out:?}");
+    let (code, out, _) = run(s(&["get", "cm", "-n", "t-ha-noi"]))
+        .await
+        .expect("join");
+    assert!(code == 0 && out.contains("registry"), "{out}");
+    // Again: AlreadyExists, as the real API server says it.
+    let (code, _, err) = run(s(&["create", "-f", &ns_path, "--validate=false"]))
+        .await
+        .expect("join");
+    assert!(code == 1 && err.contains("AlreadyExists"), "{code} {err}");
+    let (code, _, err) = run(s(&["get", "cm", "nope", "-n", "t-ha-noi"]))
+        .await
+        .expect("join");
+    assert!(code == 1 && err.contains("NotFound"), "{code} {err}");
+    // A replace carrying a stale resourceVersion is a conflict; a current one succeeds.
+    let stale = dir.path().join("stale.yaml");
+    std::fs::write(&stale, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: registry\n  namespace: t-ha-noi\n  resourceVersion: \"1\"\ndata:\n  tenants: ha-noi,hue\n").expect("write");
+    let stale_path = stale.display().to_string();
+    let (code, _, err) = run(s(&["replace", "-f", &stale_path, "--validate=false"]))
+        .await
+        .expect("join");
+    assert!(
+        code == 1 && err.contains("the object has been modified"),
+        "{code} {err}"
+    );
+    let (code, rv, _) = run(s(&[
+        "get",
+        "cm",
+        "registry",
+        "-n",
+        "t-ha-noi",
+        "-o",
+        "jsonpath={.metadata.resourceVersion}",
+    ]))
+    .await
+    .expect("join");
+    assert_eq!(code, 0);
+    std::fs::write(&stale, format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: registry\n  namespace: t-ha-noi\n  resourceVersion: \"{rv}\"\ndata:\n  tenants: ha-noi,hue\n")).expect("write");
+    let (code, out, err) = run(s(&["replace", "-f", &stale_path, "--validate=false"]))
+        .await
+        .expect("join");
+    assert!(code == 0 && out.contains("replaced"), "{code} {out} {err}");
+    let (_, out, _) = run(s(&[
+        "get",
+        "cm",
+        "registry",
+        "-n",
+        "t-ha-noi",
+        "-o",
+        "jsonpath={.data.tenants} {.metadata.generation}",
+    ]))
+    .await
+    .expect("join");
+    assert_eq!(
+        out, "ha-noi,hue 1",
+        "only a spec change bumps the generation"
+    );
+    // Deleting the namespace deletes what was in it.
+    let (code, _, err) = run(s(&["delete", "-f", &ns_path])).await.expect("join");
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(s(&["get", "cm", "-A"])).await.expect("join");
+    assert!(code == 0 && !out.contains("registry"), "{out} {err}");
+
+    let _ = stop_tx.send(());
+    task.await.expect("join").expect("serve");
+}
