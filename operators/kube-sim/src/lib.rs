@@ -120,6 +120,138 @@ fn now_rfc3339() -> String {
     )
 }
 
+type Query = std::collections::HashMap<String, String>;
+
+/// The query string's parameters, percent-decoded.
+fn query(uri: &Uri) -> Query {
+    fn decode(s: &str) -> String {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < b.len() => {
+                    let hex = |c: u8| (c as char).to_digit(16);
+                    match (hex(b[i + 1]), hex(b[i + 2])) {
+                        (Some(h), Some(l)) => {
+                            out.push((h * 16 + l) as u8);
+                            i += 2;
+                        }
+                        _ => out.push(b'%'),
+                    }
+                }
+                c => out.push(c),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    uri.query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (decode(k), decode(v)),
+            None => (decode(p), String::new()),
+        })
+        .collect()
+}
+
+/// One requirement of an equality-based label selector.
+enum LabelReq {
+    Eq(String, String),
+    Ne(String, String),
+    Exists(String),
+    Absent(String),
+}
+
+impl LabelReq {
+    fn matches(&self, labels: &Value) -> bool {
+        let get = |k: &str| labels.get(k).and_then(Value::as_str);
+        match self {
+            LabelReq::Eq(k, v) => get(k) == Some(v.as_str()),
+            LabelReq::Ne(k, v) => get(k) != Some(v.as_str()),
+            LabelReq::Exists(k) => get(k).is_some(),
+            LabelReq::Absent(k) => get(k).is_none(),
+        }
+    }
+}
+
+fn parse_label_selector(sel: Option<&String>) -> Result<Vec<LabelReq>, String> {
+    let Some(sel) = sel.filter(|s| !s.is_empty()) else {
+        return Ok(vec![]);
+    };
+    if sel.contains('(') {
+        return Err(format!(
+            "set-based selector {sel:?} is not supported yet; use key=value, key!=value, key or !key"
+        ));
+    }
+    sel.split(',')
+        .map(|r| {
+            let r = r.trim();
+            Ok(if let Some((k, v)) = r.split_once("!=") {
+                LabelReq::Ne(k.trim().into(), v.trim().into())
+            } else if let Some((k, v)) = r.split_once("==").or_else(|| r.split_once('=')) {
+                LabelReq::Eq(k.trim().into(), v.trim().into())
+            } else if let Some(k) = r.strip_prefix('!') {
+                LabelReq::Absent(k.trim().into())
+            } else {
+                LabelReq::Exists(r.into())
+            })
+        })
+        .collect()
+}
+
+/// (field, value, equal) for metadata.name and metadata.namespace.
+fn parse_field_selector(sel: Option<&String>) -> Result<Vec<(String, String, bool)>, String> {
+    let Some(sel) = sel.filter(|s| !s.is_empty()) else {
+        return Ok(vec![]);
+    };
+    sel.split(',')
+        .map(|r| {
+            let (f, v, eq) = if let Some((f, v)) = r.split_once("!=") {
+                (f, v, false)
+            } else if let Some((f, v)) = r.split_once("==").or_else(|| r.split_once('=')) {
+                (f, v, true)
+            } else {
+                return Err(format!(
+                    "field selector {r:?} must be field=value or field!=value"
+                ));
+            };
+            match f.trim() {
+                "metadata.name" | "metadata.namespace" => {
+                    Ok((f.trim().to_string(), v.trim().to_string(), eq))
+                }
+                other => Err(format!("field label not supported: {other}")),
+            }
+        })
+        .collect()
+}
+
+/// A continue token: the last namespace and name returned, hex-encoded.
+fn encode_continue(ns: &str, name: &str) -> String {
+    format!("{ns}/{name}")
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn decode_continue(token: &str) -> Result<(String, String), String> {
+    let bad = || format!("continue token {token:?} is not one this server gave");
+    if !token.len().is_multiple_of(2) {
+        return Err(bad());
+    }
+    let bytes: Vec<u8> = (0..token.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&token[i..i + 2], 16))
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad())?;
+    let s = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (ns, name) = s.split_once('/').ok_or_else(bad)?;
+    Ok((ns.to_string(), name.to_string()))
+}
+
 /// DNS-1123 label (namespaces) or subdomain (other names).
 fn valid_name(name: &str, label: bool) -> bool {
     let max = if label { 63 } else { 253 };
@@ -179,16 +311,57 @@ impl Simulator {
         Ok((bound, task))
     }
 
-    fn list(&self, plural: &str, ns: Option<&str>) -> Value {
+    fn list(&self, plural: &str, ns: Option<&str>, q: &Query) -> Result<Value, String> {
+        let labels = parse_label_selector(q.get("labelSelector"))?;
+        let fields = parse_field_selector(q.get("fieldSelector"))?;
+        let limit: usize = match q.get("limit") {
+            Some(l) if !l.is_empty() => l
+                .parse()
+                .map_err(|_| format!("limit {l:?} is not a number"))?,
+            _ => 0,
+        };
+        let after = match q.get("continue") {
+            Some(c) if !c.is_empty() => Some(decode_continue(c)?),
+            _ => None,
+        };
         let o = self.objects.lock().unwrap_or_else(|e| e.into_inner());
-        let items: Vec<Value> = o
+        let matching: Vec<(&Key, &Value)> = o
             .items
             .iter()
             .filter(|((p, n, _), _)| p == plural && ns.is_none_or(|ns| n == ns))
-            .map(|(_, v)| v.clone())
+            .filter(|(k, _)| {
+                after
+                    .as_ref()
+                    .is_none_or(|a| (k.1.as_str(), k.2.as_str()) > (a.0.as_str(), a.1.as_str()))
+            })
+            .filter(|(_, v)| labels.iter().all(|r| r.matches(&v["metadata"]["labels"])))
+            .filter(|(_, v)| {
+                fields.iter().all(|(f, want, eq)| {
+                    let got = match f.as_str() {
+                        "metadata.name" => v["metadata"]["name"].as_str(),
+                        _ => v["metadata"]["namespace"].as_str(),
+                    }
+                    .unwrap_or("");
+                    (got == want) == *eq
+                })
+            })
             .collect();
+        let take = if limit == 0 {
+            matching.len()
+        } else {
+            limit.min(matching.len())
+        };
+        let mut meta = json!({"resourceVersion": o.revision.to_string()});
+        if take < matching.len() {
+            let (k, _) = matching[take - 1];
+            meta["continue"] = json!(encode_continue(&k.1, &k.2));
+            meta["remainingItemCount"] = json!(matching.len() - take);
+        }
+        let items: Vec<Value> = matching[..take].iter().map(|(_, v)| (*v).clone()).collect();
         let kind = find_kind(plural).map(|k| k.kind).unwrap_or("Object");
-        json!({"kind": format!("{kind}List"), "apiVersion": "v1", "metadata": {"resourceVersion": o.revision.to_string()}, "items": items})
+        Ok(
+            json!({"kind": format!("{kind}List"), "apiVersion": "v1", "metadata": meta, "items": items}),
+        )
     }
 
     fn get(&self, key: &Key) -> Option<Value> {
@@ -421,7 +594,10 @@ async fn handle(
             }
             let ns_key = ns.unwrap_or("");
             match (method, name) {
-                (Method::GET, None) => Json(sim.list(plural, ns)).into_response(),
+                (Method::GET, None) => match sim.list(plural, ns, &query(&uri)) {
+                    Ok(v) => Json(v).into_response(),
+                    Err(m) => status(StatusCode::BAD_REQUEST, "BadRequest", m, plural, ""),
+                },
                 (Method::POST, None) => match parse(&body) {
                     Ok(obj) => sim.create(kind, ns_key, obj),
                     Err(r) => *r,

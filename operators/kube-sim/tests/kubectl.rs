@@ -135,6 +135,50 @@ async fn kubectl_accepts_the_simulator() {
         out, "ha-noi,hue 1",
         "only a spec change bumps the generation"
     );
+    // Label and field selectors, and paging (limit/continue) with --chunk-size.
+    for (n, tier) in [("t-a", "gold"), ("t-b", "silver"), ("t-c", "gold")] {
+        let f = dir.path().join(format!("{n}.yaml"));
+        std::fs::write(&f, format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {n}\n  labels:\n    tier: {tier}\n")).expect("write");
+        let (code, _, err) = run(s(&[
+            "create",
+            "-f",
+            &f.display().to_string(),
+            "--validate=false",
+        ]))
+        .await
+        .expect("join");
+        assert_eq!(code, 0, "{err}");
+    }
+    let names = |out: &str| {
+        out.lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    };
+    let (_, out, _) = run(s(&["get", "ns", "-l", "tier=gold"]))
+        .await
+        .expect("join");
+    assert_eq!(names(&out), ["t-a", "t-c"]);
+    let (_, out, _) = run(s(&["get", "ns", "-l", "tier,tier!=gold"]))
+        .await
+        .expect("join");
+    assert_eq!(names(&out), ["t-b"]);
+    let (_, out, _) = run(s(&["get", "ns", "--field-selector", "metadata.name=t-c"]))
+        .await
+        .expect("join");
+    assert_eq!(names(&out), ["t-c"]);
+    let (_, out, _) = run(s(&["get", "ns", "--chunk-size=1"]))
+        .await
+        .expect("join");
+    assert_eq!(names(&out), ["t-a", "t-b", "t-c", "t-ha-noi"]);
+    let (code, _, err) = run(s(&["get", "ns", "-l", "tier in (gold)"]))
+        .await
+        .expect("join");
+    assert!(
+        code == 1 && err.contains("not supported yet"),
+        "{code} {err}"
+    );
+
     // Deleting the namespace deletes what was in it.
     let (code, _, err) = run(s(&["delete", "-f", &ns_path])).await.expect("join");
     assert_eq!(code, 0, "{err}");
