@@ -69,11 +69,58 @@ pub const CORE_V1: &[Kind] = &[
 /// (plural, namespace or "", name) → object.
 type Key = (String, String, String);
 
-#[derive(Default)]
+/// Changes kept for watchers that resume from a resourceVersion; older
+/// ones get `410 Gone` and list again.
+const WATCH_HISTORY: usize = 10_000;
+
+/// One change, as a watcher sees it.
+#[derive(Clone, Debug)]
+struct Change {
+    revision: u64,
+    plural: String,
+    namespace: String,
+    kind: &'static str,
+    object: Value,
+}
+
 struct Objects {
+    history_limit: usize,
     revision: u64,
     uids: u64,
     items: BTreeMap<Key, Value>,
+    history: std::collections::VecDeque<Change>,
+    live: tokio::sync::broadcast::Sender<Change>,
+}
+
+impl Default for Objects {
+    fn default() -> Self {
+        Self {
+            history_limit: WATCH_HISTORY,
+            revision: 0,
+            uids: 0,
+            items: BTreeMap::new(),
+            history: Default::default(),
+            live: tokio::sync::broadcast::channel(1024).0,
+        }
+    }
+}
+
+impl Objects {
+    /// Records a change at the current revision for watchers.
+    fn record(&mut self, kind: &'static str, plural: &str, namespace: &str, object: Value) {
+        let change = Change {
+            revision: self.revision,
+            plural: plural.to_string(),
+            namespace: namespace.to_string(),
+            kind,
+            object,
+        };
+        if self.history.len() >= self.history_limit {
+            self.history.pop_front();
+        }
+        self.history.push_back(change.clone());
+        let _ = self.live.send(change);
+    }
 }
 
 /// The simulator's state, shared by the HTTP handlers.
@@ -287,6 +334,17 @@ impl Simulator {
         Self::default()
     }
 
+    /// A simulator that keeps only `changes` changes for watchers (tests of
+    /// `410 Gone`).
+    pub fn with_history(changes: usize) -> Self {
+        let sim = Self::default();
+        sim.objects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .history_limit = changes.max(1);
+        sim
+    }
+
     /// The HTTP router.
     pub fn router(&self) -> axum::Router {
         axum::Router::new()
@@ -364,6 +422,127 @@ impl Simulator {
         )
     }
 
+    /// A watch: newline-separated JSON events, from `resourceVersion` on
+    /// (absent or 0: the current objects first, as ADDED), with bookmarks
+    /// when asked, until `timeoutSeconds` or the client goes.
+    fn watch(&self, plural: &str, ns: Option<&str>, q: &Query) -> Result<Response, String> {
+        let labels = parse_label_selector(q.get("labelSelector"))?;
+        let fields = parse_field_selector(q.get("fieldSelector"))?;
+        let from: u64 = match q.get("resourceVersion").map(String::as_str) {
+            None | Some("") => 0,
+            Some(v) => v
+                .parse()
+                .map_err(|_| format!("resourceVersion {v:?} is not a number"))?,
+        };
+        let bookmarks = matches!(
+            q.get("allowWatchBookmarks").map(String::as_str),
+            Some("true" | "1")
+        );
+        let timeout = q
+            .get("timeoutSeconds")
+            .and_then(|t| t.parse::<u64>().ok())
+            .map(std::time::Duration::from_secs);
+        let plural = plural.to_string();
+        let ns = ns.map(str::to_string);
+        let wanted = move |c: &Change| {
+            c.plural == plural
+                && ns.as_ref().is_none_or(|n| &c.namespace == n)
+                && labels
+                    .iter()
+                    .all(|r| r.matches(&c.object["metadata"]["labels"]))
+                && fields.iter().all(|(f, want, eq)| {
+                    let got = match f.as_str() {
+                        "metadata.name" => c.object["metadata"]["name"].as_str(),
+                        _ => c.object["metadata"]["namespace"].as_str(),
+                    }
+                    .unwrap_or("");
+                    (got == want) == *eq
+                })
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(256);
+        let (backlog, mut live, mut at) = {
+            let o = self.objects.lock().unwrap_or_else(|e| e.into_inner());
+            let live = o.live.subscribe();
+            let oldest = o
+                .history
+                .front()
+                .map(|c| c.revision)
+                .unwrap_or(o.revision + 1);
+            let backlog: Vec<(String, Value)> = if from == 0 {
+                o.items
+                    .iter()
+                    .map(|((p, n, _), v)| Change {
+                        revision: 0,
+                        plural: p.clone(),
+                        namespace: n.clone(),
+                        kind: "ADDED",
+                        object: v.clone(),
+                    })
+                    .filter(|c| wanted(c))
+                    .map(|c| ("ADDED".to_string(), c.object))
+                    .collect()
+            } else if from + 1 < oldest && from < o.revision {
+                let gone = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": format!("too old resource version: {from} ({})", oldest.saturating_sub(1)),
+                    "reason": "Expired", "code": 410});
+                vec![("ERROR".to_string(), gone)]
+            } else {
+                o.history
+                    .iter()
+                    .filter(|c| c.revision > from && wanted(c))
+                    .map(|c| (c.kind.to_string(), c.object.clone()))
+                    .collect()
+            };
+            (backlog, live, o.revision.max(from))
+        };
+        let expired = backlog.first().is_some_and(|(t, _)| t == "ERROR");
+        let line =
+            |t: &str, obj: &Value| Bytes::from(format!("{}\n", json!({"type": t, "object": obj})));
+        tokio::spawn(async move {
+            let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+            for (t, obj) in &backlog {
+                if tx.send(Ok(line(t, obj))).await.is_err() {
+                    return;
+                }
+            }
+            if expired {
+                return;
+            }
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                let sleep_until = deadline.unwrap_or_else(|| {
+                    tokio::time::Instant::now() + std::time::Duration::from_secs(3600)
+                });
+                tokio::select! {
+                    _ = tokio::time::sleep_until(sleep_until) => return,
+                    _ = tx.closed() => return,
+                    _ = tick.tick(), if bookmarks => {
+                        let mark = json!({"kind": "Bookmark", "apiVersion": "v1", "metadata": {"resourceVersion": at.to_string()}});
+                        if tx.send(Ok(line("BOOKMARK", &mark))).await.is_err() {
+                            return;
+                        }
+                    }
+                    c = live.recv() => match c {
+                        Ok(c) => {
+                            at = at.max(c.revision);
+                            if c.revision > from && wanted(&c) && tx.send(Ok(line(c.kind, &c.object))).await.is_err() {
+                                return;
+                            }
+                        }
+                        // Fell behind the live channel: end; the client watches again.
+                        Err(_) => return,
+                    }
+                }
+            }
+        });
+        let body = axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+        Ok((
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response())
+    }
+
     fn get(&self, key: &Key) -> Option<Value> {
         self.objects
             .lock()
@@ -428,6 +607,7 @@ impl Simulator {
             obj["status"] = json!({"phase": "Active"});
         }
         o.items.insert(key, obj.clone());
+        o.record("ADDED", kind.plural, ns, obj.clone());
         (StatusCode::CREATED, Json(obj)).into_response()
     }
 
@@ -475,6 +655,7 @@ impl Simulator {
         meta["resourceVersion"] = json!(o.revision.to_string());
         meta["generation"] = json!(generation);
         o.items.insert(key, obj.clone());
+        o.record("MODIFIED", kind.plural, ns, obj.clone());
         (StatusCode::OK, Json(obj)).into_response()
     }
 
@@ -491,9 +672,24 @@ impl Simulator {
             );
         };
         o.revision += 1;
+        let mut obj = obj;
+        obj["metadata"]["resourceVersion"] = json!(o.revision.to_string());
+        o.record("DELETED", kind.plural, ns, obj.clone());
         if kind.plural == "namespaces" {
             // Everything in the namespace goes with it.
-            o.items.retain(|(_, n, _), _| n != name);
+            let inside: Vec<Key> = o
+                .items
+                .keys()
+                .filter(|(_, n, _)| n == name)
+                .cloned()
+                .collect();
+            for k in inside {
+                if let Some(mut v) = o.items.remove(&k) {
+                    o.revision += 1;
+                    v["metadata"]["resourceVersion"] = json!(o.revision.to_string());
+                    o.record("DELETED", &k.0, &k.1, v);
+                }
+            }
         }
         (StatusCode::OK, Json(obj)).into_response()
     }
@@ -594,6 +790,17 @@ async fn handle(
             }
             let ns_key = ns.unwrap_or("");
             match (method, name) {
+                (Method::GET, None)
+                    if matches!(
+                        query(&uri).get("watch").map(String::as_str),
+                        Some("true" | "1")
+                    ) =>
+                {
+                    match sim.watch(plural, ns, &query(&uri)) {
+                        Ok(r) => r,
+                        Err(m) => status(StatusCode::BAD_REQUEST, "BadRequest", m, plural, ""),
+                    }
+                }
                 (Method::GET, None) => match sim.list(plural, ns, &query(&uri)) {
                     Ok(v) => Json(v).into_response(),
                     Err(m) => status(StatusCode::BAD_REQUEST, "BadRequest", m, plural, ""),

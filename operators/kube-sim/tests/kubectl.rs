@@ -188,3 +188,148 @@ async fn kubectl_accepts_the_simulator() {
     let _ = stop_tx.send(());
     task.await.expect("join").expect("serve");
 }
+
+/// `kubectl get -w` sees changes as they happen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_watches() {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr, task) = ndc_kube_sim::Simulator::new()
+        .serve("127.0.0.1:0".parse().expect("addr"), async {
+            let _ = stop_rx.await;
+        })
+        .await
+        .expect("serve");
+    let server = addr.to_string();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("watch.out");
+    let mut watcher = Command::new("kubectl")
+        .arg(format!("--server=http://{server}"))
+        .arg(format!(
+            "--cache-dir={}",
+            dir.path().join("cache").display()
+        ))
+        .args(["get", "ns", "-w", "--output-watch-events"])
+        .env("HOME", dir.path())
+        .env_remove("KUBECONFIG")
+        .stdout(std::fs::File::create(&out).expect("out"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl");
+    let ns = dir.path().join("ns.yaml");
+    std::fs::write(
+        &ns,
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: watched\n",
+    )
+    .expect("write");
+    let home = dir.path().to_path_buf();
+    let ns_path = ns.display().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    // Create until the watcher has seen it (the watch may start after the first create).
+    let mut created = false;
+    loop {
+        let seen = std::fs::read_to_string(&out).unwrap_or_default();
+        if seen
+            .lines()
+            .any(|l| l.starts_with("ADDED") && l.contains("watched"))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watcher never saw the namespace: {seen}"
+        );
+        if !created {
+            let (server, home, ns_path) = (server.clone(), home.clone(), ns_path.clone());
+            let (code, _, err) = tokio::task::spawn_blocking(move || {
+                kubectl(
+                    &server,
+                    &home,
+                    &["create", "-f", &ns_path, "--validate=false"],
+                )
+            })
+            .await
+            .expect("join");
+            assert_eq!(code, 0, "{err}");
+            created = true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let (server2, home2, ns2) = (server.clone(), home.clone(), ns_path.clone());
+    let (code, _, _) =
+        tokio::task::spawn_blocking(move || kubectl(&server2, &home2, &["delete", "-f", &ns2]))
+            .await
+            .expect("join");
+    assert_eq!(code, 0);
+    loop {
+        let seen = std::fs::read_to_string(&out).unwrap_or_default();
+        if seen
+            .lines()
+            .any(|l| l.starts_with("DELETED") && l.contains("watched"))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watcher never saw the deletion: {seen}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    let _ = stop_tx.send(());
+    task.await.expect("join").expect("serve");
+}
+
+/// A watch from a resourceVersion older than the kept history gets a
+/// `410 Expired` error event, as from the real API server.
+#[tokio::test]
+async fn an_old_resource_version_is_gone() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr, task) = ndc_kube_sim::Simulator::with_history(2)
+        .serve("127.0.0.1:0".parse().expect("addr"), async {
+            let _ = stop_rx.await;
+        })
+        .await
+        .expect("serve");
+    let request = |method: &str, path: &str, body: &str| {
+        format!("{method} {path} HTTP/1.1\r\nHost: sim\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+    };
+    let send = |req: String| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(req.as_bytes()).await.expect("write");
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.expect("read");
+        out
+    };
+    for n in ["a", "b", "c", "d"] {
+        let body = format!("{{\"metadata\":{{\"name\":\"{n}\"}}}}");
+        let resp = send(request("POST", "/api/v1/namespaces", &body)).await;
+        assert!(resp.starts_with("HTTP/1.1 201"), "{resp}");
+    }
+    let resp = send(request(
+        "GET",
+        "/api/v1/namespaces?watch=true&resourceVersion=1",
+        "",
+    ))
+    .await;
+    assert!(
+        resp.contains("\"type\":\"ERROR\"")
+            && resp.contains("\"code\":410")
+            && resp.contains("Expired"),
+        "{resp}"
+    );
+    // From a kept revision it replays what came after.
+    let resp = send(request(
+        "GET",
+        "/api/v1/namespaces?watch=true&resourceVersion=3&timeoutSeconds=1",
+        "",
+    ))
+    .await;
+    assert!(
+        resp.contains("\"name\":\"d\"") && !resp.contains("\"name\":\"c\""),
+        "{resp}"
+    );
+    let _ = stop_tx.send(());
+    task.await.expect("join").expect("serve");
+}
