@@ -1,0 +1,442 @@
+//! The objects in memory, their revisions and the change history that
+//! watches replay.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::query::*;
+use crate::{find_kind, handle, now_rfc3339, status, valid_name, Kind, Simulator};
+
+/// (plural, namespace or "", name) → object.
+pub(crate) type Key = (String, String, String);
+
+/// Changes kept for watchers that resume from a resourceVersion; older
+/// ones get `410 Gone` and list again.
+const WATCH_HISTORY: usize = 10_000;
+
+/// One change, as a watcher sees it.
+#[derive(Clone, Debug)]
+struct Change {
+    revision: u64,
+    plural: String,
+    namespace: String,
+    kind: &'static str,
+    object: Value,
+}
+
+pub(crate) struct Objects {
+    pub(crate) history_limit: usize,
+    revision: u64,
+    uids: u64,
+    items: BTreeMap<Key, Value>,
+    history: std::collections::VecDeque<Change>,
+    live: tokio::sync::broadcast::Sender<Change>,
+}
+
+impl Default for Objects {
+    fn default() -> Self {
+        Self {
+            history_limit: WATCH_HISTORY,
+            revision: 0,
+            uids: 0,
+            items: BTreeMap::new(),
+            history: Default::default(),
+            live: tokio::sync::broadcast::channel(1024).0,
+        }
+    }
+}
+
+impl Objects {
+    /// Records a change at the current revision for watchers.
+    fn record(&mut self, kind: &'static str, plural: &str, namespace: &str, object: Value) {
+        let change = Change {
+            revision: self.revision,
+            plural: plural.to_string(),
+            namespace: namespace.to_string(),
+            kind,
+            object,
+        };
+        if self.history.len() >= self.history_limit {
+            self.history.pop_front();
+        }
+        self.history.push_back(change.clone());
+        let _ = self.live.send(change);
+    }
+}
+
+impl Simulator {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A simulator that keeps only `changes` changes for watchers (tests of
+    /// `410 Gone`).
+    pub fn with_history(changes: usize) -> Self {
+        let sim = Self::default();
+        sim.objects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .history_limit = changes.max(1);
+        sim
+    }
+
+    /// The HTTP router.
+    pub fn router(&self) -> axum::Router {
+        axum::Router::new()
+            .fallback(handle)
+            .with_state(self.clone())
+    }
+
+    /// Serves on `addr` (port 0 picks one) until `stop` resolves; returns the bound address at once.
+    pub async fn serve(
+        self,
+        addr: SocketAddr,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let bound = listener.local_addr()?;
+        let app = self.router();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+        });
+        Ok((bound, task))
+    }
+
+    pub(crate) fn list(&self, plural: &str, ns: Option<&str>, q: &Query) -> Result<Value, String> {
+        let labels = parse_label_selector(q.get("labelSelector"))?;
+        let fields = parse_field_selector(q.get("fieldSelector"))?;
+        let limit: usize = match q.get("limit") {
+            Some(l) if !l.is_empty() => l
+                .parse()
+                .map_err(|_| format!("limit {l:?} is not a number"))?,
+            _ => 0,
+        };
+        let after = match q.get("continue") {
+            Some(c) if !c.is_empty() => Some(decode_continue(c)?),
+            _ => None,
+        };
+        let o = self.objects.lock().unwrap_or_else(|e| e.into_inner());
+        let matching: Vec<(&Key, &Value)> = o
+            .items
+            .iter()
+            .filter(|((p, n, _), _)| p == plural && ns.is_none_or(|ns| n == ns))
+            .filter(|(k, _)| {
+                after
+                    .as_ref()
+                    .is_none_or(|a| (k.1.as_str(), k.2.as_str()) > (a.0.as_str(), a.1.as_str()))
+            })
+            .filter(|(_, v)| labels.iter().all(|r| r.matches(&v["metadata"]["labels"])))
+            .filter(|(_, v)| {
+                fields.iter().all(|(f, want, eq)| {
+                    let got = match f.as_str() {
+                        "metadata.name" => v["metadata"]["name"].as_str(),
+                        _ => v["metadata"]["namespace"].as_str(),
+                    }
+                    .unwrap_or("");
+                    (got == want) == *eq
+                })
+            })
+            .collect();
+        let take = if limit == 0 {
+            matching.len()
+        } else {
+            limit.min(matching.len())
+        };
+        let mut meta = json!({"resourceVersion": o.revision.to_string()});
+        if take < matching.len() {
+            let (k, _) = matching[take - 1];
+            meta["continue"] = json!(encode_continue(&k.1, &k.2));
+            meta["remainingItemCount"] = json!(matching.len() - take);
+        }
+        let items: Vec<Value> = matching[..take].iter().map(|(_, v)| (*v).clone()).collect();
+        let kind = find_kind(plural).map(|k| k.kind).unwrap_or("Object");
+        Ok(
+            json!({"kind": format!("{kind}List"), "apiVersion": "v1", "metadata": meta, "items": items}),
+        )
+    }
+
+    /// A watch: newline-separated JSON events, from `resourceVersion` on
+    /// (absent or 0: the current objects first, as ADDED), with bookmarks
+    /// when asked, until `timeoutSeconds` or the client goes.
+    pub(crate) fn watch(
+        &self,
+        plural: &str,
+        ns: Option<&str>,
+        q: &Query,
+    ) -> Result<Response, String> {
+        let labels = parse_label_selector(q.get("labelSelector"))?;
+        let fields = parse_field_selector(q.get("fieldSelector"))?;
+        let from: u64 = match q.get("resourceVersion").map(String::as_str) {
+            None | Some("") => 0,
+            Some(v) => v
+                .parse()
+                .map_err(|_| format!("resourceVersion {v:?} is not a number"))?,
+        };
+        let bookmarks = matches!(
+            q.get("allowWatchBookmarks").map(String::as_str),
+            Some("true" | "1")
+        );
+        let timeout = q
+            .get("timeoutSeconds")
+            .and_then(|t| t.parse::<u64>().ok())
+            .map(std::time::Duration::from_secs);
+        let plural = plural.to_string();
+        let ns = ns.map(str::to_string);
+        let wanted = move |c: &Change| {
+            c.plural == plural
+                && ns.as_ref().is_none_or(|n| &c.namespace == n)
+                && labels
+                    .iter()
+                    .all(|r| r.matches(&c.object["metadata"]["labels"]))
+                && fields.iter().all(|(f, want, eq)| {
+                    let got = match f.as_str() {
+                        "metadata.name" => c.object["metadata"]["name"].as_str(),
+                        _ => c.object["metadata"]["namespace"].as_str(),
+                    }
+                    .unwrap_or("");
+                    (got == want) == *eq
+                })
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(256);
+        let (backlog, mut live, mut at) = {
+            let o = self.objects.lock().unwrap_or_else(|e| e.into_inner());
+            let live = o.live.subscribe();
+            let oldest = o
+                .history
+                .front()
+                .map(|c| c.revision)
+                .unwrap_or(o.revision + 1);
+            let backlog: Vec<(String, Value)> = if from == 0 {
+                o.items
+                    .iter()
+                    .map(|((p, n, _), v)| Change {
+                        revision: 0,
+                        plural: p.clone(),
+                        namespace: n.clone(),
+                        kind: "ADDED",
+                        object: v.clone(),
+                    })
+                    .filter(|c| wanted(c))
+                    .map(|c| ("ADDED".to_string(), c.object))
+                    .collect()
+            } else if from + 1 < oldest && from < o.revision {
+                let gone = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": format!("too old resource version: {from} ({})", oldest.saturating_sub(1)),
+                    "reason": "Expired", "code": 410});
+                vec![("ERROR".to_string(), gone)]
+            } else {
+                o.history
+                    .iter()
+                    .filter(|c| c.revision > from && wanted(c))
+                    .map(|c| (c.kind.to_string(), c.object.clone()))
+                    .collect()
+            };
+            (backlog, live, o.revision.max(from))
+        };
+        let expired = backlog.first().is_some_and(|(t, _)| t == "ERROR");
+        let line =
+            |t: &str, obj: &Value| Bytes::from(format!("{}\n", json!({"type": t, "object": obj})));
+        tokio::spawn(async move {
+            let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+            for (t, obj) in &backlog {
+                if tx.send(Ok(line(t, obj))).await.is_err() {
+                    return;
+                }
+            }
+            if expired {
+                return;
+            }
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                let sleep_until = deadline.unwrap_or_else(|| {
+                    tokio::time::Instant::now() + std::time::Duration::from_secs(3600)
+                });
+                tokio::select! {
+                    _ = tokio::time::sleep_until(sleep_until) => return,
+                    _ = tx.closed() => return,
+                    _ = tick.tick(), if bookmarks => {
+                        let mark = json!({"kind": "Bookmark", "apiVersion": "v1", "metadata": {"resourceVersion": at.to_string()}});
+                        if tx.send(Ok(line("BOOKMARK", &mark))).await.is_err() {
+                            return;
+                        }
+                    }
+                    c = live.recv() => match c {
+                        Ok(c) => {
+                            at = at.max(c.revision);
+                            if c.revision > from && wanted(&c) && tx.send(Ok(line(c.kind, &c.object))).await.is_err() {
+                                return;
+                            }
+                        }
+                        // Fell behind the live channel: end; the client watches again.
+                        Err(_) => return,
+                    }
+                }
+            }
+        });
+        let body = axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+        Ok((
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response())
+    }
+
+    pub(crate) fn get(&self, key: &Key) -> Option<Value> {
+        self.objects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .items
+            .get(key)
+            .cloned()
+    }
+
+    pub(crate) fn create(&self, kind: &Kind, ns: &str, mut obj: Value) -> Response {
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if !valid_name(&name, !kind.namespaced) {
+            return status(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid",
+                format!("{} \"{name}\" is invalid: metadata.name: Invalid value: \"{name}\": a lowercase RFC 1123 name must consist of lower case alphanumeric characters or '-'", kind.kind),
+                kind.kind,
+                &name,
+            );
+        }
+        let mut o = self.objects.lock().unwrap_or_else(|e| e.into_inner());
+        if kind.namespaced
+            && !o
+                .items
+                .contains_key(&("namespaces".into(), String::new(), ns.to_string()))
+        {
+            return status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("namespaces \"{ns}\" not found"),
+                "namespaces",
+                ns,
+            );
+        }
+        let key = (kind.plural.to_string(), ns.to_string(), name.clone());
+        if o.items.contains_key(&key) {
+            return status(
+                StatusCode::CONFLICT,
+                "AlreadyExists",
+                format!("{} \"{name}\" already exists", kind.plural),
+                kind.plural,
+                &name,
+            );
+        }
+        o.revision += 1;
+        o.uids += 1;
+        let uid = format!("00000000-0000-4000-8000-{:012x}", o.uids);
+        obj["apiVersion"] = json!("v1");
+        obj["kind"] = json!(kind.kind);
+        let meta = &mut obj["metadata"];
+        meta["uid"] = json!(uid);
+        meta["resourceVersion"] = json!(o.revision.to_string());
+        meta["creationTimestamp"] = json!(now_rfc3339());
+        meta["generation"] = json!(1);
+        if kind.namespaced {
+            meta["namespace"] = json!(ns);
+        }
+        if kind.plural == "namespaces" {
+            obj["status"] = json!({"phase": "Active"});
+        }
+        o.items.insert(key, obj.clone());
+        o.record("ADDED", kind.plural, ns, obj.clone());
+        (StatusCode::CREATED, Json(obj)).into_response()
+    }
+
+    pub(crate) fn replace(&self, kind: &Kind, ns: &str, name: &str, mut obj: Value) -> Response {
+        let mut o = self.objects.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (kind.plural.to_string(), ns.to_string(), name.to_string());
+        let Some(current) = o.items.get(&key).cloned() else {
+            return status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("{} \"{name}\" not found", kind.plural),
+                kind.plural,
+                name,
+            );
+        };
+        let sent = obj["metadata"]["resourceVersion"]
+            .as_str()
+            .map(str::to_string);
+        let have = current["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if sent.as_deref().is_some_and(|s| s != have) {
+            return status(
+                StatusCode::CONFLICT,
+                "Conflict",
+                format!("Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again", kind.plural),
+                kind.plural,
+                name,
+            );
+        }
+        o.revision += 1;
+        // As the API server does: only a spec change is a new generation.
+        let changed_spec = obj.get("spec") != current.get("spec");
+        let generation =
+            current["metadata"]["generation"].as_u64().unwrap_or(1) + u64::from(changed_spec);
+        obj["apiVersion"] = json!("v1");
+        obj["kind"] = json!(kind.kind);
+        let meta = &mut obj["metadata"];
+        for f in ["uid", "creationTimestamp", "name", "namespace"] {
+            if let Some(v) = current["metadata"].get(f) {
+                meta[f] = v.clone();
+            }
+        }
+        meta["resourceVersion"] = json!(o.revision.to_string());
+        meta["generation"] = json!(generation);
+        o.items.insert(key, obj.clone());
+        o.record("MODIFIED", kind.plural, ns, obj.clone());
+        (StatusCode::OK, Json(obj)).into_response()
+    }
+
+    pub(crate) fn delete(&self, kind: &Kind, ns: &str, name: &str) -> Response {
+        let mut o = self.objects.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (kind.plural.to_string(), ns.to_string(), name.to_string());
+        let Some(obj) = o.items.remove(&key) else {
+            return status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("{} \"{name}\" not found", kind.plural),
+                kind.plural,
+                name,
+            );
+        };
+        o.revision += 1;
+        let mut obj = obj;
+        obj["metadata"]["resourceVersion"] = json!(o.revision.to_string());
+        o.record("DELETED", kind.plural, ns, obj.clone());
+        if kind.plural == "namespaces" {
+            // Everything in the namespace goes with it.
+            let inside: Vec<Key> = o
+                .items
+                .keys()
+                .filter(|(_, n, _)| n == name)
+                .cloned()
+                .collect();
+            for k in inside {
+                if let Some(mut v) = o.items.remove(&k) {
+                    o.revision += 1;
+                    v["metadata"]["resourceVersion"] = json!(o.revision.to_string());
+                    o.record("DELETED", &k.0, &k.1, v);
+                }
+            }
+        }
+        (StatusCode::OK, Json(obj)).into_response()
+    }
+}
