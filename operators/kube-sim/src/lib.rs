@@ -6,12 +6,15 @@
 //! This crate must not depend on rocksdb or the control plane: objects live
 //! in memory for the life of the process.
 //!
-//! So far: discovery (`/version`, `/api`, `/api/v1`, `/apis`) and core/v1
-//! Namespace, ConfigMap, Secret and ServiceAccount with create, get, list,
-//! replace and delete; `uid`, `resourceVersion`, `generation` and
-//! `creationTimestamp`; `409 Conflict` on a stale `resourceVersion`,
-//! `AlreadyExists`, `NotFound` and `Invalid`, each with a `Status` body;
-//! deleting a namespace deletes what is in it.
+//! So far: discovery (`/version`, `/api`, `/apis`, each group version) and
+//! the kinds in [`KINDS`] (core, apps, policy, networking, rbac,
+//! coordination and events) with create, get, list (label and field
+//! selectors, `limit`/`continue`), replace, delete and watch (from a
+//! `resourceVersion`, bookmarks, `410 Gone`); `uid`, `resourceVersion`,
+//! `generation` and `creationTimestamp`; `409 Conflict` on a stale
+//! `resourceVersion`, `AlreadyExists`, `NotFound` and `Invalid`, each with a
+//! `Status` body; deleting a namespace deletes what is in it. Bodies are
+//! JSON only (kubectl's typed commands send protobuf: use manifests).
 
 mod objects;
 mod query;
@@ -31,43 +34,126 @@ use serde_json::{json, Value};
 /// A kind the simulator serves.
 #[derive(Debug, Clone, Copy)]
 pub struct Kind {
+    /// "" for the core group.
+    pub group: &'static str,
+    pub version: &'static str,
     pub kind: &'static str,
     pub plural: &'static str,
-    pub singular: &'static str,
     pub namespaced: bool,
     pub short_names: &'static [&'static str],
 }
 
-/// core/v1 kinds served so far.
-pub const CORE_V1: &[Kind] = &[
+impl Kind {
+    /// `v1` for the core group, `group/version` otherwise.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The resource's name across groups: `plural` or `plural.group`.
+    pub fn id(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.to_string()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
+    fn singular(&self) -> String {
+        self.kind.to_ascii_lowercase()
+    }
+}
+
+const fn k(
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    namespaced: bool,
+    short_names: &'static [&'static str],
+) -> Kind {
     Kind {
-        kind: "Namespace",
-        plural: "namespaces",
-        singular: "namespace",
-        namespaced: false,
-        short_names: &["ns"],
-    },
-    Kind {
-        kind: "ConfigMap",
-        plural: "configmaps",
-        singular: "configmap",
-        namespaced: true,
-        short_names: &["cm"],
-    },
-    Kind {
-        kind: "Secret",
-        plural: "secrets",
-        singular: "secret",
-        namespaced: true,
-        short_names: &[],
-    },
-    Kind {
-        kind: "ServiceAccount",
-        plural: "serviceaccounts",
-        singular: "serviceaccount",
-        namespaced: true,
-        short_names: &["sa"],
-    },
+        group,
+        version,
+        kind,
+        plural,
+        namespaced,
+        short_names,
+    }
+}
+
+/// Every kind served: what ndc's operators touch.
+pub const KINDS: &[Kind] = &[
+    k("", "v1", "Namespace", "namespaces", false, &["ns"]),
+    k("", "v1", "ConfigMap", "configmaps", true, &["cm"]),
+    k("", "v1", "Secret", "secrets", true, &[]),
+    k("", "v1", "ServiceAccount", "serviceaccounts", true, &["sa"]),
+    k("", "v1", "Service", "services", true, &["svc"]),
+    k(
+        "",
+        "v1",
+        "ResourceQuota",
+        "resourcequotas",
+        true,
+        &["quota"],
+    ),
+    k("", "v1", "LimitRange", "limitranges", true, &["limits"]),
+    k("", "v1", "Event", "events", true, &["ev"]),
+    k("apps", "v1", "Deployment", "deployments", true, &["deploy"]),
+    k("apps", "v1", "StatefulSet", "statefulsets", true, &["sts"]),
+    k(
+        "policy",
+        "v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        true,
+        &["pdb"],
+    ),
+    k(
+        "networking.k8s.io",
+        "v1",
+        "NetworkPolicy",
+        "networkpolicies",
+        true,
+        &["netpol"],
+    ),
+    k(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "Role",
+        "roles",
+        true,
+        &[],
+    ),
+    k(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "RoleBinding",
+        "rolebindings",
+        true,
+        &[],
+    ),
+    k(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRole",
+        "clusterroles",
+        false,
+        &[],
+    ),
+    k(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        false,
+        &[],
+    ),
+    k("coordination.k8s.io", "v1", "Lease", "leases", true, &[]),
+    k("events.k8s.io", "v1", "Event", "events", true, &["ev"]),
 ];
 
 /// The simulator's state, shared by the HTTP handlers.
@@ -132,22 +218,49 @@ pub(crate) fn valid_name(name: &str, label: bool) -> bool {
         && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
 }
 
-pub(crate) fn find_kind(plural: &str) -> Option<&'static Kind> {
-    CORE_V1.iter().find(|k| k.plural == plural)
+pub(crate) fn find_kind(group: &str, version: &str, plural: &str) -> Option<&'static Kind> {
+    KINDS
+        .iter()
+        .find(|k| k.group == group && k.version == version && k.plural == plural)
 }
 
-fn discovery_v1() -> Value {
-    let resources: Vec<Value> = CORE_V1
+/// The resources of one group version, for discovery.
+fn resource_list(group: &str, version: &str) -> Option<Value> {
+    let resources: Vec<Value> = KINDS
         .iter()
+        .filter(|k| k.group == group && k.version == version)
         .map(|k| {
             json!({
-                "name": k.plural, "singularName": k.singular, "namespaced": k.namespaced, "kind": k.kind,
-                "verbs": ["create", "delete", "get", "list", "update"],
+                "name": k.plural, "singularName": k.singular(), "namespaced": k.namespaced, "kind": k.kind,
+                "verbs": ["create", "delete", "get", "list", "update", "watch"],
                 "shortNames": k.short_names,
             })
         })
         .collect();
-    json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": resources})
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    (!resources.is_empty()).then(|| json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+}
+
+/// The named groups, for `/apis`.
+fn group_list() -> Value {
+    let mut groups: Vec<&str> = KINDS
+        .iter()
+        .map(|k| k.group)
+        .filter(|g| !g.is_empty())
+        .collect();
+    groups.dedup();
+    let groups: Vec<Value> = groups
+        .iter()
+        .map(|g| {
+            let gv = json!({"groupVersion": format!("{g}/v1"), "version": "v1"});
+            json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+        })
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 pub(crate) async fn handle(
@@ -189,6 +302,12 @@ pub(crate) async fn handle(
             ))
         })
     };
+    // /api/v1/... (core) or /apis/{group}/{version}/...
+    let routed: Option<(&str, &str, &[&str])> = match segs.as_slice() {
+        ["api", version, rest @ ..] if !rest.is_empty() => Some(("", *version, rest)),
+        ["apis", group, version, rest @ ..] if !rest.is_empty() => Some((*group, *version, rest)),
+        _ => None,
+    };
     match (method.clone(), segs.as_slice()) {
         (Method::GET, ["version"]) => Json(json!({
             "major": "1", "minor": "32", "gitVersion": "v1.32.0-ndc-sim", "platform": "linux/amd64",
@@ -199,11 +318,20 @@ pub(crate) async fn handle(
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}],
         }))
         .into_response(),
-        (Method::GET, ["api", "v1"]) => Json(discovery_v1()).into_response(),
-        (Method::GET, ["apis"]) => {
-            Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []})).into_response()
-        }
-        (_, ["api", "v1", rest @ ..]) => {
+        (Method::GET, ["api", "v1"]) => Json(resource_list("", "v1")).into_response(),
+        (Method::GET, ["apis", group, version]) => match resource_list(group, version) {
+            Some(v) => Json(v).into_response(),
+            None => status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("the server could not find {}", uri.path()),
+                "",
+                "",
+            ),
+        },
+        (Method::GET, ["apis"]) => Json(group_list()).into_response(),
+        (_, _) if routed.is_some() => {
+            let (group, version, rest) = routed.unwrap_or_default();
             // namespaces/{ns}/{plural}[/{name}] or {plural}[/{name}]
             let (ns, plural, name) = match rest {
                 ["namespaces", ns, plural] => (Some(*ns), *plural, None),
@@ -220,7 +348,7 @@ pub(crate) async fn handle(
                     )
                 }
             };
-            let Some(kind) = find_kind(plural) else {
+            let Some(kind) = find_kind(group, version, plural) else {
                 return status(
                     StatusCode::NOT_FOUND,
                     "NotFound",
@@ -251,12 +379,12 @@ pub(crate) async fn handle(
                         Some("true" | "1")
                     ) =>
                 {
-                    match sim.watch(plural, ns, &query(&uri)) {
+                    match sim.watch(kind, ns, &query(&uri)) {
                         Ok(r) => r,
                         Err(m) => status(StatusCode::BAD_REQUEST, "BadRequest", m, plural, ""),
                     }
                 }
-                (Method::GET, None) => match sim.list(plural, ns, &query(&uri)) {
+                (Method::GET, None) => match sim.list(kind, ns, &query(&uri)) {
                     Ok(v) => Json(v).into_response(),
                     Err(m) => status(StatusCode::BAD_REQUEST, "BadRequest", m, plural, ""),
                 },
@@ -265,7 +393,7 @@ pub(crate) async fn handle(
                     Err(r) => *r,
                 },
                 (Method::GET, Some(n)) => {
-                    match sim.get(&(plural.to_string(), ns_key.to_string(), n.to_string())) {
+                    match sim.get(&(kind.id(), ns_key.to_string(), n.to_string())) {
                         Some(v) => Json(v).into_response(),
                         None => status(
                             StatusCode::NOT_FOUND,

@@ -11,7 +11,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use crate::query::*;
-use crate::{find_kind, handle, now_rfc3339, status, valid_name, Kind, Simulator};
+use crate::{handle, now_rfc3339, status, valid_name, Kind, Simulator};
 
 /// (plural, namespace or "", name) → object.
 pub(crate) type Key = (String, String, String);
@@ -110,7 +110,8 @@ impl Simulator {
         Ok((bound, task))
     }
 
-    pub(crate) fn list(&self, plural: &str, ns: Option<&str>, q: &Query) -> Result<Value, String> {
+    pub(crate) fn list(&self, kind: &Kind, ns: Option<&str>, q: &Query) -> Result<Value, String> {
+        let plural = kind.id();
         let labels = parse_label_selector(q.get("labelSelector"))?;
         let fields = parse_field_selector(q.get("fieldSelector"))?;
         let limit: usize = match q.get("limit") {
@@ -127,7 +128,7 @@ impl Simulator {
         let matching: Vec<(&Key, &Value)> = o
             .items
             .iter()
-            .filter(|((p, n, _), _)| p == plural && ns.is_none_or(|ns| n == ns))
+            .filter(|((p, n, _), _)| *p == plural && ns.is_none_or(|ns| n == ns))
             .filter(|(k, _)| {
                 after
                     .as_ref()
@@ -157,9 +158,9 @@ impl Simulator {
             meta["remainingItemCount"] = json!(matching.len() - take);
         }
         let items: Vec<Value> = matching[..take].iter().map(|(_, v)| (*v).clone()).collect();
-        let kind = find_kind(plural).map(|k| k.kind).unwrap_or("Object");
+        let (list_kind, api_version) = (kind.kind, kind.api_version());
         Ok(
-            json!({"kind": format!("{kind}List"), "apiVersion": "v1", "metadata": meta, "items": items}),
+            json!({"kind": format!("{list_kind}List"), "apiVersion": api_version, "metadata": meta, "items": items}),
         )
     }
 
@@ -168,7 +169,7 @@ impl Simulator {
     /// when asked, until `timeoutSeconds` or the client goes.
     pub(crate) fn watch(
         &self,
-        plural: &str,
+        kind: &Kind,
         ns: Option<&str>,
         q: &Query,
     ) -> Result<Response, String> {
@@ -188,7 +189,7 @@ impl Simulator {
             .get("timeoutSeconds")
             .and_then(|t| t.parse::<u64>().ok())
             .map(std::time::Duration::from_secs);
-        let plural = plural.to_string();
+        let plural = kind.id();
         let ns = ns.map(str::to_string);
         let wanted = move |c: &Change| {
             c.plural == plural
@@ -326,7 +327,7 @@ impl Simulator {
                 ns,
             );
         }
-        let key = (kind.plural.to_string(), ns.to_string(), name.clone());
+        let key = (kind.id(), ns.to_string(), name.clone());
         if o.items.contains_key(&key) {
             return status(
                 StatusCode::CONFLICT,
@@ -339,7 +340,7 @@ impl Simulator {
         o.revision += 1;
         o.uids += 1;
         let uid = format!("00000000-0000-4000-8000-{:012x}", o.uids);
-        obj["apiVersion"] = json!("v1");
+        obj["apiVersion"] = json!(kind.api_version());
         obj["kind"] = json!(kind.kind);
         let meta = &mut obj["metadata"];
         meta["uid"] = json!(uid);
@@ -353,13 +354,13 @@ impl Simulator {
             obj["status"] = json!({"phase": "Active"});
         }
         o.items.insert(key, obj.clone());
-        o.record("ADDED", kind.plural, ns, obj.clone());
+        o.record("ADDED", &kind.id(), ns, obj.clone());
         (StatusCode::CREATED, Json(obj)).into_response()
     }
 
     pub(crate) fn replace(&self, kind: &Kind, ns: &str, name: &str, mut obj: Value) -> Response {
         let mut o = self.objects.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (kind.plural.to_string(), ns.to_string(), name.to_string());
+        let key = (kind.id(), ns.to_string(), name.to_string());
         let Some(current) = o.items.get(&key).cloned() else {
             return status(
                 StatusCode::NOT_FOUND,
@@ -390,7 +391,7 @@ impl Simulator {
         let changed_spec = obj.get("spec") != current.get("spec");
         let generation =
             current["metadata"]["generation"].as_u64().unwrap_or(1) + u64::from(changed_spec);
-        obj["apiVersion"] = json!("v1");
+        obj["apiVersion"] = json!(kind.api_version());
         obj["kind"] = json!(kind.kind);
         let meta = &mut obj["metadata"];
         for f in ["uid", "creationTimestamp", "name", "namespace"] {
@@ -401,13 +402,13 @@ impl Simulator {
         meta["resourceVersion"] = json!(o.revision.to_string());
         meta["generation"] = json!(generation);
         o.items.insert(key, obj.clone());
-        o.record("MODIFIED", kind.plural, ns, obj.clone());
+        o.record("MODIFIED", &kind.id(), ns, obj.clone());
         (StatusCode::OK, Json(obj)).into_response()
     }
 
     pub(crate) fn delete(&self, kind: &Kind, ns: &str, name: &str) -> Response {
         let mut o = self.objects.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (kind.plural.to_string(), ns.to_string(), name.to_string());
+        let key = (kind.id(), ns.to_string(), name.to_string());
         let Some(obj) = o.items.remove(&key) else {
             return status(
                 StatusCode::NOT_FOUND,
@@ -420,7 +421,7 @@ impl Simulator {
         o.revision += 1;
         let mut obj = obj;
         obj["metadata"]["resourceVersion"] = json!(o.revision.to_string());
-        o.record("DELETED", kind.plural, ns, obj.clone());
+        o.record("DELETED", &kind.id(), ns, obj.clone());
         if kind.plural == "namespaces" {
             // Everything in the namespace goes with it.
             let inside: Vec<Key> = o

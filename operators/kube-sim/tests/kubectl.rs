@@ -333,3 +333,91 @@ async fn an_old_resource_version_is_gone() {
     let _ = stop_tx.send(());
     task.await.expect("join").expect("serve");
 }
+
+/// The other API groups ndc's operators use: apps, networking, rbac,
+/// policy, coordination; discovery lists them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_uses_the_other_groups() {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr, task) = ndc_kube_sim::Simulator::new()
+        .serve("127.0.0.1:0".parse().expect("addr"), async {
+            let _ = stop_rx.await;
+        })
+        .await
+        .expect("serve");
+    let server = addr.to_string();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let home = dir.path().to_path_buf();
+    let f = dir.path().join("all.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: svc-email\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: email\n  namespace: svc-email\nspec:\n  replicas: 2\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: default-deny\n  namespace: svc-email\nspec:\n  podSelector: {}\n---\napiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: email\n  namespace: svc-email\nspec:\n  minAvailable: 1\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: ndc-viewer\n---\napiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: ndc-operator\n  namespace: svc-email\n",
+    )
+    .expect("write");
+    let path = f.display().to_string();
+    let run = move |args: Vec<String>| {
+        let (server, home) = (server.clone(), home.clone());
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            kubectl(&server, &home, &args)
+        })
+    };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let (code, out, err) = run(s(&["create", "-f", &path, "--validate=false"]))
+        .await
+        .expect("join");
+    assert_eq!(code, 0, "{out} {err}");
+    for made in [
+        "deployment.apps/email",
+        "networkpolicy.networking.k8s.io/default-deny",
+        "poddisruptionbudget.policy/email",
+        "clusterrole.rbac.authorization.k8s.io/ndc-viewer",
+        "lease.coordination.k8s.io/ndc-operator",
+    ] {
+        assert!(out.contains(&format!("{made} created")), "{made}: {out}");
+    }
+    let (code, out, _) = run(s(&[
+        "get",
+        "deploy",
+        "email",
+        "-n",
+        "svc-email",
+        "-o",
+        "jsonpath={.apiVersion} {.spec.replicas} {.metadata.generation}",
+    ]))
+    .await
+    .expect("join");
+    assert!(code == 0 && out == "apps/v1 2 1", "{code} {out}");
+    let (code, out, _) = run(s(&[
+        "api-resources",
+        "--api-group",
+        "rbac.authorization.k8s.io",
+        "-o",
+        "name",
+    ]))
+    .await
+    .expect("join");
+    assert!(
+        code == 0
+            && out.contains("clusterroles.rbac.authorization.k8s.io")
+            && out.contains("rolebindings.rbac.authorization.k8s.io"),
+        "{out}"
+    );
+    // Deleting the namespace takes the namespaced objects of every group with it.
+    let (code, _, _) = run(s(&["delete", "ns", "svc-email"])).await.expect("join");
+    assert_eq!(code, 0);
+    let (_, out, _) = run(s(&["get", "deploy,netpol,pdb,lease", "-A"]))
+        .await
+        .expect("join");
+    assert!(
+        !out.contains("email") && !out.contains("default-deny"),
+        "{out}"
+    );
+    let (_, out, _) = run(s(&["get", "clusterroles"])).await.expect("join");
+    assert!(
+        out.contains("ndc-viewer"),
+        "cluster-scoped objects stay: {out}"
+    );
+    let _ = stop_tx.send(());
+    task.await.expect("join").expect("serve");
+}
