@@ -8,7 +8,8 @@
 //!
 //! So far: discovery (`/version`, `/api`, `/apis`, each group version) and
 //! the kinds in [`KINDS`] (core, apps, policy, networking, rbac,
-//! coordination and events) with create, get, list (label and field
+//! coordination, events, apiextensions) and every kind a
+//! CustomResourceDefinition defines, with create, get, list (label and field
 //! selectors, `limit`/`continue`), replace, delete and watch (from a
 //! `resourceVersion`, bookmarks, `410 Gone`); `uid`, `resourceVersion`,
 //! `generation` and `creationTimestamp`; `409 Conflict` on a stale
@@ -154,12 +155,22 @@ pub const KINDS: &[Kind] = &[
     ),
     k("coordination.k8s.io", "v1", "Lease", "leases", true, &[]),
     k("events.k8s.io", "v1", "Event", "events", true, &["ev"]),
+    k(
+        "apiextensions.k8s.io",
+        "v1",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        false,
+        &["crd", "crds"],
+    ),
 ];
 
 /// The simulator's state, shared by the HTTP handlers.
 #[derive(Clone, Default)]
 pub struct Simulator {
     objects: Arc<Mutex<Objects>>,
+    /// Kinds defined by CustomResourceDefinitions, one per served version.
+    custom: Arc<Mutex<Vec<Kind>>>,
 }
 
 /// A `Status` failure body, as the API server sends it.
@@ -218,15 +229,98 @@ pub(crate) fn valid_name(name: &str, label: bool) -> bool {
         && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
 }
 
-pub(crate) fn find_kind(group: &str, version: &str, plural: &str) -> Option<&'static Kind> {
-    KINDS
-        .iter()
-        .find(|k| k.group == group && k.version == version && k.plural == plural)
+impl Simulator {
+    /// Built-in kinds and those defined by CRDs.
+    fn kinds(&self) -> Vec<Kind> {
+        let custom = self.custom.lock().unwrap_or_else(|e| e.into_inner());
+        KINDS
+            .iter()
+            .copied()
+            .chain(custom.iter().copied())
+            .collect()
+    }
+
+    pub(crate) fn find_kind(&self, group: &str, version: &str, plural: &str) -> Option<Kind> {
+        self.kinds()
+            .into_iter()
+            .find(|k| k.group == group && k.version == version && k.plural == plural)
+    }
+
+    /// Serves the kinds a CRD defines (one per served version), or says why not.
+    pub(crate) fn define(&self, crd: &Value) -> Result<Vec<Kind>, String> {
+        let spec = &crd["spec"];
+        let text = |v: &Value, what: &str| -> Result<&'static str, String> {
+            match v.as_str().filter(|s| !s.is_empty()) {
+                // Kinds live as long as the simulator; a CRD's few names are kept for good.
+                Some(s) => Ok(Box::leak(s.to_string().into_boxed_str())),
+                None => Err(format!("spec.{what} is required")),
+            }
+        };
+        let group = text(&spec["group"], "group")?;
+        let plural = text(&spec["names"]["plural"], "names.plural")?;
+        let kind = text(&spec["names"]["kind"], "names.kind")?;
+        let namespaced = match spec["scope"].as_str() {
+            Some("Namespaced") => true,
+            Some("Cluster") => false,
+            _ => return Err("spec.scope must be Namespaced or Cluster".into()),
+        };
+        let short: Vec<&'static str> = spec["names"]["shortNames"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str())
+                    .map(|s| &*Box::leak(s.to_string().into_boxed_str()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let short_names: &'static [&'static str] = Box::leak(short.into_boxed_slice());
+        let versions: Vec<Kind> = spec["versions"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|v| v["served"].as_bool().unwrap_or(true))
+                    .filter_map(|v| v["name"].as_str())
+                    .map(|v| Kind {
+                        group,
+                        version: Box::leak(v.to_string().into_boxed_str()),
+                        kind,
+                        plural,
+                        namespaced,
+                        short_names,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if versions.is_empty() {
+            return Err("spec.versions must list at least one served version".into());
+        }
+        let expected = format!("{plural}.{group}");
+        if crd["metadata"]["name"].as_str() != Some(expected.as_str()) {
+            return Err(format!(
+                "metadata.name must be spec.names.plural+\".\"+spec.group: {expected}"
+            ));
+        }
+        let mut custom = self.custom.lock().unwrap_or_else(|e| e.into_inner());
+        custom.retain(|k| !(k.group == group && k.plural == plural));
+        custom.extend(versions.iter().copied());
+        Ok(versions)
+    }
+
+    /// Stops serving a CRD's kinds; returns their resource id.
+    pub(crate) fn undefine(&self, crd: &Value) -> Option<String> {
+        let group = crd["spec"]["group"].as_str()?;
+        let plural = crd["spec"]["names"]["plural"].as_str()?;
+        self.custom
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k| !(k.group == group && k.plural == plural));
+        Some(format!("{plural}.{group}"))
+    }
 }
 
 /// The resources of one group version, for discovery.
-fn resource_list(group: &str, version: &str) -> Option<Value> {
-    let resources: Vec<Value> = KINDS
+fn resource_list(kinds: &[Kind], group: &str, version: &str) -> Option<Value> {
+    let resources: Vec<Value> = kinds
         .iter()
         .filter(|k| k.group == group && k.version == version)
         .map(|k| {
@@ -245,19 +339,21 @@ fn resource_list(group: &str, version: &str) -> Option<Value> {
     (!resources.is_empty()).then(|| json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
 }
 
-/// The named groups, for `/apis`.
-fn group_list() -> Value {
-    let mut groups: Vec<&str> = KINDS
-        .iter()
-        .map(|k| k.group)
-        .filter(|g| !g.is_empty())
-        .collect();
-    groups.dedup();
+/// The named groups and their versions, for `/apis`.
+fn group_list(kinds: &[Kind]) -> Value {
+    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+    for k in kinds.iter().filter(|k| !k.group.is_empty()) {
+        match groups.iter_mut().find(|(g, _)| *g == k.group) {
+            Some((_, vs)) if !vs.contains(&k.version) => vs.push(k.version),
+            Some(_) => {}
+            None => groups.push((k.group, vec![k.version])),
+        }
+    }
     let groups: Vec<Value> = groups
         .iter()
-        .map(|g| {
-            let gv = json!({"groupVersion": format!("{g}/v1"), "version": "v1"});
-            json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+        .map(|(g, vs)| {
+            let versions: Vec<Value> = vs.iter().map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v})).collect();
+            json!({"name": g, "versions": versions.clone(), "preferredVersion": versions[0].clone()})
         })
         .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
@@ -318,18 +414,20 @@ pub(crate) async fn handle(
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}],
         }))
         .into_response(),
-        (Method::GET, ["api", "v1"]) => Json(resource_list("", "v1")).into_response(),
-        (Method::GET, ["apis", group, version]) => match resource_list(group, version) {
-            Some(v) => Json(v).into_response(),
-            None => status(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                format!("the server could not find {}", uri.path()),
-                "",
-                "",
-            ),
-        },
-        (Method::GET, ["apis"]) => Json(group_list()).into_response(),
+        (Method::GET, ["api", "v1"]) => Json(resource_list(&sim.kinds(), "", "v1")).into_response(),
+        (Method::GET, ["apis", group, version]) => {
+            match resource_list(&sim.kinds(), group, version) {
+                Some(v) => Json(v).into_response(),
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("the server could not find {}", uri.path()),
+                    "",
+                    "",
+                ),
+            }
+        }
+        (Method::GET, ["apis"]) => Json(group_list(&sim.kinds())).into_response(),
         (_, _) if routed.is_some() => {
             let (group, version, rest) = routed.unwrap_or_default();
             // namespaces/{ns}/{plural}[/{name}] or {plural}[/{name}]
@@ -348,7 +446,7 @@ pub(crate) async fn handle(
                     )
                 }
             };
-            let Some(kind) = find_kind(group, version, plural) else {
+            let Some(kind) = sim.find_kind(group, version, plural) else {
                 return status(
                     StatusCode::NOT_FOUND,
                     "NotFound",
@@ -379,17 +477,17 @@ pub(crate) async fn handle(
                         Some("true" | "1")
                     ) =>
                 {
-                    match sim.watch(kind, ns, &query(&uri)) {
+                    match sim.watch(&kind, ns, &query(&uri)) {
                         Ok(r) => r,
                         Err(m) => status(StatusCode::BAD_REQUEST, "BadRequest", m, plural, ""),
                     }
                 }
-                (Method::GET, None) => match sim.list(kind, ns, &query(&uri)) {
+                (Method::GET, None) => match sim.list(&kind, ns, &query(&uri)) {
                     Ok(v) => Json(v).into_response(),
                     Err(m) => status(StatusCode::BAD_REQUEST, "BadRequest", m, plural, ""),
                 },
                 (Method::POST, None) => match parse(&body) {
-                    Ok(obj) => sim.create(kind, ns_key, obj),
+                    Ok(obj) => sim.create(&kind, ns_key, obj),
                     Err(r) => *r,
                 },
                 (Method::GET, Some(n)) => {
@@ -405,10 +503,10 @@ pub(crate) async fn handle(
                     }
                 }
                 (Method::PUT, Some(n)) => match parse(&body) {
-                    Ok(obj) => sim.replace(kind, ns_key, n, obj),
+                    Ok(obj) => sim.replace(&kind, ns_key, n, obj),
                     Err(r) => *r,
                 },
-                (Method::DELETE, Some(n)) => sim.delete(kind, ns_key, n),
+                (Method::DELETE, Some(n)) => sim.delete(&kind, ns_key, n),
                 (m, _) => status(
                     StatusCode::METHOD_NOT_ALLOWED,
                     "MethodNotAllowed",

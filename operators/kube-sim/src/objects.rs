@@ -304,7 +304,7 @@ impl Simulator {
             .as_str()
             .unwrap_or_default()
             .to_string();
-        if !valid_name(&name, !kind.namespaced) {
+        if !valid_name(&name, kind.kind == "Namespace") {
             return status(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "Invalid",
@@ -336,6 +336,19 @@ impl Simulator {
                 kind.plural,
                 &name,
             );
+        }
+        if kind.kind == "CustomResourceDefinition" {
+            // Its kinds are served from now on (lock order: objects, then kinds).
+            if let Err(m) = self.define(&obj) {
+                return status(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Invalid",
+                    format!("CustomResourceDefinition \"{name}\" is invalid: {m}"),
+                    kind.kind,
+                    &name,
+                );
+            }
+            obj["status"] = json!({"conditions": [{"type": "Established", "status": "True", "reason": "InitialNamesAccepted"}]});
         }
         o.revision += 1;
         o.uids += 1;
@@ -422,12 +435,20 @@ impl Simulator {
         let mut obj = obj;
         obj["metadata"]["resourceVersion"] = json!(o.revision.to_string());
         o.record("DELETED", &kind.id(), ns, obj.clone());
-        if kind.plural == "namespaces" {
-            // Everything in the namespace goes with it.
+        // A namespace takes what is in it; a CRD takes its custom objects.
+        let gone_with = match kind.kind {
+            "Namespace" => Some((None, name.to_string())),
+            "CustomResourceDefinition" => self.undefine(&obj).map(|id| (Some(id), String::new())),
+            _ => None,
+        };
+        if let Some((id, namespace)) = gone_with {
             let inside: Vec<Key> = o
                 .items
                 .keys()
-                .filter(|(_, n, _)| n == name)
+                .filter(|(p, n, _)| match &id {
+                    Some(id) => p == id,
+                    None => n == &namespace,
+                })
                 .cloned()
                 .collect();
             for k in inside {

@@ -421,3 +421,81 @@ async fn kubectl_uses_the_other_groups() {
     let _ = stop_tx.send(());
     task.await.expect("join").expect("serve");
 }
+
+/// A CRD makes its kind served at its group, version and plural, with its
+/// short names; deleting the CRD removes the kind and its objects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_resources_follow_their_definition() {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr, task) = ndc_kube_sim::Simulator::new()
+        .serve("127.0.0.1:0".parse().expect("addr"), async {
+            let _ = stop_rx.await;
+        })
+        .await
+        .expect("serve");
+    let server = addr.to_string();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let home = dir.path().to_path_buf();
+    let crd = dir.path().join("crd.yaml");
+    std::fs::write(&crd, "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: objectbuckets.ndc.gov.vn\nspec:\n  group: ndc.gov.vn\n  scope: Namespaced\n  names:\n    plural: objectbuckets\n    singular: objectbucket\n    kind: ObjectBucket\n    shortNames: [ob]\n  versions:\n    - name: v1alpha1\n      served: true\n      storage: true\n").expect("write");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: wrong.ndc.gov.vn\nspec:\n  group: ndc.gov.vn\n  scope: Namespaced\n  names:\n    plural: databases\n    kind: Database\n  versions:\n    - name: v1alpha1\n").expect("write");
+    let ob = dir.path().join("ob.yaml");
+    std::fs::write(&ob, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: t-ha-noi\n---\napiVersion: ndc.gov.vn/v1alpha1\nkind: ObjectBucket\nmetadata:\n  name: archive\n  namespace: t-ha-noi\nspec:\n  sizeGi: 100\n").expect("write");
+    let run = move |args: Vec<String>| {
+        let (server, home) = (server.clone(), home.clone());
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            kubectl(&server, &home, &args)
+        })
+    };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let p = |f: &std::path::Path| f.display().to_string();
+
+    let (code, _, err) = run(s(&["create", "-f", &p(&bad), "--validate=false"]))
+        .await
+        .expect("join");
+    assert!(
+        code == 1 && err.contains("is invalid"),
+        "a CRD whose name does not match is refused: {code} {err}"
+    );
+    let (code, out, err) = run(s(&["create", "-f", &p(&crd), "--validate=false"]))
+        .await
+        .expect("join");
+    assert!(code == 0 && out.contains("created"), "{code} {out} {err}");
+    let (code, out, err) = run(s(&["create", "-f", &p(&ob), "--validate=false"]))
+        .await
+        .expect("join");
+    assert!(
+        code == 0 && out.contains("objectbucket.ndc.gov.vn/archive created"),
+        "{code} {out} {err}"
+    );
+    let (code, out, _) = run(s(&[
+        "get",
+        "ob",
+        "archive",
+        "-n",
+        "t-ha-noi",
+        "-o",
+        "jsonpath={.apiVersion} {.spec.sizeGi}",
+    ]))
+    .await
+    .expect("join");
+    assert!(
+        code == 0 && out == "ndc.gov.vn/v1alpha1 100",
+        "{code} {out}"
+    );
+    let (code, _, _) = run(s(&["delete", "crd", "objectbuckets.ndc.gov.vn"]))
+        .await
+        .expect("join");
+    assert_eq!(code, 0);
+    let (code, _, err) = run(s(&["get", "objectbuckets.ndc.gov.vn", "-A"]))
+        .await
+        .expect("join");
+    assert!(
+        code == 1 && err.contains("doesn't have a resource type"),
+        "{code} {err}"
+    );
+    let _ = stop_tx.send(());
+    task.await.expect("join").expect("serve");
+}
