@@ -18,6 +18,7 @@
 //! JSON only (kubectl's typed commands send protobuf: use manifests).
 
 mod objects;
+mod patch;
 mod query;
 
 use objects::Objects;
@@ -431,11 +432,15 @@ pub(crate) async fn handle(
         (_, _) if routed.is_some() => {
             let (group, version, rest) = routed.unwrap_or_default();
             // namespaces/{ns}/{plural}[/{name}] or {plural}[/{name}]
-            let (ns, plural, name) = match rest {
-                ["namespaces", ns, plural] => (Some(*ns), *plural, None),
-                ["namespaces", ns, plural, name] => (Some(*ns), *plural, Some(*name)),
-                [plural] => (None, *plural, None),
-                [plural, name] => (None, *plural, Some(*name)),
+            let (ns, plural, name, status_only) = match rest {
+                ["namespaces", ns, plural] => (Some(*ns), *plural, None, false),
+                ["namespaces", ns, plural, name] => (Some(*ns), *plural, Some(*name), false),
+                ["namespaces", ns, plural, name, "status"] => {
+                    (Some(*ns), *plural, Some(*name), true)
+                }
+                [plural] => (None, *plural, None, false),
+                [plural, name] => (None, *plural, Some(*name), false),
+                [plural, name, "status"] => (None, *plural, Some(*name), true),
                 _ => {
                     return status(
                         StatusCode::NOT_FOUND,
@@ -503,9 +508,33 @@ pub(crate) async fn handle(
                     }
                 }
                 (Method::PUT, Some(n)) => match parse(&body) {
-                    Ok(obj) => sim.replace(&kind, ns_key, n, obj),
+                    Ok(obj) => sim.replace(&kind, ns_key, n, obj, status_only),
                     Err(r) => *r,
                 },
+                (Method::PATCH, Some(n)) => {
+                    let Some(how) = patch::PatchKind::from_content_type(content_type) else {
+                        return status(
+                            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                            "UnsupportedMediaType",
+                            format!("patch type {content_type:?} is not supported: use merge, strategic merge, JSON patch or apply"),
+                            plural,
+                            n,
+                        );
+                    };
+                    let q = query(&uri);
+                    match parse(&body) {
+                        Ok(patch) => sim.patch(
+                            &kind,
+                            ns_key,
+                            n,
+                            how,
+                            &patch,
+                            status_only,
+                            q.get("fieldManager").map(String::as_str),
+                        ),
+                        Err(r) => *r,
+                    }
+                }
                 (Method::DELETE, Some(n)) => sim.delete(&kind, ns_key, n),
                 (m, _) => status(
                     StatusCode::METHOD_NOT_ALLOWED,

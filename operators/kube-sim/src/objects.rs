@@ -70,6 +70,18 @@ impl Objects {
     }
 }
 
+/// Records (or refreshes) a server-side apply manager in `managedFields`.
+fn record_manager(obj: &mut Value, kind: &Kind, manager: Option<&str>) {
+    let manager = manager.unwrap_or("unknown");
+    let mut fields: Vec<Value> = obj["metadata"]["managedFields"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    fields.retain(|f| f["manager"] != manager);
+    fields.push(json!({"manager": manager, "operation": "Apply", "apiVersion": kind.api_version(), "time": now_rfc3339()}));
+    obj["metadata"]["managedFields"] = Value::Array(fields);
+}
+
 impl Simulator {
     pub fn new() -> Self {
         Self::default()
@@ -371,7 +383,76 @@ impl Simulator {
         (StatusCode::CREATED, Json(obj)).into_response()
     }
 
-    pub(crate) fn replace(&self, kind: &Kind, ns: &str, name: &str, mut obj: Value) -> Response {
+    /// Applies a patch to an object (or its status). Server-side apply
+    /// creates the object when it is absent and records the field manager.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn patch(
+        &self,
+        kind: &Kind,
+        ns: &str,
+        name: &str,
+        how: crate::patch::PatchKind,
+        body: &Value,
+        status_only: bool,
+        manager: Option<&str>,
+    ) -> Response {
+        use crate::patch::{json_patch, merge, PatchKind};
+        let key = (kind.id(), ns.to_string(), name.to_string());
+        let Some(current) = self.get(&key) else {
+            if how == PatchKind::Apply && !status_only {
+                let mut obj = body.clone();
+                obj["metadata"]["name"] = json!(name);
+                record_manager(&mut obj, kind, manager);
+                return self.create(kind, ns, obj);
+            }
+            return status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("{} \"{name}\" not found", kind.plural),
+                kind.plural,
+                name,
+            );
+        };
+        let mut patched = current.clone();
+        let result = match how {
+            PatchKind::Merge | PatchKind::Apply => {
+                merge(&mut patched, body);
+                Ok(())
+            }
+            PatchKind::Json => json_patch(&mut patched, body),
+        };
+        if let Err(m) = result {
+            return status(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid",
+                m,
+                kind.kind,
+                name,
+            );
+        }
+        if how == PatchKind::Apply {
+            record_manager(&mut patched, kind, manager);
+        }
+        // A patch applies to what is there now: no resourceVersion check
+        // unless the patch itself carries one.
+        if body["metadata"]["resourceVersion"].is_null() {
+            if let Some(m) = patched["metadata"].as_object_mut() {
+                m.remove("resourceVersion");
+            }
+        }
+        self.replace(kind, ns, name, patched, status_only)
+    }
+
+    /// Replaces an object (`status_only`: only its status, as the status
+    /// subresource does; otherwise everything but its status).
+    pub(crate) fn replace(
+        &self,
+        kind: &Kind,
+        ns: &str,
+        name: &str,
+        mut obj: Value,
+        status_only: bool,
+    ) -> Response {
         let mut o = self.objects.lock().unwrap_or_else(|e| e.into_inner());
         let key = (kind.id(), ns.to_string(), name.to_string());
         let Some(current) = o.items.get(&key).cloned() else {
@@ -398,6 +479,14 @@ impl Simulator {
                 kind.plural,
                 name,
             );
+        }
+        if status_only {
+            let mut whole = current.clone();
+            whole["status"] = obj.get("status").cloned().unwrap_or(Value::Null);
+            whole["metadata"]["resourceVersion"] = obj["metadata"]["resourceVersion"].clone();
+            obj = whole;
+        } else if let Some(st) = current.get("status") {
+            obj["status"] = st.clone();
         }
         o.revision += 1;
         // As the API server does: only a spec change is a new generation.

@@ -105,3 +105,100 @@ async fn kube_rs_talks_to_the_simulator() {
     let _ = stop_tx.send(());
     task.await.expect("join").expect("serve");
 }
+
+/// Patches as controllers use them: merge, JSON patch, server-side apply
+/// (creating, then updating, with a field manager) and the status
+/// subresource, which changes the status and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patches_and_the_status_subresource() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Patch, PatchParams};
+    use kube::ResourceExt;
+    use serde_json::json;
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr, task) = ndc_kube_sim::Simulator::new()
+        .serve("127.0.0.1:0".parse().expect("addr"), async {
+            let _ = stop_rx.await;
+        })
+        .await
+        .expect("serve");
+    let client = Client::try_from(Config::new(format!("http://{addr}").parse().expect("uri")))
+        .expect("client");
+    let nss: Api<Namespace> = Api::all(client.clone());
+    nss.create(
+        &PostParams::default(),
+        &Namespace {
+            metadata: meta("svc-email", &[]),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("namespace");
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "svc-email");
+    let ssa = PatchParams::apply("ndc-operator").force();
+
+    // Server-side apply creates it...
+    let applied = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "email"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "email"}},
+                 "template": {"metadata": {"labels": {"app": "email"}}, "spec": {"containers": [{"name": "email", "image": "email:1"}]}}}});
+    let d = deploys
+        .patch("email", &ssa, &Patch::Apply(&applied))
+        .await
+        .expect("apply creates");
+    assert_eq!(d.spec.replicas, Some(2));
+    assert_eq!(d.metadata.generation, Some(1));
+    let managers: Vec<String> = d
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|f| f.manager)
+        .collect();
+    assert_eq!(managers, ["ndc-operator"]);
+    // ...and updates it: a spec change is a new generation.
+    let mut again = applied.clone();
+    again["spec"]["replicas"] = json!(3);
+    let d = deploys
+        .patch("email", &ssa, &Patch::Apply(&again))
+        .await
+        .expect("apply updates");
+    assert_eq!((d.spec.replicas, d.metadata.generation), (Some(3), Some(2)));
+
+    // Status goes through its subresource and does not bump the generation.
+    let st = json!({"status": {"readyReplicas": 3, "observedGeneration": 2}});
+    let d = deploys
+        .patch_status("email", &PatchParams::default(), &Patch::Merge(&st))
+        .await
+        .expect("status");
+    assert_eq!(d.status.as_ref().and_then(|s| s.ready_replicas), Some(3));
+    assert_eq!(d.metadata.generation, Some(2));
+    // A merge patch on the main resource leaves the status alone.
+    let labels = json!({"metadata": {"labels": {"ndc.gov.vn/service": "email"}}, "status": {"readyReplicas": 0}});
+    let d = deploys
+        .patch("email", &PatchParams::default(), &Patch::Merge(&labels))
+        .await
+        .expect("merge");
+    assert_eq!(
+        d.labels().get("ndc.gov.vn/service").map(String::as_str),
+        Some("email")
+    );
+    assert_eq!(d.status.as_ref().and_then(|s| s.ready_replicas), Some(3));
+    // JSON patch, with a test that fails: nothing changes.
+    let ops: json_patch::Patch = serde_json::from_value(json!([{"op": "test", "path": "/spec/replicas", "value": 9}, {"op": "replace", "path": "/spec/replicas", "value": 1}])).expect("ops");
+    let err = deploys
+        .patch("email", &PatchParams::default(), &Patch::<()>::Json(ops))
+        .await
+        .expect_err("failed test");
+    assert!(
+        matches!(err, kube::Error::Api(ref ae) if ae.code == 422),
+        "{err:?}"
+    );
+    assert_eq!(
+        deploys.get("email").await.expect("get").spec.replicas,
+        Some(3)
+    );
+
+    let _ = stop_tx.send(());
+    task.await.expect("join").expect("serve");
+}
