@@ -202,3 +202,105 @@ async fn patches_and_the_status_subresource() {
     let _ = stop_tx.send(());
     task.await.expect("join").expect("serve");
 }
+
+/// Finalizers hold a deletion until they are cleared; owned objects go with
+/// their owner; a namespace stays Terminating while a finalized object is
+/// in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finalizers_owners_and_terminating_namespaces() {
+    use k8s_openapi::api::core::v1::Secret;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use kube::api::{Patch, PatchParams};
+    use serde_json::json;
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr, task) = ndc_kube_sim::Simulator::new()
+        .serve("127.0.0.1:0".parse().expect("addr"), async {
+            let _ = stop_rx.await;
+        })
+        .await
+        .expect("serve");
+    let client = Client::try_from(Config::new(format!("http://{addr}").parse().expect("uri")))
+        .expect("client");
+    let nss: Api<Namespace> = Api::all(client.clone());
+    nss.create(
+        &PostParams::default(),
+        &Namespace {
+            metadata: meta("t-hue", &[]),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("namespace");
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "t-hue");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "t-hue");
+
+    // A finalizer holds the deletion.
+    let mut held = ConfigMap {
+        metadata: meta("bucket", &[]),
+        ..Default::default()
+    };
+    held.metadata.finalizers = Some(vec!["ndc.gov.vn/cleanup".into()]);
+    let held = cms
+        .create(&PostParams::default(), &held)
+        .await
+        .expect("create");
+    // It owns a secret.
+    let mut owned = Secret {
+        metadata: meta("bucket-credentials", &[]),
+        ..Default::default()
+    };
+    owned.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: "v1".into(),
+        kind: "ConfigMap".into(),
+        name: "bucket".into(),
+        uid: held.metadata.uid.clone().expect("uid"),
+        ..Default::default()
+    }]);
+    secrets
+        .create(&PostParams::default(), &owned)
+        .await
+        .expect("secret");
+
+    cms.delete("bucket", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let marked = cms.get("bucket").await.expect("still there");
+    assert!(
+        marked.metadata.deletion_timestamp.is_some(),
+        "marked for deletion"
+    );
+    assert!(
+        secrets.get("bucket-credentials").await.is_ok(),
+        "its secret waits too"
+    );
+
+    // The namespace's deletion waits for it as well.
+    nss.delete("t-hue", &DeleteParams::default())
+        .await
+        .expect("delete namespace");
+    let ns = nss.get("t-hue").await.expect("terminating");
+    assert_eq!(
+        ns.status.and_then(|s| s.phase).as_deref(),
+        Some("Terminating")
+    );
+
+    // Clearing the finalizer completes everything: the object, what it owns, the namespace.
+    let clear = json!({"metadata": {"finalizers": null}});
+    cms.patch("bucket", &PatchParams::default(), &Patch::Merge(&clear))
+        .await
+        .expect("clear");
+    for gone in [
+        cms.get("bucket").await.err(),
+        secrets.get("bucket-credentials").await.err(),
+    ] {
+        assert!(
+            matches!(gone, Some(kube::Error::Api(ref ae)) if ae.code == 404),
+            "{gone:?}"
+        );
+    }
+    assert!(matches!(nss.get("t-hue").await, Err(kube::Error::Api(ref ae)) if ae.code == 404));
+
+    let _ = stop_tx.send(());
+    task.await.expect("join").expect("serve");
+}
