@@ -511,9 +511,9 @@ impl Simulator {
         }
         o.items.insert(key.clone(), obj.clone());
         o.record("MODIFIED", &kind.id(), ns, obj.clone());
-        let cleared = !obj["metadata"]["finalizers"]
+        let cleared = obj["metadata"]["finalizers"]
             .as_array()
-            .is_some_and(|f| !f.is_empty());
+            .is_none_or(|f| f.is_empty());
         if deleting.is_some() && cleared {
             let after = self.delete_key(&mut o, &key);
             return (StatusCode::OK, Json(after)).into_response();
