@@ -14,8 +14,9 @@
 //! `resourceVersion`, bookmarks, `410 Gone`); `uid`, `resourceVersion`,
 //! `generation` and `creationTimestamp`; `409 Conflict` on a stale
 //! `resourceVersion`, `AlreadyExists`, `NotFound` and `Invalid`, each with a
-//! `Status` body; deleting a namespace deletes what is in it. Bodies are
-//! JSON only (kubectl's typed commands send protobuf: use manifests).
+//! `Status` body; deleting a namespace deletes what is in it; OpenAPI v3
+//! documents (operations only) so kubectl validates on the server. Bodies
+//! are JSON only (kubectl's typed commands send protobuf: use manifests).
 
 mod objects;
 mod patch;
@@ -340,6 +341,61 @@ fn resource_list(kinds: &[Kind], group: &str, version: &str) -> Option<Value> {
     (!resources.is_empty()).then(|| json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
 }
 
+/// `/openapi/v3`: one document per group version.
+fn openapi_root(kinds: &[Kind]) -> Value {
+    let mut paths = serde_json::Map::new();
+    for k in kinds {
+        let gv = if k.group.is_empty() {
+            format!("api/{}", k.version)
+        } else {
+            format!("apis/{}/{}", k.group, k.version)
+        };
+        paths.insert(
+            gv.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{gv}?hash=ndc")}),
+        );
+    }
+    json!({"paths": paths})
+}
+
+/// The OpenAPI v3 document of one group version: the operations, with the
+/// `fieldValidation` parameter so kubectl leaves validation to the server.
+/// No schemas yet: the simulator does not validate bodies against them.
+fn openapi_gv(kinds: &[Kind], group: &str, version: &str) -> Option<Value> {
+    let mut paths = serde_json::Map::new();
+    for k in kinds
+        .iter()
+        .filter(|k| k.group == group && k.version == version)
+    {
+        let prefix = if group.is_empty() {
+            format!("/api/{version}")
+        } else {
+            format!("/apis/{group}/{version}")
+        };
+        let item = if k.namespaced {
+            format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", k.plural)
+        } else {
+            format!("{prefix}/{}/{{name}}", k.plural)
+        };
+        let gvk = json!({"group": group, "version": version, "kind": k.kind});
+        let op = |verb: &str| {
+            json!({
+                "operationId": format!("{verb}{}", k.kind),
+                "parameters": [{"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
+                               {"name": "fieldManager", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "OK"}},
+                "x-kubernetes-action": verb,
+                "x-kubernetes-group-version-kind": gvk,
+            })
+        };
+        paths.insert(item, json!({"get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete")}));
+    }
+    (!paths.is_empty()).then(|| {
+        json!({"openapi": "3.0.0", "info": {"title": "Kubernetes (ndc simulator)", "version": "v1.32.0"},
+               "paths": paths, "components": {"schemas": {}}})
+    })
+}
+
 /// The named groups and their versions, for `/apis`.
 fn group_list(kinds: &[Kind]) -> Value {
     let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
@@ -429,6 +485,31 @@ pub(crate) async fn handle(
             }
         }
         (Method::GET, ["apis"]) => Json(group_list(&sim.kinds())).into_response(),
+        (Method::GET, ["openapi", "v3"]) => Json(openapi_root(&sim.kinds())).into_response(),
+        (Method::GET, ["openapi", "v3", "api", version]) => {
+            match openapi_gv(&sim.kinds(), "", version) {
+                Some(v) => Json(v).into_response(),
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("the server could not find {}", uri.path()),
+                    "",
+                    "",
+                ),
+            }
+        }
+        (Method::GET, ["openapi", "v3", "apis", group, version]) => {
+            match openapi_gv(&sim.kinds(), group, version) {
+                Some(v) => Json(v).into_response(),
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("the server could not find {}", uri.path()),
+                    "",
+                    "",
+                ),
+            }
+        }
         (_, _) if routed.is_some() => {
             let (group, version, rest) = routed.unwrap_or_default();
             // namespaces/{ns}/{plural}[/{name}] or {plural}[/{name}]

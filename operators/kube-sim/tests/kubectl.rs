@@ -499,3 +499,68 @@ async fn custom_resources_follow_their_definition() {
     let _ = stop_tx.send(());
     task.await.expect("join").expect("serve");
 }
+
+/// With the OpenAPI v3 documents served, kubectl needs no extra flags:
+/// `apply` (client- and server-side) and `create -f` validate on the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_applies_without_flags() {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr, task) = ndc_kube_sim::Simulator::new()
+        .serve("127.0.0.1:0".parse().expect("addr"), async {
+            let _ = stop_rx.await;
+        })
+        .await
+        .expect("serve");
+    let server = addr.to_string();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let home = dir.path().to_path_buf();
+    let ns = dir.path().join("ns.yaml");
+    let cm = dir.path().join("cm.yaml");
+    std::fs::write(
+        &ns,
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: t-da-nang\n",
+    )
+    .expect("write");
+    let write_cm = |v: &str| {
+        std::fs::write(&cm, format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: t-da-nang\ndata:\n  tier: \"{v}\"\n")).expect("write")
+    };
+    let run = move |args: Vec<String>| {
+        let (server, home) = (server.clone(), home.clone());
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            kubectl(&server, &home, &args)
+        })
+    };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let (ns_p, cm_p) = (ns.display().to_string(), cm.display().to_string());
+    let (code, out, err) = run(s(&["apply", "--server-side", "-f", &ns_p]))
+        .await
+        .expect("join");
+    assert!(
+        code == 0 && out.contains("serverside-applied"),
+        "{code} {out} {err}"
+    );
+    write_cm("gold");
+    let (code, out, err) = run(s(&["apply", "-f", &cm_p])).await.expect("join");
+    assert!(code == 0 && out.contains("created"), "{code} {out} {err}");
+    write_cm("silver");
+    let (code, out, err) = run(s(&["apply", "-f", &cm_p])).await.expect("join");
+    assert!(
+        code == 0 && out.contains("configured"),
+        "{code} {out} {err}"
+    );
+    let (_, out, _) = run(s(&[
+        "get",
+        "cm",
+        "settings",
+        "-n",
+        "t-da-nang",
+        "-o",
+        "jsonpath={.data.tier}",
+    ]))
+    .await
+    .expect("join");
+    assert_eq!(out, "silver");
+    let _ = stop_tx.send(());
+    task.await.expect("join").expect("serve");
+}
