@@ -423,8 +423,8 @@ pub(crate) async fn handle(
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
-    // Bodies are JSON only; clients that send protobuf are told so, and
-    // client-go then falls back to JSON.
+    // Bodies are JSON only; clients that send protobuf are told so.
+    // (kubectl 1.32 does not fall back: its typed commands fail, manifests work.)
     let content_type = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

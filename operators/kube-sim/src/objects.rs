@@ -70,6 +70,31 @@ impl Objects {
     }
 }
 
+/// What the simulator does in place of Kubernetes controllers (nothing
+/// runs): a Service gets a cluster IP from 10.96.0.0/16 (an address only,
+/// never a target); a Deployment or StatefulSet reports all its replicas
+/// ready for its current generation at once.
+fn simulate_controllers(kind: &Kind, obj: &mut Value, serial: u64) {
+    match (kind.group, kind.kind) {
+        ("", "Service") if obj["spec"]["clusterIP"].is_null() && serial > 0 => {
+            obj["spec"]["clusterIP"] = json!(format!(
+                "10.96.{}.{}",
+                (serial / 254) % 256,
+                serial % 254 + 1
+            ));
+        }
+        ("apps", "Deployment" | "StatefulSet") => {
+            let replicas = obj["spec"]["replicas"].as_u64().unwrap_or(1);
+            let generation = obj["metadata"]["generation"].as_u64().unwrap_or(1);
+            obj["status"] = json!({
+                "observedGeneration": generation, "replicas": replicas, "readyReplicas": replicas,
+                "availableReplicas": replicas, "updatedReplicas": replicas,
+            });
+        }
+        _ => {}
+    }
+}
+
 /// Records (or refreshes) a server-side apply manager in `managedFields`.
 fn record_manager(obj: &mut Value, kind: &Kind, manager: Option<&str>) {
     let manager = manager.unwrap_or("unknown");
@@ -378,6 +403,7 @@ impl Simulator {
         if kind.plural == "namespaces" {
             obj["status"] = json!({"phase": "Active"});
         }
+        simulate_controllers(kind, &mut obj, o.uids);
         o.items.insert(key, obj.clone());
         o.record("ADDED", &kind.id(), ns, obj.clone());
         (StatusCode::CREATED, Json(obj)).into_response()
@@ -503,6 +529,13 @@ impl Simulator {
         }
         meta["resourceVersion"] = json!(o.revision.to_string());
         meta["generation"] = json!(generation);
+        if !status_only {
+            // A cluster IP, once given, stays.
+            if kind.kind == "Service" && obj["spec"]["clusterIP"].is_null() {
+                obj["spec"]["clusterIP"] = current["spec"]["clusterIP"].clone();
+            }
+            simulate_controllers(kind, &mut obj, 0);
+        }
         // Deletion cannot be undone by an update; clearing the last
         // finalizer of an object being deleted completes the deletion.
         let deleting = current["metadata"].get("deletionTimestamp").cloned();

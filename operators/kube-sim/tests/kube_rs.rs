@@ -304,3 +304,73 @@ async fn finalizers_owners_and_terminating_namespaces() {
     let _ = stop_tx.send(());
     task.await.expect("join").expect("serve");
 }
+
+/// The simulated controllers: a Service gets a cluster IP that stays; a
+/// Deployment reports its replicas ready for its generation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_controllers() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Service;
+    use kube::api::{Patch, PatchParams};
+    use serde_json::json;
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr, task) = ndc_kube_sim::Simulator::new()
+        .serve("127.0.0.1:0".parse().expect("addr"), async {
+            let _ = stop_rx.await;
+        })
+        .await
+        .expect("serve");
+    let client = Client::try_from(Config::new(format!("http://{addr}").parse().expect("uri")))
+        .expect("client");
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: meta("svc-portal", &[]),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("namespace");
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "svc-portal");
+    let svc = svcs
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "portal"}, "spec": {"ports": [{"port": 443}]}}),
+            )
+            .expect("svc"),
+        )
+        .await
+        .expect("create service");
+    let ip = svc.spec.and_then(|s| s.cluster_ip).expect("a cluster IP");
+    assert!(ip.starts_with("10.96."), "{ip}");
+    let relabel = json!({"metadata": {"labels": {"tier": "web"}}});
+    let svc = svcs
+        .patch("portal", &PatchParams::default(), &Patch::Merge(&relabel))
+        .await
+        .expect("patch");
+    assert_eq!(
+        svc.spec.and_then(|s| s.cluster_ip).as_deref(),
+        Some(ip.as_str()),
+        "the IP stays"
+    );
+
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "svc-portal");
+    let d: Deployment = serde_json::from_value(json!({"metadata": {"name": "portal"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "portal"}},
+                 "template": {"metadata": {"labels": {"app": "portal"}}, "spec": {"containers": [{"name": "portal", "image": "portal:1"}]}}}}))
+    .expect("deployment");
+    let d = deploys
+        .create(&PostParams::default(), &d)
+        .await
+        .expect("create deployment");
+    let st = d.status.expect("status");
+    assert_eq!(
+        (st.ready_replicas, st.observed_generation),
+        (Some(3), Some(1))
+    );
+    let _ = stop_tx.send(());
+    task.await.expect("join").expect("serve");
+}
