@@ -23,6 +23,7 @@ mod patch;
 mod query;
 
 use objects::Objects;
+pub use objects::Running;
 use query::query;
 
 use std::sync::{Arc, Mutex};

@@ -95,6 +95,26 @@ fn simulate_controllers(kind: &Kind, obj: &mut Value, serial: u64) {
     }
 }
 
+/// A simulator serving in the background.
+pub struct Running {
+    pub addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// `http://127.0.0.1:PORT`, for a client's configuration.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops serving and waits until the server has.
+    pub async fn stop(self) -> std::io::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await.map_err(std::io::Error::other)?
+    }
+}
+
 /// Records (or refreshes) a server-side apply manager in `managedFields`.
 fn record_manager(obj: &mut Value, kind: &Kind, manager: Option<&str>) {
     let manager = manager.unwrap_or("unknown");
@@ -131,6 +151,18 @@ impl Simulator {
     }
 
     /// Serves on `addr` (port 0 picks one) until `stop` resolves; returns the bound address at once.
+    /// Serves on a free port of 127.0.0.1 until [`Running::stop`]: the usual
+    /// way for a test to have an API server of its own.
+    pub async fn start(self) -> std::io::Result<Running> {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (addr, task) = self
+            .serve(SocketAddr::from(([127, 0, 0, 1], 0)), async {
+                let _ = stopped.await;
+            })
+            .await?;
+        Ok(Running { addr, stop, task })
+    }
+
     pub async fn serve(
         self,
         addr: SocketAddr,

@@ -25,13 +25,8 @@ fn meta(name: &str, labels: &[(&str, &str)]) -> ObjectMeta {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_rs_talks_to_the_simulator() {
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr, task) = ndc_kube_sim::Simulator::new()
-        .serve("127.0.0.1:0".parse().expect("addr"), async {
-            let _ = stop_rx.await;
-        })
-        .await
-        .expect("serve");
+    let sim = ndc_kube_sim::Simulator::new().start().await.expect("serve");
+    let addr = sim.addr;
     let config = Config::new(format!("http://{addr}").parse().expect("uri"));
     let client = Client::try_from(config).expect("client");
 
@@ -102,8 +97,7 @@ async fn kube_rs_talks_to_the_simulator() {
         other => panic!("the namespace's config map should be gone, got {other:?}"),
     }
 
-    let _ = stop_tx.send(());
-    task.await.expect("join").expect("serve");
+    sim.stop().await.expect("stop");
 }
 
 /// Patches as controllers use them: merge, JSON patch, server-side apply
@@ -116,13 +110,8 @@ async fn patches_and_the_status_subresource() {
     use kube::ResourceExt;
     use serde_json::json;
 
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr, task) = ndc_kube_sim::Simulator::new()
-        .serve("127.0.0.1:0".parse().expect("addr"), async {
-            let _ = stop_rx.await;
-        })
-        .await
-        .expect("serve");
+    let sim = ndc_kube_sim::Simulator::new().start().await.expect("serve");
+    let addr = sim.addr;
     let client = Client::try_from(Config::new(format!("http://{addr}").parse().expect("uri")))
         .expect("client");
     let nss: Api<Namespace> = Api::all(client.clone());
@@ -199,8 +188,7 @@ async fn patches_and_the_status_subresource() {
         Some(3)
     );
 
-    let _ = stop_tx.send(());
-    task.await.expect("join").expect("serve");
+    sim.stop().await.expect("stop");
 }
 
 /// Finalizers hold a deletion until they are cleared; owned objects go with
@@ -213,13 +201,8 @@ async fn finalizers_owners_and_terminating_namespaces() {
     use kube::api::{Patch, PatchParams};
     use serde_json::json;
 
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr, task) = ndc_kube_sim::Simulator::new()
-        .serve("127.0.0.1:0".parse().expect("addr"), async {
-            let _ = stop_rx.await;
-        })
-        .await
-        .expect("serve");
+    let sim = ndc_kube_sim::Simulator::new().start().await.expect("serve");
+    let addr = sim.addr;
     let client = Client::try_from(Config::new(format!("http://{addr}").parse().expect("uri")))
         .expect("client");
     let nss: Api<Namespace> = Api::all(client.clone());
@@ -301,8 +284,7 @@ async fn finalizers_owners_and_terminating_namespaces() {
     }
     assert!(matches!(nss.get("t-hue").await, Err(kube::Error::Api(ref ae)) if ae.code == 404));
 
-    let _ = stop_tx.send(());
-    task.await.expect("join").expect("serve");
+    sim.stop().await.expect("stop");
 }
 
 /// The simulated controllers: a Service gets a cluster IP that stays; a
@@ -314,13 +296,8 @@ async fn simulated_controllers() {
     use kube::api::{Patch, PatchParams};
     use serde_json::json;
 
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr, task) = ndc_kube_sim::Simulator::new()
-        .serve("127.0.0.1:0".parse().expect("addr"), async {
-            let _ = stop_rx.await;
-        })
-        .await
-        .expect("serve");
+    let sim = ndc_kube_sim::Simulator::new().start().await.expect("serve");
+    let addr = sim.addr;
     let client = Client::try_from(Config::new(format!("http://{addr}").parse().expect("uri")))
         .expect("client");
     Api::<Namespace>::all(client.clone())
@@ -371,6 +348,5 @@ async fn simulated_controllers() {
         (st.ready_replicas, st.observed_generation),
         (Some(3), Some(1))
     );
-    let _ = stop_tx.send(());
-    task.await.expect("join").expect("serve");
+    sim.stop().await.expect("stop");
 }

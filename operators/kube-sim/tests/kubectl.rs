@@ -23,13 +23,8 @@ fn kubectl(server: &str, home: &std::path::Path, args: &[&str]) -> (i32, String,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_accepts_the_simulator() {
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr, task) = ndc_kube_sim::Simulator::new()
-        .serve("127.0.0.1:0".parse().expect("addr"), async {
-            let _ = stop_rx.await;
-        })
-        .await
-        .expect("serve");
+    let sim = ndc_kube_sim::Simulator::new().start().await.expect("serve");
+    let addr = sim.addr;
     let server = addr.to_string();
     let dir = tempfile::tempdir().expect("temp dir");
     let home = dir.path().to_path_buf();
@@ -185,20 +180,14 @@ async fn kubectl_accepts_the_simulator() {
     let (code, out, err) = run(s(&["get", "cm", "-A"])).await.expect("join");
     assert!(code == 0 && !out.contains("registry"), "{out} {err}");
 
-    let _ = stop_tx.send(());
-    task.await.expect("join").expect("serve");
+    sim.stop().await.expect("stop");
 }
 
 /// `kubectl get -w` sees changes as they happen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_watches() {
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr, task) = ndc_kube_sim::Simulator::new()
-        .serve("127.0.0.1:0".parse().expect("addr"), async {
-            let _ = stop_rx.await;
-        })
-        .await
-        .expect("serve");
+    let sim = ndc_kube_sim::Simulator::new().start().await.expect("serve");
+    let addr = sim.addr;
     let server = addr.to_string();
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("watch.out");
@@ -276,8 +265,7 @@ async fn kubectl_watches() {
     }
     let _ = watcher.kill();
     let _ = watcher.wait();
-    let _ = stop_tx.send(());
-    task.await.expect("join").expect("serve");
+    sim.stop().await.expect("stop");
 }
 
 /// A watch from a resourceVersion older than the kept history gets a
@@ -285,13 +273,11 @@ async fn kubectl_watches() {
 #[tokio::test]
 async fn an_old_resource_version_is_gone() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr, task) = ndc_kube_sim::Simulator::with_history(2)
-        .serve("127.0.0.1:0".parse().expect("addr"), async {
-            let _ = stop_rx.await;
-        })
+    let sim = ndc_kube_sim::Simulator::with_history(2)
+        .start()
         .await
         .expect("serve");
+    let addr = sim.addr;
     let request = |method: &str, path: &str, body: &str| {
         format!("{method} {path} HTTP/1.1\r\nHost: sim\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
     };
@@ -330,21 +316,15 @@ async fn an_old_resource_version_is_gone() {
         resp.contains("\"name\":\"d\"") && !resp.contains("\"name\":\"c\""),
         "{resp}"
     );
-    let _ = stop_tx.send(());
-    task.await.expect("join").expect("serve");
+    sim.stop().await.expect("stop");
 }
 
 /// The other API groups ndc's operators use: apps, networking, rbac,
 /// policy, coordination; discovery lists them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_uses_the_other_groups() {
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr, task) = ndc_kube_sim::Simulator::new()
-        .serve("127.0.0.1:0".parse().expect("addr"), async {
-            let _ = stop_rx.await;
-        })
-        .await
-        .expect("serve");
+    let sim = ndc_kube_sim::Simulator::new().start().await.expect("serve");
+    let addr = sim.addr;
     let server = addr.to_string();
     let dir = tempfile::tempdir().expect("temp dir");
     let home = dir.path().to_path_buf();
@@ -418,21 +398,15 @@ async fn kubectl_uses_the_other_groups() {
         out.contains("ndc-viewer"),
         "cluster-scoped objects stay: {out}"
     );
-    let _ = stop_tx.send(());
-    task.await.expect("join").expect("serve");
+    sim.stop().await.expect("stop");
 }
 
 /// A CRD makes its kind served at its group, version and plural, with its
 /// short names; deleting the CRD removes the kind and its objects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn custom_resources_follow_their_definition() {
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr, task) = ndc_kube_sim::Simulator::new()
-        .serve("127.0.0.1:0".parse().expect("addr"), async {
-            let _ = stop_rx.await;
-        })
-        .await
-        .expect("serve");
+    let sim = ndc_kube_sim::Simulator::new().start().await.expect("serve");
+    let addr = sim.addr;
     let server = addr.to_string();
     let dir = tempfile::tempdir().expect("temp dir");
     let home = dir.path().to_path_buf();
@@ -496,21 +470,15 @@ async fn custom_resources_follow_their_definition() {
         code == 1 && err.contains("doesn't have a resource type"),
         "{code} {err}"
     );
-    let _ = stop_tx.send(());
-    task.await.expect("join").expect("serve");
+    sim.stop().await.expect("stop");
 }
 
 /// With the OpenAPI v3 documents served, kubectl needs no extra flags:
 /// `apply` (client- and server-side) and `create -f` validate on the server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_applies_without_flags() {
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr, task) = ndc_kube_sim::Simulator::new()
-        .serve("127.0.0.1:0".parse().expect("addr"), async {
-            let _ = stop_rx.await;
-        })
-        .await
-        .expect("serve");
+    let sim = ndc_kube_sim::Simulator::new().start().await.expect("serve");
+    let addr = sim.addr;
     let server = addr.to_string();
     let dir = tempfile::tempdir().expect("temp dir");
     let home = dir.path().to_path_buf();
@@ -561,6 +529,5 @@ async fn kubectl_applies_without_flags() {
     .await
     .expect("join");
     assert_eq!(out, "silver");
-    let _ = stop_tx.send(());
-    task.await.expect("join").expect("serve");
+    sim.stop().await.expect("stop");
 }
