@@ -16,13 +16,6 @@ pub(crate) struct InventoryService {
     pub(crate) node: Arc<Node>,
 }
 
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 fn capacity_to_pb(c: &inv::Capacity) -> pb::Capacity {
     pb::Capacity {
         cpu_millis: c.cpu_millis,
@@ -93,7 +86,7 @@ impl InventoryService {
         let actor = self.node.auth.actor(md)?;
         let req = InventoryRequest {
             actor,
-            at_ms: now_ms(),
+            at_ms: crate::node::now_ms(),
             op,
         };
         match self
@@ -326,11 +319,7 @@ impl Inventory for InventoryService {
         self.node.auth.actor(request.metadata())?;
         let r = request.into_inner();
         self.node.read_barrier(r.stale).await?;
-        let (revision, _) = self
-            .node
-            .reader
-            .revisions()
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let revision = self.node.revision()?;
         let hosts = hosts(&self.node)?
             .iter()
             .filter(|h| r.zone.is_empty() || h.spec.zone == r.zone)
@@ -345,11 +334,7 @@ impl Inventory for InventoryService {
     ) -> Result<Response<pb::HostResponse>, Status> {
         self.node.auth.actor(request.metadata())?;
         self.node.read_barrier(false).await?;
-        let (revision, _) = self
-            .node
-            .reader
-            .revisions()
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let revision = self.node.revision()?;
         let h = host(&self.node, &request.into_inner().name)?;
         Ok(Response::new(pb::HostResponse {
             host: Some(host_to_pb(&h)),

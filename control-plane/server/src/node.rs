@@ -90,6 +90,14 @@ impl Node {
         Ok(())
     }
 
+    /// The store revision this node has applied, for a read's answer.
+    pub(crate) fn revision(&self) -> Result<u64, Status> {
+        self.reader
+            .revisions()
+            .map(|(current, _)| current)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+
     /// Refuses requests on a node that was removed from its cluster.
     fn ensure_member(&self) -> Result<(), Status> {
         if let Some(at) = self.retired_at() {
@@ -381,6 +389,15 @@ async fn tell_removed(id: NodeId, addr: String, log_index: u64, secret: Option<S
             }
         }
     }
+}
+
+/// This node's clock in milliseconds since the epoch: the time a proposer
+/// writes into a command (apply never reads a clock).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// The request id a client sent with a write, if any.

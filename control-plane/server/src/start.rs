@@ -326,7 +326,7 @@ async fn expire_hosts(node: Arc<Node>, timeout_ms: u64) {
         if node.metrics().current_leader != Some(node.id) || node.retired_at().is_some() {
             continue;
         }
-        let now = crate::inventory_service::now_ms();
+        let now = crate::node::now_ms();
         let before = now.saturating_sub(timeout_ms);
         let Ok(hosts) = crate::inventory_service::hosts(&node) else {
             continue;

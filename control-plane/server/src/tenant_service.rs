@@ -17,13 +17,6 @@ pub(crate) struct TenantService {
     pub(crate) node: Arc<Node>,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 fn decision(s: &str) -> Option<String> {
     let s = s.trim();
     (!s.is_empty()).then(|| s.to_string())
@@ -72,7 +65,7 @@ impl TenantService {
         let req = domain::DomainRequest {
             actor,
             decision,
-            at_ms: now_ms(),
+            at_ms: crate::node::now_ms(),
             op,
             expected_plan,
         };
@@ -151,11 +144,7 @@ impl Tenants for TenantService {
         let actor = self.node.auth.actor(request.metadata())?;
         let r = request.into_inner();
         self.node.read_barrier(r.stale).await?;
-        let (revision, _) = self
-            .node
-            .reader
-            .revisions()
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let revision = self.node.revision()?;
         self.node
             .reader
             .with_registry(|reg| {
@@ -191,11 +180,7 @@ impl Tenants for TenantService {
             .transpose()
             .map_err(Status::invalid_argument)?;
         self.node.read_barrier(r.stale).await?;
-        let (revision, _) = self
-            .node
-            .reader
-            .revisions()
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let revision = self.node.revision()?;
         self.node
             .reader
             .with_registry(|reg| {
