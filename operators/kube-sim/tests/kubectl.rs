@@ -4,6 +4,35 @@
 
 use std::process::{Command, Stdio};
 
+/// kubectl against one simulator, run off the async runtime.
+#[derive(Clone)]
+struct Kc {
+    server: String,
+    home: std::path::PathBuf,
+}
+
+impl Kc {
+    fn new(server: &str, home: &std::path::Path) -> Self {
+        Kc {
+            server: server.to_string(),
+            home: home.to_path_buf(),
+        }
+    }
+
+    async fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let (kc, args) = (
+            self.clone(),
+            args.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            kubectl(&kc.server, &kc.home, &args)
+        })
+        .await
+        .expect("join")
+    }
+}
+
 fn kubectl(server: &str, home: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new("kubectl")
         .arg(format!("--server=http://{server}"))
@@ -33,99 +62,87 @@ async fn kubectl_accepts_the_simulator() {
     std::fs::write(&ns, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: t-ha-noi\n  labels:\n    ndc.gov.vn/tenant: ha-noi\n").expect("write");
     std::fs::write(&cm, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: registry\n  namespace: t-ha-noi\ndata:\n  tenants: ha-noi\n").expect("write");
 
-    let run = |args: Vec<String>| {
-        let server = server.clone();
-        let home = home.clone();
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            kubectl(&server, &home, &args)
-        })
-    };
-    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let kc = Kc::new(&server, &home);
     let ns_path = ns.display().to_string();
     let cm_path = cm.display().to_string();
 
-    let (code, out, err) = run(s(&["version", "-o", "json"])).await.expect("join");
+    let (code, out, err) = kc.run(&["version", "-o", "json"]).await;
     assert!(
         code == 0 && out.contains("v1.32.0-ndc-sim"),
         "{code} {out} {err}"
     );
-    let (code, out, err) = run(s(&["create", "-f", &ns_path, "--validate=false"]))
-        .await
-        .expect("join");
+    let (code, out, err) = kc
+        .run(&["create", "-f", &ns_path, "--validate=false"])
+        .await;
     assert!(
         code == 0 && out.contains("namespace/t-ha-noi created"),
         "{code} {out} {err}"
     );
-    let (code, out, err) = run(s(&["create", "-f", &cm_path, "--validate=false"]))
-        .await
-        .expect("join");
+    let (code, out, err) = kc
+        .run(&["create", "-f", &cm_path, "--validate=false"])
+        .await;
     assert!(
         code == 0 && out.contains("configmap/registry created"),
         "{code} {out} {err}"
     );
-    let (code, out, _) = run(s(&[
-        "get",
-        "ns",
-        "t-ha-noi",
-        "-o",
-        "jsonpath={.metadata.labels.ndc\\.gov\\.vn/tenant} {.status.phase}",
-    ]))
-    .await
-    .expect("join");
+    let (code, out, _) = kc
+        .run(&[
+            "get",
+            "ns",
+            "t-ha-noi",
+            "-o",
+            "jsonpath={.metadata.labels.ndc\\.gov\\.vn/tenant} {.status.phase}",
+        ])
+        .await;
     assert!(code == 0 && out == "ha-noi Active", "{code} {out:?}");
-    let (code, out, _) = run(s(&["get", "cm", "-n", "t-ha-noi"]))
-        .await
-        .expect("join");
+    let (code, out, _) = kc.run(&["get", "cm", "-n", "t-ha-noi"]).await;
     assert!(code == 0 && out.contains("registry"), "{out}");
     // Again: AlreadyExists, as the real API server says it.
-    let (code, _, err) = run(s(&["create", "-f", &ns_path, "--validate=false"]))
-        .await
-        .expect("join");
+    let (code, _, err) = kc
+        .run(&["create", "-f", &ns_path, "--validate=false"])
+        .await;
     assert!(code == 1 && err.contains("AlreadyExists"), "{code} {err}");
-    let (code, _, err) = run(s(&["get", "cm", "nope", "-n", "t-ha-noi"]))
-        .await
-        .expect("join");
+    let (code, _, err) = kc.run(&["get", "cm", "nope", "-n", "t-ha-noi"]).await;
     assert!(code == 1 && err.contains("NotFound"), "{code} {err}");
     // A replace carrying a stale resourceVersion is a conflict; a current one succeeds.
     let stale = dir.path().join("stale.yaml");
     std::fs::write(&stale, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: registry\n  namespace: t-ha-noi\n  resourceVersion: \"1\"\ndata:\n  tenants: ha-noi,hue\n").expect("write");
     let stale_path = stale.display().to_string();
-    let (code, _, err) = run(s(&["replace", "-f", &stale_path, "--validate=false"]))
-        .await
-        .expect("join");
+    let (code, _, err) = kc
+        .run(&["replace", "-f", &stale_path, "--validate=false"])
+        .await;
     assert!(
         code == 1 && err.contains("the object has been modified"),
         "{code} {err}"
     );
-    let (code, rv, _) = run(s(&[
-        "get",
-        "cm",
-        "registry",
-        "-n",
-        "t-ha-noi",
-        "-o",
-        "jsonpath={.metadata.resourceVersion}",
-    ]))
-    .await
-    .expect("join");
+    let (code, rv, _) = kc
+        .run(&[
+            "get",
+            "cm",
+            "registry",
+            "-n",
+            "t-ha-noi",
+            "-o",
+            "jsonpath={.metadata.resourceVersion}",
+        ])
+        .await;
     assert_eq!(code, 0);
     std::fs::write(&stale, format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: registry\n  namespace: t-ha-noi\n  resourceVersion: \"{rv}\"\ndata:\n  tenants: ha-noi,hue\n")).expect("write");
-    let (code, out, err) = run(s(&["replace", "-f", &stale_path, "--validate=false"]))
-        .await
-        .expect("join");
+    let (code, out, err) = kc
+        .run(&["replace", "-f", &stale_path, "--validate=false"])
+        .await;
     assert!(code == 0 && out.contains("replaced"), "{code} {out} {err}");
-    let (_, out, _) = run(s(&[
-        "get",
-        "cm",
-        "registry",
-        "-n",
-        "t-ha-noi",
-        "-o",
-        "jsonpath={.data.tenants} {.metadata.generation}",
-    ]))
-    .await
-    .expect("join");
+    let (_, out, _) = kc
+        .run(&[
+            "get",
+            "cm",
+            "registry",
+            "-n",
+            "t-ha-noi",
+            "-o",
+            "jsonpath={.data.tenants} {.metadata.generation}",
+        ])
+        .await;
     assert_eq!(
         out, "ha-noi,hue 1",
         "only a spec change bumps the generation"
@@ -134,14 +151,9 @@ async fn kubectl_accepts_the_simulator() {
     for (n, tier) in [("t-a", "gold"), ("t-b", "silver"), ("t-c", "gold")] {
         let f = dir.path().join(format!("{n}.yaml"));
         std::fs::write(&f, format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {n}\n  labels:\n    tier: {tier}\n")).expect("write");
-        let (code, _, err) = run(s(&[
-            "create",
-            "-f",
-            &f.display().to_string(),
-            "--validate=false",
-        ]))
-        .await
-        .expect("join");
+        let (code, _, err) = kc
+            .run(&["create", "-f", &f.display().to_string(), "--validate=false"])
+            .await;
         assert_eq!(code, 0, "{err}");
     }
     let names = |out: &str| {
@@ -150,34 +162,26 @@ async fn kubectl_accepts_the_simulator() {
             .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
             .collect::<Vec<_>>()
     };
-    let (_, out, _) = run(s(&["get", "ns", "-l", "tier=gold"]))
-        .await
-        .expect("join");
+    let (_, out, _) = kc.run(&["get", "ns", "-l", "tier=gold"]).await;
     assert_eq!(names(&out), ["t-a", "t-c"]);
-    let (_, out, _) = run(s(&["get", "ns", "-l", "tier,tier!=gold"]))
-        .await
-        .expect("join");
+    let (_, out, _) = kc.run(&["get", "ns", "-l", "tier,tier!=gold"]).await;
     assert_eq!(names(&out), ["t-b"]);
-    let (_, out, _) = run(s(&["get", "ns", "--field-selector", "metadata.name=t-c"]))
-        .await
-        .expect("join");
+    let (_, out, _) = kc
+        .run(&["get", "ns", "--field-selector", "metadata.name=t-c"])
+        .await;
     assert_eq!(names(&out), ["t-c"]);
-    let (_, out, _) = run(s(&["get", "ns", "--chunk-size=1"]))
-        .await
-        .expect("join");
+    let (_, out, _) = kc.run(&["get", "ns", "--chunk-size=1"]).await;
     assert_eq!(names(&out), ["t-a", "t-b", "t-c", "t-ha-noi"]);
-    let (code, _, err) = run(s(&["get", "ns", "-l", "tier in (gold)"]))
-        .await
-        .expect("join");
+    let (code, _, err) = kc.run(&["get", "ns", "-l", "tier in (gold)"]).await;
     assert!(
         code == 1 && err.contains("not supported yet"),
         "{code} {err}"
     );
 
     // Deleting the namespace deletes what was in it.
-    let (code, _, err) = run(s(&["delete", "-f", &ns_path])).await.expect("join");
+    let (code, _, err) = kc.run(&["delete", "-f", &ns_path]).await;
     assert_eq!(code, 0, "{err}");
-    let (code, out, err) = run(s(&["get", "cm", "-A"])).await.expect("join");
+    let (code, out, err) = kc.run(&["get", "cm", "-A"]).await;
     assert!(code == 0 && !out.contains("registry"), "{out} {err}");
 
     sim.stop().await.expect("stop");
@@ -335,17 +339,8 @@ async fn kubectl_uses_the_other_groups() {
     )
     .expect("write");
     let path = f.display().to_string();
-    let run = move |args: Vec<String>| {
-        let (server, home) = (server.clone(), home.clone());
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            kubectl(&server, &home, &args)
-        })
-    };
-    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    let (code, out, err) = run(s(&["create", "-f", &path, "--validate=false"]))
-        .await
-        .expect("join");
+    let kc = Kc::new(&server, &home);
+    let (code, out, err) = kc.run(&["create", "-f", &path, "--validate=false"]).await;
     assert_eq!(code, 0, "{out} {err}");
     for made in [
         "deployment.apps/email",
@@ -356,27 +351,27 @@ async fn kubectl_uses_the_other_groups() {
     ] {
         assert!(out.contains(&format!("{made} created")), "{made}: {out}");
     }
-    let (code, out, _) = run(s(&[
-        "get",
-        "deploy",
-        "email",
-        "-n",
-        "svc-email",
-        "-o",
-        "jsonpath={.apiVersion} {.spec.replicas} {.metadata.generation}",
-    ]))
-    .await
-    .expect("join");
+    let (code, out, _) = kc
+        .run(&[
+            "get",
+            "deploy",
+            "email",
+            "-n",
+            "svc-email",
+            "-o",
+            "jsonpath={.apiVersion} {.spec.replicas} {.metadata.generation}",
+        ])
+        .await;
     assert!(code == 0 && out == "apps/v1 2 1", "{code} {out}");
-    let (code, out, _) = run(s(&[
-        "api-resources",
-        "--api-group",
-        "rbac.authorization.k8s.io",
-        "-o",
-        "name",
-    ]))
-    .await
-    .expect("join");
+    let (code, out, _) = kc
+        .run(&[
+            "api-resources",
+            "--api-group",
+            "rbac.authorization.k8s.io",
+            "-o",
+            "name",
+        ])
+        .await;
     assert!(
         code == 0
             && out.contains("clusterroles.rbac.authorization.k8s.io")
@@ -384,16 +379,14 @@ async fn kubectl_uses_the_other_groups() {
         "{out}"
     );
     // Deleting the namespace takes the namespaced objects of every group with it.
-    let (code, _, _) = run(s(&["delete", "ns", "svc-email"])).await.expect("join");
+    let (code, _, _) = kc.run(&["delete", "ns", "svc-email"]).await;
     assert_eq!(code, 0);
-    let (_, out, _) = run(s(&["get", "deploy,netpol,pdb,lease", "-A"]))
-        .await
-        .expect("join");
+    let (_, out, _) = kc.run(&["get", "deploy,netpol,pdb,lease", "-A"]).await;
     assert!(
         !out.contains("email") && !out.contains("default-deny"),
         "{out}"
     );
-    let (_, out, _) = run(s(&["get", "clusterroles"])).await.expect("join");
+    let (_, out, _) = kc.run(&["get", "clusterroles"]).await;
     assert!(
         out.contains("ndc-viewer"),
         "cluster-scoped objects stay: {out}"
@@ -416,56 +409,43 @@ async fn custom_resources_follow_their_definition() {
     std::fs::write(&bad, "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: wrong.ndc.gov.vn\nspec:\n  group: ndc.gov.vn\n  scope: Namespaced\n  names:\n    plural: databases\n    kind: Database\n  versions:\n    - name: v1alpha1\n").expect("write");
     let ob = dir.path().join("ob.yaml");
     std::fs::write(&ob, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: t-ha-noi\n---\napiVersion: ndc.gov.vn/v1alpha1\nkind: ObjectBucket\nmetadata:\n  name: archive\n  namespace: t-ha-noi\nspec:\n  sizeGi: 100\n").expect("write");
-    let run = move |args: Vec<String>| {
-        let (server, home) = (server.clone(), home.clone());
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            kubectl(&server, &home, &args)
-        })
-    };
-    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let kc = Kc::new(&server, &home);
     let p = |f: &std::path::Path| f.display().to_string();
 
-    let (code, _, err) = run(s(&["create", "-f", &p(&bad), "--validate=false"]))
-        .await
-        .expect("join");
+    let (code, _, err) = kc
+        .run(&["create", "-f", &p(&bad), "--validate=false"])
+        .await;
     assert!(
         code == 1 && err.contains("is invalid"),
         "a CRD whose name does not match is refused: {code} {err}"
     );
-    let (code, out, err) = run(s(&["create", "-f", &p(&crd), "--validate=false"]))
-        .await
-        .expect("join");
+    let (code, out, err) = kc
+        .run(&["create", "-f", &p(&crd), "--validate=false"])
+        .await;
     assert!(code == 0 && out.contains("created"), "{code} {out} {err}");
-    let (code, out, err) = run(s(&["create", "-f", &p(&ob), "--validate=false"]))
-        .await
-        .expect("join");
+    let (code, out, err) = kc.run(&["create", "-f", &p(&ob), "--validate=false"]).await;
     assert!(
         code == 0 && out.contains("objectbucket.ndc.gov.vn/archive created"),
         "{code} {out} {err}"
     );
-    let (code, out, _) = run(s(&[
-        "get",
-        "ob",
-        "archive",
-        "-n",
-        "t-ha-noi",
-        "-o",
-        "jsonpath={.apiVersion} {.spec.sizeGi}",
-    ]))
-    .await
-    .expect("join");
+    let (code, out, _) = kc
+        .run(&[
+            "get",
+            "ob",
+            "archive",
+            "-n",
+            "t-ha-noi",
+            "-o",
+            "jsonpath={.apiVersion} {.spec.sizeGi}",
+        ])
+        .await;
     assert!(
         code == 0 && out == "ndc.gov.vn/v1alpha1 100",
         "{code} {out}"
     );
-    let (code, _, _) = run(s(&["delete", "crd", "objectbuckets.ndc.gov.vn"]))
-        .await
-        .expect("join");
+    let (code, _, _) = kc.run(&["delete", "crd", "objectbuckets.ndc.gov.vn"]).await;
     assert_eq!(code, 0);
-    let (code, _, err) = run(s(&["get", "objectbuckets.ndc.gov.vn", "-A"]))
-        .await
-        .expect("join");
+    let (code, _, err) = kc.run(&["get", "objectbuckets.ndc.gov.vn", "-A"]).await;
     assert!(
         code == 1 && err.contains("doesn't have a resource type"),
         "{code} {err}"
@@ -492,42 +472,33 @@ async fn kubectl_applies_without_flags() {
     let write_cm = |v: &str| {
         std::fs::write(&cm, format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: t-da-nang\ndata:\n  tier: \"{v}\"\n")).expect("write")
     };
-    let run = move |args: Vec<String>| {
-        let (server, home) = (server.clone(), home.clone());
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            kubectl(&server, &home, &args)
-        })
-    };
-    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let kc = Kc::new(&server, &home);
     let (ns_p, cm_p) = (ns.display().to_string(), cm.display().to_string());
-    let (code, out, err) = run(s(&["apply", "--server-side", "-f", &ns_p]))
-        .await
-        .expect("join");
+    let (code, out, err) = kc.run(&["apply", "--server-side", "-f", &ns_p]).await;
     assert!(
         code == 0 && out.contains("serverside-applied"),
         "{code} {out} {err}"
     );
     write_cm("gold");
-    let (code, out, err) = run(s(&["apply", "-f", &cm_p])).await.expect("join");
+    let (code, out, err) = kc.run(&["apply", "-f", &cm_p]).await;
     assert!(code == 0 && out.contains("created"), "{code} {out} {err}");
     write_cm("silver");
-    let (code, out, err) = run(s(&["apply", "-f", &cm_p])).await.expect("join");
+    let (code, out, err) = kc.run(&["apply", "-f", &cm_p]).await;
     assert!(
         code == 0 && out.contains("configured"),
         "{code} {out} {err}"
     );
-    let (_, out, _) = run(s(&[
-        "get",
-        "cm",
-        "settings",
-        "-n",
-        "t-da-nang",
-        "-o",
-        "jsonpath={.data.tier}",
-    ]))
-    .await
-    .expect("join");
+    let (_, out, _) = kc
+        .run(&[
+            "get",
+            "cm",
+            "settings",
+            "-n",
+            "t-da-nang",
+            "-o",
+            "jsonpath={.data.tier}",
+        ])
+        .await;
     assert_eq!(out, "silver");
     sim.stop().await.expect("stop");
 }
