@@ -79,9 +79,10 @@ impl KvService {
             Response::Rejected(r @ Rejection::Domain { .. }) => {
                 Err(Status::failed_precondition(r.to_string()))
             }
-            Response::Empty | Response::Domain { .. } | Response::Batch(_) => {
-                Err(Status::internal("the state machine returned no result"))
-            }
+            Response::Empty
+            | Response::Domain { .. }
+            | Response::Claim { .. }
+            | Response::Batch(_) => Err(Status::internal("the state machine returned no result")),
         }
     }
 }

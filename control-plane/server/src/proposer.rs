@@ -211,6 +211,7 @@ fn approx_size(cmd: &Command) -> usize {
         }
         Command::Domain(_) => 4 * 1024,
         Command::Inventory(_) => 1024,
+        Command::Claim(_) => 2048,
         Command::Batch(cmds) => cmds.iter().map(approx_size).sum(),
         Command::Once { command, .. } => approx_size(command) + 64,
     }
@@ -248,6 +249,14 @@ fn touched_keys(cmd: &Command) -> Vec<String> {
             }
             keys
         }
+        // Status reports touch only their claim, so many share an entry;
+        // other claim changes move quota and extend the audit chain.
+        Command::Claim(r) => match &r.op {
+            ndc_store::claims::ClaimOp::SetStatus { uid, .. } => {
+                vec![ndc_store::claims::claim_key(uid)]
+            }
+            _ => vec![ndc_store::domain::RESERVED_PREFIX.to_string()],
+        },
         Command::Batch(cmds) => cmds.iter().flat_map(touched_keys).collect(),
         Command::Once {
             request_id,

@@ -48,6 +48,9 @@ pub enum Role {
     Auditor,
     /// A host's agent: registers its host and reports heartbeats.
     NodeAgent,
+    /// The control plane's own provisioner, reporting what it did outside.
+    /// Never granted by a token: servers use it for their own requests.
+    Provisioner,
 }
 
 impl Role {
@@ -75,6 +78,7 @@ impl std::fmt::Display for Role {
             Role::ServiceOwner => f.write_str("service-owner"),
             Role::Auditor => f.write_str("auditor"),
             Role::NodeAgent => f.write_str("node-agent"),
+            Role::Provisioner => f.write_str("provisioner"),
         }
     }
 }
@@ -95,7 +99,7 @@ impl Actor {
     pub fn can_read(&self, reg: &Registry, tenant: &str) -> bool {
         self.roles.iter().any(|r| match r {
             Role::DcOperator | Role::Auditor | Role::ServiceOwner => true,
-            Role::NodeAgent => false,
+            Role::NodeAgent | Role::Provisioner => false,
             // By current id only: an old id (after a merge or rename) grants nothing.
             Role::TenantAdmin(x) => reg
                 .get(x)

@@ -41,6 +41,8 @@ pub enum Command {
     Domain(Box<crate::domain::DomainRequest>),
     /// A change to the hosts of the data centre.
     Inventory(crate::inventory::InventoryRequest),
+    /// A bucket or database claim, or the provisioner's report on one.
+    Claim(Box<crate::claims::ClaimRequest>),
     /// Requests from several clients carried by one log entry, applied in
     /// order; each gets its own response. Their changes share the entry's
     /// revision.
@@ -116,6 +118,13 @@ pub enum Response {
         changed: Vec<ndc_tenants::Tenant>,
         removed: Vec<String>,
         plan: Option<ndc_tenants::Plan>,
+    },
+    /// A claim request was applied at `revision`: the claim as it is now
+    /// (as it was last, if `removed`).
+    Claim {
+        revision: u64,
+        claim: Box<crate::claims::Claim>,
+        removed: bool,
     },
     /// A compare or a rule failed; nothing changed.
     Rejected(Rejection),

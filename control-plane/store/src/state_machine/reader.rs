@@ -5,6 +5,7 @@ use rocksdb::{Direction, IteratorMode};
 use ndc_tenants::Registry;
 
 use super::*;
+use crate::claims::{self, Claim};
 use crate::codec::decode;
 use crate::db::{be, cf, from_be, CF_EVENTS, CF_KV, CF_SM};
 use crate::domain::{self, AuditHead, AuditRecord, VerifyReport};
@@ -64,6 +65,23 @@ impl StoreReader {
             None => None,
         };
         Ok(domain::verify_chain(&records, head.as_ref()))
+    }
+
+    /// One claim by uid, with the revision it was read at.
+    pub fn claim(&self, uid: &str) -> Result<(Option<Claim>, u64)> {
+        let (o, revision) = self.get(&claims::claim_key(uid))?;
+        Ok((o.map(|o| decode_claim(&o.value)).transpose()?, revision))
+    }
+
+    /// Every claim, in uid order, read at one revision.
+    pub fn claims(&self) -> Result<(Vec<Claim>, u64)> {
+        let page = self.list(claims::CLAIMS_PREFIX, None, 0)?;
+        let claims = page
+            .items
+            .iter()
+            .map(|(_, o)| decode_claim(&o.value))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((claims, page.revision))
     }
 
     /// The current and the compacted revision.
@@ -167,4 +185,11 @@ impl StoreReader {
         }
         Ok(out)
     }
+}
+
+fn decode_claim(bytes: &[u8]) -> Result<Claim> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Decode {
+        what: "claim",
+        reason: e.to_string(),
+    })
 }

@@ -1,0 +1,546 @@
+//! Claims: buckets and databases that tenants ask for. A claim is admitted
+//! inside apply against its tenant's quota and state; the leader's
+//! provisioner then makes it real outside and writes the outcome back as the
+//! claim's status.
+//!
+//! Layout: `/ndc/claims/<uid>` → JSON [`Claim`]. The uid is chosen by the
+//! proposer and never reused; every external name is derived from it, so a
+//! new leader finds what an earlier one created.
+
+use serde::{Deserialize, Serialize};
+
+use ndc_tenants::{Quota, Registry, TenantState};
+
+use crate::domain::{Actor, RejectKind, Role};
+
+pub const CLAIMS_PREFIX: &str = "/ndc/claims/";
+
+pub fn claim_key(uid: &str) -> String {
+    format!("{CLAIMS_PREFIX}{uid}")
+}
+
+/// Length of a claim uid: lowercase hex.
+pub const UID_LEN: usize = 16;
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClaimKind {
+    Bucket,
+    Database,
+}
+
+impl ClaimKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClaimKind::Bucket => "bucket",
+            ClaimKind::Database => "database",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ClaimKind> {
+        match s {
+            "bucket" => Some(ClaimKind::Bucket),
+            "database" => Some(ClaimKind::Database),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ClaimKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What happens outside when a claim is deleted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeletionPolicy {
+    /// Keep the bucket or database (and its credentials); ndc forgets it.
+    #[default]
+    Retain,
+    /// Remove it: a non-empty bucket only with `purge`, a database only
+    /// after a final dump is stored in the backup bucket.
+    Delete,
+}
+
+impl DeletionPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeletionPolicy::Retain => "retain",
+            DeletionPolicy::Delete => "delete",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeletionPolicy> {
+        match s {
+            "retain" => Some(DeletionPolicy::Retain),
+            "delete" => Some(DeletionPolicy::Delete),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct BucketSpec {
+    /// Size quota in bytes, counted against the tenant's storage.
+    pub size_bytes: u64,
+    #[serde(default)]
+    pub versioning: bool,
+    /// Minimum retention of objects (object lock), where the store has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<u32>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct DatabaseSpec {
+    /// Expected size in bytes, counted against the tenant's storage.
+    pub size_bytes: u64,
+    /// Connection limit of the database's role; 0 means the server default.
+    #[serde(default)]
+    pub connection_limit: u32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ClaimSpec {
+    Bucket(BucketSpec),
+    Database(DatabaseSpec),
+}
+
+impl ClaimSpec {
+    pub fn kind(&self) -> ClaimKind {
+        match self {
+            ClaimSpec::Bucket(_) => ClaimKind::Bucket,
+            ClaimSpec::Database(_) => ClaimKind::Database,
+        }
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        match self {
+            ClaimSpec::Bucket(b) => b.size_bytes,
+            ClaimSpec::Database(d) => d.size_bytes,
+        }
+    }
+
+    /// What the claim takes from its tenant's quota.
+    pub fn usage(&self) -> Quota {
+        let mut q = Quota {
+            storage_bytes: self.size_bytes(),
+            ..Quota::default()
+        };
+        match self {
+            ClaimSpec::Bucket(_) => q.buckets = 1,
+            ClaimSpec::Database(_) => q.databases = 1,
+        }
+        q
+    }
+}
+
+/// Credentials encrypted by the control plane (AEAD); only the servers that
+/// hold the secrets key can open them. Bound to the claim's uid and
+/// `generation`, so a sealed value cannot be moved to another claim.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Sealed {
+    /// 1 for the first credentials, +1 for each rotation.
+    pub generation: u64,
+    /// Hex.
+    pub nonce: String,
+    /// Hex.
+    pub ciphertext: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Admitted, not provisioned yet.
+    #[default]
+    Pending,
+    Ready,
+    /// The last attempt failed; the provisioner retries with backoff.
+    Failed,
+    /// Deletion requested; waiting for the outside resource to be handled.
+    Deleting,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Ready => "Ready",
+            Phase::Failed => "Failed",
+            Phase::Deleting => "Deleting",
+        }
+    }
+}
+
+/// A Kubernetes-style condition.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: bool,
+    pub reason: String,
+    pub message: String,
+    pub at_ms: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClaimStatus {
+    pub phase: Phase,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Where tenants connect: an S3 endpoint or `host:port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The generation of the spec this status describes.
+    #[serde(default)]
+    pub observed_generation: u64,
+    /// The credentials generation in force outside.
+    #[serde(default)]
+    pub observed_credentials: u64,
+    /// The access key id in force outside (buckets), so a rotation can
+    /// remove the old key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    /// Where the final dump of a deleted database was stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+}
+
+impl ClaimStatus {
+    pub fn ready_condition(&self) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == "Ready")
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Deletion {
+    pub at_ms: u64,
+    pub by: String,
+    /// Delete a non-empty bucket's objects too.
+    pub purge: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    pub uid: String,
+    pub tenant: String,
+    pub name: String,
+    pub spec: ClaimSpec,
+    pub deletion_policy: DeletionPolicy,
+    /// Bumped when the spec changes.
+    pub generation: u64,
+    pub created_revision: u64,
+    pub created_at_ms: u64,
+    pub created_by: String,
+    pub credentials: Sealed,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion: Option<Deletion>,
+    #[serde(default)]
+    pub status: ClaimStatus,
+}
+
+impl Claim {
+    pub fn kind(&self) -> ClaimKind {
+        self.spec.kind()
+    }
+
+    /// The name of the bucket, or of the database and its role, outside.
+    pub fn external_name(&self) -> String {
+        external_name(self.kind(), &self.uid)
+    }
+
+    /// Whether the outside matches what is asked: nothing for the
+    /// provisioner to do.
+    pub fn converged(&self) -> bool {
+        self.deletion.is_none()
+            && self.status.phase == Phase::Ready
+            && self.status.observed_generation == self.generation
+            && self.status.observed_credentials == self.credentials.generation
+    }
+
+    /// The additional data bound into the credentials' encryption.
+    pub fn credentials_aad(uid: &str, generation: u64) -> Vec<u8> {
+        format!("ndc-claim-credentials/{uid}/{generation}").into_bytes()
+    }
+}
+
+/// Buckets are `ndc-<uid>` (DNS-safe); databases and roles `ndc_<uid>`
+/// (a plain SQL identifier).
+pub fn external_name(kind: ClaimKind, uid: &str) -> String {
+    match kind {
+        ClaimKind::Bucket => format!("ndc-{uid}"),
+        ClaimKind::Database => format!("ndc_{uid}"),
+    }
+}
+
+/// A change to claims, as proposed to the log.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ClaimRequest {
+    pub actor: Actor,
+    /// The proposer's clock, milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    pub op: ClaimOp,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum ClaimOp {
+    Create {
+        uid: String,
+        tenant: String,
+        name: String,
+        spec: ClaimSpec,
+        deletion_policy: DeletionPolicy,
+        credentials: Sealed,
+    },
+    /// Marks the claim for deletion; the provisioner finishes it.
+    Delete { uid: String, purge: bool },
+    /// New credentials; their generation must follow the current one.
+    Rotate { uid: String, credentials: Sealed },
+    /// The provisioner's report of the outside.
+    SetStatus { uid: String, status: ClaimStatus },
+    /// The provisioner handled a deletion: the claim goes, and its quota
+    /// returns to the tenant. `outcome` says what was done, for the audit.
+    Forget { uid: String, outcome: String },
+}
+
+impl ClaimOp {
+    pub fn uid(&self) -> &str {
+        match self {
+            ClaimOp::Create { uid, .. }
+            | ClaimOp::Delete { uid, .. }
+            | ClaimOp::Rotate { uid, .. }
+            | ClaimOp::SetStatus { uid, .. }
+            | ClaimOp::Forget { uid, .. } => uid,
+        }
+    }
+}
+
+/// Checks a claim name: a DNS label (it becomes part of Kubernetes names).
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "claim name {name:?} is not valid: use 1 to 63 lowercase letters, digits and '-', not starting or ending with '-'"
+        ))
+    }
+}
+
+pub fn validate_uid(uid: &str) -> Result<(), String> {
+    if uid.len() == UID_LEN
+        && uid
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "claim uid {uid:?} is not valid: {UID_LEN} lowercase hex digits"
+        ))
+    }
+}
+
+fn validate_sealed(s: &Sealed) -> Result<(), String> {
+    let hex = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_hexdigit());
+    if s.generation == 0 || !hex(&s.nonce) || !hex(&s.ciphertext) {
+        return Err("sealed credentials are malformed".into());
+    }
+    Ok(())
+}
+
+pub fn validate_spec(spec: &ClaimSpec) -> Result<(), String> {
+    if spec.size_bytes() == 0 {
+        return Err(format!(
+            "a {} claim needs a size greater than zero (it is counted against the tenant's storage quota)",
+            spec.kind()
+        ));
+    }
+    if let ClaimSpec::Bucket(BucketSpec {
+        retention_days: Some(0),
+        ..
+    }) = spec
+    {
+        return Err("retention days must be at least 1 (leave it out for none)".into());
+    }
+    Ok(())
+}
+
+/// A refusal, as apply reports it.
+pub type Refusal = (RejectKind, String);
+
+fn denied(actor: &Actor, what: &str) -> Refusal {
+    (
+        RejectKind::PermissionDenied,
+        format!(
+            "{} may not {what}: that needs the dc-operator role or tenant-admin of the tenant or one above it",
+            actor.name
+        ),
+    )
+}
+
+/// Refuses a claim request its actor may not make. `tenant` is the claim's
+/// tenant (resolved), for requests on an existing claim.
+pub fn authorize(reg: &Registry, actor: &Actor, op: &ClaimOp, tenant: &str) -> Result<(), Refusal> {
+    let internal = matches!(op, ClaimOp::SetStatus { .. } | ClaimOp::Forget { .. });
+    if internal {
+        return if actor.roles.contains(&Role::Provisioner) {
+            Ok(())
+        } else {
+            Err((
+                RejectKind::PermissionDenied,
+                format!(
+                    "{} may not report provisioning: only the control plane's provisioner does",
+                    actor.name
+                ),
+            ))
+        };
+    }
+    if actor.is_operator() {
+        return Ok(());
+    }
+    let admin = actor.roles.iter().any(|r| match r {
+        Role::TenantAdmin(x) => reg
+            .get(x)
+            .is_some_and(|x| reg.is_ancestor_or_self(&x.id, tenant)),
+        _ => false,
+    });
+    if admin {
+        Ok(())
+    } else {
+        let what = match op {
+            ClaimOp::Create { spec, .. } => format!("create a {} for tenant {tenant}", spec.kind()),
+            ClaimOp::Delete { .. } => format!("delete a claim of tenant {tenant}"),
+            _ => format!("rotate credentials of tenant {tenant}"),
+        };
+        Err(denied(actor, &what))
+    }
+}
+
+/// Whether this actor may see the claim's credentials.
+pub fn may_see_credentials(reg: &Registry, actor: &Actor, tenant: &str) -> bool {
+    actor.is_operator()
+        || actor.roles.iter().any(|r| match r {
+            Role::TenantAdmin(x) => reg
+                .get(x)
+                .is_some_and(|x| reg.is_ancestor_or_self(&x.id, tenant)),
+            _ => false,
+        })
+}
+
+/// Checks a new claim against its tenant before the quota: shape and state.
+pub fn check_create(
+    reg: &Registry,
+    tenant: &str,
+    name: &str,
+    spec: &ClaimSpec,
+    credentials: &Sealed,
+    siblings: &[Claim],
+) -> Result<(), Refusal> {
+    validate_name(name).map_err(|m| (RejectKind::Invalid, m))?;
+    validate_spec(spec).map_err(|m| (RejectKind::Invalid, m))?;
+    validate_sealed(credentials).map_err(|m| (RejectKind::Invalid, m))?;
+    if credentials.generation != 1 {
+        return Err((
+            RejectKind::Invalid,
+            "the first credentials of a claim are generation 1".into(),
+        ));
+    }
+    let t = reg
+        .get(tenant)
+        .ok_or_else(|| (RejectKind::NotFound, format!("tenant {tenant} not found")))?;
+    if t.state != TenantState::Active {
+        return Err((
+            RejectKind::Precondition,
+            format!(
+                "tenant {tenant} is {}: only an active tenant may claim new resources",
+                t.state.as_str()
+            ),
+        ));
+    }
+    if let Some(c) = siblings
+        .iter()
+        .find(|c| c.kind() == spec.kind() && c.name == name)
+    {
+        return Err((
+            RejectKind::AlreadyExists,
+            format!(
+                "tenant {tenant} already has a {} named {name} (uid {})",
+                spec.kind(),
+                c.uid
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_rotate(claim: &Claim, credentials: &Sealed) -> Result<(), Refusal> {
+    validate_sealed(credentials).map_err(|m| (RejectKind::Invalid, m))?;
+    if claim.deletion.is_some() {
+        return Err((
+            RejectKind::Precondition,
+            format!(
+                "{} {} is being deleted; its credentials are not rotated",
+                claim.kind(),
+                claim.name
+            ),
+        ));
+    }
+    if credentials.generation != claim.credentials.generation + 1 {
+        return Err((
+            RejectKind::Precondition,
+            format!(
+                "credentials changed meanwhile (now generation {}); rotate again",
+                claim.credentials.generation
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_dns_labels() {
+        assert!(validate_name("archive-2026").is_ok());
+        for bad in ["", "-a", "a-", "Archive", "a_b", &"a".repeat(64)] {
+            assert!(validate_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn usage_counts_one_resource_and_its_size() {
+        let b = ClaimSpec::Bucket(BucketSpec {
+            size_bytes: 10,
+            ..Default::default()
+        });
+        assert_eq!(b.usage().buckets, 1);
+        assert_eq!(b.usage().databases, 0);
+        assert_eq!(b.usage().storage_bytes, 10);
+        let d = ClaimSpec::Database(DatabaseSpec {
+            size_bytes: 7,
+            connection_limit: 5,
+        });
+        assert_eq!(d.usage().databases, 1);
+        assert_eq!(d.usage().storage_bytes, 7);
+    }
+
+    #[test]
+    fn uids_are_fixed_length_hex() {
+        assert!(validate_uid("0123456789abcdef").is_ok());
+        assert!(validate_uid("0123456789ABCDEF").is_err());
+        assert!(validate_uid("0123").is_err());
+        assert_eq!(external_name(ClaimKind::Bucket, "ab"), "ndc-ab");
+        assert_eq!(external_name(ClaimKind::Database, "ab"), "ndc_ab");
+    }
+}

@@ -1,0 +1,463 @@
+//! Claims through the state machine: admission against the tenant's quota
+//! and state, who may do what, and the deletion handshake with the
+//! provisioner that returns the quota.
+
+use std::collections::BTreeMap;
+
+use ndc_store::claims::{
+    BucketSpec, ClaimOp, ClaimRequest, ClaimSpec, ClaimStatus, DatabaseSpec, DeletionPolicy, Phase,
+    Sealed,
+};
+use ndc_store::domain::{Actor, DomainOp, DomainRequest, RejectKind, Role};
+use ndc_store::{Command, Rejection, Response, StateMachine, StoreReader, TypeConfig};
+use ndc_tenants::{Branch, Level, Quota, TenantPatch, TenantSpec, TenantState};
+use openraft::storage::RaftStateMachine;
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+
+struct Sm {
+    sm: StateMachine,
+    reader: StoreReader,
+    index: u64,
+    _dir: tempfile::TempDir,
+}
+
+fn operator() -> Actor {
+    Actor {
+        name: "ops".into(),
+        roles: vec![Role::DcOperator],
+    }
+}
+
+fn provisioner() -> Actor {
+    Actor {
+        name: "provisioner".into(),
+        roles: vec![Role::Provisioner],
+    }
+}
+
+fn admin_of(t: &str) -> Actor {
+    Actor {
+        name: format!("admin-{t}"),
+        roles: vec![Role::TenantAdmin(t.into())],
+    }
+}
+
+fn sealed(generation: u64) -> Sealed {
+    Sealed {
+        generation,
+        nonce: "00ff".into(),
+        ciphertext: "abcd".into(),
+    }
+}
+
+fn bucket(size: u64) -> ClaimSpec {
+    ClaimSpec::Bucket(BucketSpec {
+        size_bytes: size,
+        ..Default::default()
+    })
+}
+
+fn create(uid: &str, tenant: &str, name: &str, spec: ClaimSpec) -> ClaimOp {
+    ClaimOp::Create {
+        uid: uid.into(),
+        tenant: tenant.into(),
+        name: name.into(),
+        spec,
+        deletion_policy: DeletionPolicy::Delete,
+        credentials: sealed(1),
+    }
+}
+
+impl Sm {
+    fn new() -> Sm {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = ndc_store::open(dir.path(), 1000).expect("open");
+        Sm {
+            sm: store.state_machine,
+            reader: store.reader,
+            index: 0,
+            _dir: dir,
+        }
+    }
+
+    async fn apply(&mut self, cmd: Command) -> Response {
+        self.index += 1;
+        let e: Entry<TypeConfig> = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), self.index),
+            payload: EntryPayload::Normal(cmd),
+        };
+        self.sm.apply([e]).await.expect("apply").remove(0)
+    }
+
+    async fn domain(&mut self, op: DomainOp) -> Response {
+        self.apply(Command::Domain(Box::new(DomainRequest {
+            actor: operator(),
+            decision: None,
+            at_ms: 1,
+            op,
+            expected_plan: None,
+        })))
+        .await
+    }
+
+    async fn claim(&mut self, actor: Actor, op: ClaimOp) -> Response {
+        self.apply(Command::Claim(Box::new(ClaimRequest {
+            actor,
+            at_ms: 2,
+            op,
+        })))
+        .await
+    }
+
+    fn used(&self, tenant: &str) -> Quota {
+        self.reader
+            .with_registry(|r| r.get(tenant).expect("tenant").used)
+            .expect("registry")
+    }
+}
+
+fn spec(
+    id: &str,
+    parent: Option<&str>,
+    level: Level,
+    code: Option<&str>,
+    quota: Quota,
+) -> TenantSpec {
+    TenantSpec {
+        id: id.into(),
+        display_name: id.into(),
+        level,
+        branch: Branch::State,
+        parent: parent.map(Into::into),
+        admin_code: code.map(Into::into),
+        security_level: 2,
+        labels: BTreeMap::new(),
+        quota,
+        deletion_protection: false,
+    }
+}
+
+fn refused(r: &Response) -> (RejectKind, String) {
+    match r {
+        Response::Rejected(Rejection::Domain { kind, message }) => (*kind, message.clone()),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+async fn with_tenants() -> Sm {
+    let mut sm = Sm::new();
+    let q = Quota {
+        storage_bytes: 100,
+        buckets: 1,
+        databases: 2,
+        ..Quota::default()
+    };
+    let r = sm
+        .domain(DomainOp::CreateTenant(spec(
+            "bo-noi-vu",
+            None,
+            Level::Central,
+            None,
+            Quota {
+                storage_bytes: 1000,
+                buckets: 10,
+                databases: 10,
+                ..Quota::default()
+            },
+        )))
+        .await;
+    assert!(matches!(r, Response::Domain { .. }), "{r:?}");
+    let r = sm
+        .domain(DomainOp::CreateTenant(spec(
+            "ha-noi",
+            Some("bo-noi-vu"),
+            Level::Province,
+            Some("01"),
+            q,
+        )))
+        .await;
+    assert!(matches!(r, Response::Domain { .. }), "{r:?}");
+    let r = sm
+        .domain(DomainOp::CreateTenant(spec(
+            "hue",
+            Some("bo-noi-vu"),
+            Level::Province,
+            Some("46"),
+            q,
+        )))
+        .await;
+    assert!(matches!(r, Response::Domain { .. }), "{r:?}");
+    sm
+}
+
+#[tokio::test]
+async fn claims_are_admitted_against_quota_inside_apply() {
+    let mut sm = with_tenants().await;
+    let r = sm
+        .claim(
+            operator(),
+            create("000000000000000a", "ha-noi", "archive", bucket(60)),
+        )
+        .await;
+    let Response::Claim { claim, removed, .. } = r else {
+        panic!("{r:?}")
+    };
+    assert!(!removed);
+    assert_eq!(claim.status.phase, Phase::Pending);
+    assert_eq!(claim.generation, 1);
+    assert_eq!(sm.used("ha-noi").buckets, 1);
+    assert_eq!(sm.used("ha-noi").storage_bytes, 60);
+
+    // The bucket count is used up: a second bucket is refused, nothing written.
+    let (kind, msg) = refused(
+        &sm.claim(
+            operator(),
+            create("000000000000000b", "ha-noi", "files", bucket(1)),
+        )
+        .await,
+    );
+    assert_eq!(kind, RejectKind::Precondition, "{msg}");
+    assert!(msg.contains("bucket"), "{msg}");
+    assert!(sm
+        .reader
+        .claim("000000000000000b")
+        .expect("read")
+        .0
+        .is_none());
+
+    // Storage: 60 + 50 > 100.
+    let db = ClaimSpec::Database(DatabaseSpec {
+        size_bytes: 50,
+        connection_limit: 10,
+    });
+    let (_, msg) = refused(
+        &sm.claim(
+            operator(),
+            create("000000000000000c", "ha-noi", "records", db.clone()),
+        )
+        .await,
+    );
+    assert!(msg.contains("storage"), "{msg}");
+    // Another tenant's quota is its own.
+    let r = sm
+        .claim(operator(), create("000000000000000c", "hue", "records", db))
+        .await;
+    assert!(matches!(r, Response::Claim { .. }), "{r:?}");
+    assert_eq!(sm.used("ha-noi").storage_bytes, 60);
+
+    // Same name and kind in one tenant, or a uid already taken: refused.
+    let (kind, _) = refused(
+        &sm.claim(
+            operator(),
+            create(
+                "000000000000000d",
+                "hue",
+                "records",
+                ClaimSpec::Database(DatabaseSpec {
+                    size_bytes: 1,
+                    connection_limit: 0,
+                }),
+            ),
+        )
+        .await,
+    );
+    assert_eq!(kind, RejectKind::AlreadyExists);
+    let (kind, _) = refused(
+        &sm.claim(
+            operator(),
+            create("000000000000000a", "hue", "other", bucket(1)),
+        )
+        .await,
+    );
+    assert_eq!(kind, RejectKind::AlreadyExists);
+
+    // Bad input: zero size, bad name, bad uid, missing tenant.
+    for op in [
+        create("000000000000000e", "hue", "zero", bucket(0)),
+        create("000000000000000e", "hue", "Bad_Name", bucket(1)),
+        create("XYZ", "hue", "ok", bucket(1)),
+    ] {
+        assert_eq!(
+            refused(&sm.claim(operator(), op).await).0,
+            RejectKind::Invalid
+        );
+    }
+    let (kind, _) = refused(
+        &sm.claim(
+            operator(),
+            create("000000000000000e", "nowhere", "x", bucket(1)),
+        )
+        .await,
+    );
+    assert_eq!(kind, RejectKind::NotFound);
+}
+
+#[tokio::test]
+async fn tenant_admins_claim_for_their_own_subtree_only() {
+    let mut sm = with_tenants().await;
+    let (kind, msg) = refused(
+        &sm.claim(
+            admin_of("hue"),
+            create("000000000000000a", "ha-noi", "x", bucket(1)),
+        )
+        .await,
+    );
+    assert_eq!(kind, RejectKind::PermissionDenied, "{msg}");
+    let r = sm
+        .claim(
+            admin_of("hue"),
+            create("000000000000000a", "hue", "x", bucket(1)),
+        )
+        .await;
+    assert!(matches!(r, Response::Claim { .. }), "{r:?}");
+    let r = sm
+        .claim(
+            admin_of("bo-noi-vu"),
+            create("000000000000000b", "ha-noi", "x", bucket(1)),
+        )
+        .await;
+    assert!(matches!(r, Response::Claim { .. }), "{r:?}");
+    // Only the provisioner reports status, even for a dc-operator.
+    let (kind, _) = refused(
+        &sm.claim(
+            operator(),
+            ClaimOp::SetStatus {
+                uid: "000000000000000a".into(),
+                status: ClaimStatus::default(),
+            },
+        )
+        .await,
+    );
+    assert_eq!(kind, RejectKind::PermissionDenied);
+}
+
+#[tokio::test]
+async fn a_suspended_tenant_claims_nothing() {
+    let mut sm = with_tenants().await;
+    let r = sm
+        .domain(DomainOp::UpdateTenant {
+            id: "hue".into(),
+            patch: TenantPatch {
+                state: Some(TenantState::Suspended),
+                ..TenantPatch::default()
+            },
+        })
+        .await;
+    assert!(matches!(r, Response::Domain { .. }), "{r:?}");
+    let (kind, msg) = refused(
+        &sm.claim(
+            operator(),
+            create("000000000000000a", "hue", "x", bucket(1)),
+        )
+        .await,
+    );
+    assert_eq!(kind, RejectKind::Precondition);
+    assert!(msg.contains("suspended"), "{msg}");
+}
+
+#[tokio::test]
+async fn deletion_is_marked_then_forgotten_by_the_provisioner() {
+    let mut sm = with_tenants().await;
+    let uid = "000000000000000a";
+    sm.claim(operator(), create(uid, "hue", "archive", bucket(30)))
+        .await;
+    // Forget before a deletion was asked: refused.
+    let forget = ClaimOp::Forget {
+        uid: uid.into(),
+        outcome: "deleted".into(),
+    };
+    assert_eq!(
+        refused(&sm.claim(provisioner(), forget.clone()).await).0,
+        RejectKind::Precondition
+    );
+    let r = sm
+        .claim(
+            admin_of("hue"),
+            ClaimOp::Delete {
+                uid: uid.into(),
+                purge: false,
+            },
+        )
+        .await;
+    let Response::Claim { claim, .. } = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(claim.status.phase, Phase::Deleting);
+    assert!(!claim.deletion.as_ref().expect("deletion").purge);
+    // Still counted until the provisioner is done.
+    assert_eq!(sm.used("hue").storage_bytes, 30);
+    // Asking again with purge records the purge.
+    let r = sm
+        .claim(
+            admin_of("hue"),
+            ClaimOp::Delete {
+                uid: uid.into(),
+                purge: true,
+            },
+        )
+        .await;
+    let Response::Claim { claim, .. } = r else {
+        panic!("{r:?}")
+    };
+    assert!(claim.deletion.as_ref().expect("deletion").purge);
+    // Rotating a claim being deleted is refused.
+    assert_eq!(
+        refused(
+            &sm.claim(
+                operator(),
+                ClaimOp::Rotate {
+                    uid: uid.into(),
+                    credentials: sealed(2)
+                }
+            )
+            .await
+        )
+        .0,
+        RejectKind::Precondition
+    );
+    let r = sm.claim(provisioner(), forget).await;
+    assert!(matches!(r, Response::Claim { removed: true, .. }), "{r:?}");
+    assert!(sm.reader.claim(uid).expect("read").0.is_none());
+    assert_eq!(sm.used("hue"), Quota::default());
+    // The audit chain has the create, delete, delete again and the outcome.
+    let actions: Vec<String> = sm
+        .reader
+        .audit_records(1, 0)
+        .expect("audit")
+        .into_iter()
+        .map(|r| r.action)
+        .collect();
+    assert!(
+        actions.ends_with(&[
+            "bucket.create".into(),
+            "bucket.delete".into(),
+            "bucket.delete".into(),
+            "bucket.deleted".into()
+        ]),
+        "{actions:?}"
+    );
+    let report = sm.reader.verify_audit().expect("verify");
+    assert!(report.problem.is_none(), "{report:?}");
+}
+
+#[tokio::test]
+async fn rotation_must_follow_the_current_generation() {
+    let mut sm = with_tenants().await;
+    let uid = "000000000000000a";
+    sm.claim(operator(), create(uid, "hue", "archive", bucket(30)))
+        .await;
+    let rotate = |g| ClaimOp::Rotate {
+        uid: uid.into(),
+        credentials: sealed(g),
+    };
+    assert_eq!(
+        refused(&sm.claim(operator(), rotate(3)).await).0,
+        RejectKind::Precondition
+    );
+    let r = sm.claim(operator(), rotate(2)).await;
+    let Response::Claim { claim, .. } = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(claim.credentials.generation, 2);
+    assert!(!claim.converged());
+}
