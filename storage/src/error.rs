@@ -15,3 +15,13 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A failure of the backend (or of reaching it) while doing `what`.
+    pub fn backend(what: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        Error::Backend {
+            what: what.into(),
+            reason: reason.to_string(),
+        }
+    }
+}

@@ -1,0 +1,797 @@
+//! The object-store driver for Garage: buckets, keys and permissions
+//! through Garage's admin API v2, objects through S3 with the driver's own
+//! "system" key.
+//!
+//! What Garage (2.x) does and does not do, checked against its source and
+//! the conformance suite:
+//! - no bucket versioning and no object lock: `GetBucketVersioning` always
+//!   answers "not enabled", `PutBucketVersioning` and
+//!   `PutObjectLockConfiguration` are refused; a request for either fails
+//!   here with [`Error::Unsupported`] before anything is created;
+//! - hard quotas per bucket (`maxSize`, `maxObjects`): a write that would
+//!   take the bucket over `maxSize` is refused with `AccessDenied`;
+//! - keys are imported, so the control plane generates them
+//!   ([`crate::generate_s3_credentials`]). Garage never lets a deleted key id
+//!   be imported again, and cannot change a key's secret: rotation means a
+//!   new key, then [`ObjectStore::remove_key`] on the old one.
+//!
+//! The admin API is spoken over plain HTTP (reqwest without TLS): keep it on
+//! a private network. The S3 endpoint may be `http://` or `https://`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::{s3, BucketRequest, Error, ObjectStore, ObjectStoreFeatures, Result, S3Credentials};
+
+const PRODUCT: &str = "Garage";
+
+/// Where Garage is and how to administer it; read from the control
+/// plane's configuration file.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GarageConfig {
+    /// The S3 API, e.g. `http://127.0.0.1:3900`; also what tenants use.
+    pub s3_endpoint: String,
+    /// The admin API, e.g. `http://127.0.0.1:3903` (plain HTTP only).
+    pub admin_endpoint: String,
+    /// Garage's `admin_token` (or an admin token with enough scope).
+    pub admin_token: String,
+    /// Garage's `s3_region`; clients signing with another region are refused.
+    pub region: String,
+}
+
+impl std::fmt::Debug for GarageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GarageConfig")
+            .field("s3_endpoint", &self.s3_endpoint)
+            .field("admin_endpoint", &self.admin_endpoint)
+            .field("admin_token", &"<redacted>")
+            .field("region", &self.region)
+            .finish()
+    }
+}
+
+/// Garage behind the [`ObjectStore`] trait.
+pub struct GarageStore {
+    config: GarageConfig,
+    admin: Admin,
+    system_key: S3Credentials,
+    s3: aws_sdk_s3::Client,
+}
+
+impl std::fmt::Debug for GarageStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GarageStore")
+            .field("config", &self.config)
+            .field("system_key", &self.system_key.access_key_id)
+            .finish()
+    }
+}
+
+impl GarageStore {
+    /// Name of the driver's own key in Garage.
+    pub const SYSTEM_KEY_NAME: &'static str = "ndc-system";
+
+    /// Connects to Garage and finds the driver's system key (named
+    /// [`Self::SYSTEM_KEY_NAME`]), creating it if there is none. The key
+    /// has no global permission (not even bucket creation: buckets are
+    /// created through the admin API); `ensure_bucket` gives it read, write
+    /// and owner on each bucket the driver manages.
+    ///
+    /// Two control-plane replicas connecting for the first time at once may
+    /// each create one; both then keep the oldest and the younger is deleted.
+    pub async fn connect(config: GarageConfig) -> Result<Self> {
+        let admin = Admin::new(&config)?;
+        let system_key = find_or_create_system_key(&admin).await?;
+        let s3 = s3::client(&config.s3_endpoint, &config.region, &system_key);
+        Ok(GarageStore {
+            config,
+            admin,
+            system_key,
+            s3,
+        })
+    }
+
+    pub fn config(&self) -> &GarageConfig {
+        &self.config
+    }
+
+    /// The access key id of the driver's system key.
+    pub fn system_key_id(&self) -> &str {
+        &self.system_key.access_key_id
+    }
+
+    /// The S3 client signing with the system key (owner of every bucket
+    /// the driver manages).
+    pub fn system_s3_client(&self) -> &aws_sdk_s3::Client {
+        &self.s3
+    }
+
+    /// An S3 client for this Garage with other credentials (a tenant's).
+    pub fn s3_client(&self, creds: &S3Credentials) -> aws_sdk_s3::Client {
+        s3::client(&self.config.s3_endpoint, &self.config.region, creds)
+    }
+
+    /// The bucket's quota on size in bytes, `None` for no quota or no bucket.
+    pub async fn size_quota(&self, bucket: &str) -> Result<Option<u64>> {
+        Ok(self
+            .admin
+            .bucket_by_alias(bucket)
+            .await?
+            .and_then(|b| b.quotas.max_size))
+    }
+
+    /// Gives the system key read, write and owner on the bucket.
+    async fn allow_system_key(&self, bucket: &BucketInfo) -> Result<()> {
+        let has = bucket
+            .keys
+            .iter()
+            .find(|k| k.access_key_id == self.system_key.access_key_id)
+            .map(|k| k.permissions)
+            .unwrap_or_default();
+        if !(has.read && has.write && has.owner) {
+            self.admin
+                .set_bucket_key(true, &bucket.id, &self.system_key.access_key_id, Perm::ALL)
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn refuse_system_key(&self, access_key_id: &str) -> Result<()> {
+        if access_key_id == self.system_key.access_key_id {
+            return Err(Error::Config(format!(
+                "{access_key_id} is the driver's own key ({}); tenants get keys of their own",
+                Self::SYSTEM_KEY_NAME
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ObjectStore for GarageStore {
+    fn product(&self) -> &'static str {
+        PRODUCT
+    }
+
+    fn features(&self) -> ObjectStoreFeatures {
+        ObjectStoreFeatures {
+            versioning: false,
+            object_lock: false,
+            quotas: true,
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        self.config.s3_endpoint.clone()
+    }
+
+    fn region(&self) -> String {
+        self.config.region.clone()
+    }
+
+    async fn ensure_bucket(&self, req: &BucketRequest) -> Result<()> {
+        if req.versioning {
+            return Err(Error::Unsupported {
+                product: PRODUCT,
+                feature: "bucket versioning",
+            });
+        }
+        if req.retention_days.is_some() {
+            return Err(Error::Unsupported {
+                product: PRODUCT,
+                feature: "object lock (retention)",
+            });
+        }
+        let bucket = match self.admin.bucket_by_alias(&req.name).await? {
+            Some(b) => b,
+            None => self.admin.create_bucket(&req.name).await?,
+        };
+        self.allow_system_key(&bucket).await?;
+        let max_size = (req.size_quota_bytes > 0).then_some(req.size_quota_bytes);
+        if bucket.quotas.max_size != max_size {
+            self.admin
+                .set_quotas(
+                    &bucket.id,
+                    Quotas {
+                        max_size,
+                        max_objects: bucket.quotas.max_objects,
+                    },
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn bucket_exists(&self, name: &str) -> Result<bool> {
+        Ok(self.admin.bucket_by_alias(name).await?.is_some())
+    }
+
+    async fn is_empty(&self, name: &str) -> Result<bool> {
+        s3::is_empty(&self.s3, name).await
+    }
+
+    async fn delete_bucket(&self, name: &str, purge: bool) -> Result<()> {
+        let Some(bucket) = self.admin.bucket_by_alias(name).await? else {
+            return Ok(());
+        };
+        // A bucket made by another replica's system key (see `connect`).
+        self.allow_system_key(&bucket).await?;
+        if !s3::is_empty(&self.s3, name).await? {
+            if !purge {
+                return Err(Error::NotEmpty {
+                    bucket: name.to_string(),
+                    objects: u64::try_from(bucket.objects).unwrap_or(0).max(1),
+                });
+            }
+            let n = s3::purge(&self.s3, name).await?;
+            tracing::info!(bucket = name, objects = n, "purged bucket");
+        }
+        if purge {
+            self.admin.cleanup_uploads(&bucket.id).await?;
+        }
+        self.admin.delete_bucket(name, &bucket.id).await
+    }
+
+    async fn ensure_key(&self, bucket: &str, key_name: &str, creds: &S3Credentials) -> Result<()> {
+        self.refuse_system_key(&creds.access_key_id)?;
+        let Some(target) = self.admin.bucket_by_alias(bucket).await? else {
+            return Err(Error::backend(
+                format!(
+                    "giving key {} access to bucket {bucket}",
+                    creds.access_key_id
+                ),
+                "the bucket does not exist",
+            ));
+        };
+        let key = match self.admin.key(&creds.access_key_id, true).await? {
+            Some(k) => k,
+            None => self.admin.import_key(creds, key_name).await?,
+        };
+        if key.secret_access_key.as_deref() != Some(creds.secret_access_key.as_str()) {
+            return Err(Error::Config(format!(
+                "key {} exists in Garage with another secret; Garage cannot change a key's secret, generate new credentials",
+                creds.access_key_id
+            )));
+        }
+        if key.name != key_name || key.permissions.create_bucket {
+            self.admin.update_key(&key.access_key_id, key_name).await?;
+        }
+        // Nothing but `bucket`: take back what the key has elsewhere.
+        let mut current = Perm::default();
+        for b in &key.buckets {
+            if b.id == target.id {
+                current = b.permissions;
+            } else if b.permissions.any() {
+                self.admin
+                    .set_bucket_key(false, &b.id, &key.access_key_id, Perm::ALL)
+                    .await?;
+            }
+        }
+        if !(current.read && current.write) {
+            self.admin
+                .set_bucket_key(true, &target.id, &key.access_key_id, Perm::READ_WRITE)
+                .await?;
+        }
+        if current.owner {
+            let owner = Perm {
+                owner: true,
+                ..Perm::default()
+            };
+            self.admin
+                .set_bucket_key(false, &target.id, &key.access_key_id, owner)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn remove_key(&self, access_key_id: &str) -> Result<()> {
+        self.refuse_system_key(access_key_id)?;
+        self.admin.delete_key(access_key_id).await
+    }
+
+    async fn put_object(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<()> {
+        s3::put_object(&self.s3, bucket, key, body).await
+    }
+
+    async fn object_exists(&self, bucket: &str, key: &str) -> Result<bool> {
+        s3::object_exists(&self.s3, bucket, key).await
+    }
+}
+
+async fn find_or_create_system_key(admin: &Admin) -> Result<S3Credentials> {
+    let oldest = |keys: Vec<KeyListItem>| {
+        keys.into_iter()
+            .filter(|k| k.name == GarageStore::SYSTEM_KEY_NAME && !k.expired)
+            .min_by_key(|k| (k.created.as_deref().map(sortable_time), k.id.clone()))
+    };
+    let id = match oldest(admin.list_keys().await?) {
+        Some(k) => k.id,
+        None => {
+            let created = admin.create_key(GarageStore::SYSTEM_KEY_NAME).await?;
+            let keep = oldest(admin.list_keys().await?)
+                .map(|k| k.id)
+                .unwrap_or_else(|| created.clone());
+            if keep != created {
+                admin.delete_key(&created).await?;
+            }
+            keep
+        }
+    };
+    let key = admin.key(&id, true).await?.ok_or_else(|| {
+        Error::backend(
+            "reading the system key",
+            format!("key {id} disappeared while connecting"),
+        )
+    })?;
+    let secret = key.secret_access_key.ok_or_else(|| {
+        Error::backend(
+            "reading the system key",
+            "Garage did not return its secret (the admin token may lack the scope)",
+        )
+    })?;
+    Ok(S3Credentials {
+        access_key_id: key.access_key_id,
+        secret_access_key: secret,
+    })
+}
+
+/// An RFC 3339 UTC time as Garage writes it ("2025-01-02T03:04:05.678Z",
+/// with 0, 3, 6 or 9 fraction digits) made comparable as a string.
+fn sortable_time(t: &str) -> String {
+    let t = t.trim_end_matches('Z');
+    let (secs, frac) = t.split_once('.').unwrap_or((t, ""));
+    format!("{secs}.{frac:0<9}")
+}
+
+// ---- Admin API v2 ----
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Perm {
+    #[serde(default)]
+    read: bool,
+    #[serde(default)]
+    write: bool,
+    #[serde(default)]
+    owner: bool,
+}
+
+impl Perm {
+    const ALL: Perm = Perm {
+        read: true,
+        write: true,
+        owner: true,
+    };
+    const READ_WRITE: Perm = Perm {
+        read: true,
+        write: true,
+        owner: false,
+    };
+    fn any(self) -> bool {
+        self.read || self.write || self.owner
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Quotas {
+    max_size: Option<u64>,
+    max_objects: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BucketInfo {
+    id: String,
+    #[serde(default)]
+    keys: Vec<BucketKey>,
+    #[serde(default)]
+    objects: i64,
+    #[serde(default)]
+    quotas: Quotas,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BucketKey {
+    access_key_id: String,
+    #[serde(default)]
+    permissions: Perm,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyInfo {
+    access_key_id: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    secret_access_key: Option<String>,
+    #[serde(default)]
+    permissions: KeyPerm,
+    #[serde(default)]
+    buckets: Vec<KeyBucket>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyPerm {
+    #[serde(default)]
+    create_bucket: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyBucket {
+    id: String,
+    #[serde(default)]
+    permissions: Perm,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyListItem {
+    id: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    created: Option<String>,
+    #[serde(default)]
+    expired: bool,
+}
+
+/// A refusal from the admin API: HTTP status and Garage's error code.
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    code: String,
+    message: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
+    }
+}
+
+/// A small client for the admin API v2 (`/v2/<Operation>`, bearer token).
+struct Admin {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Admin {
+    fn new(config: &GarageConfig) -> Result<Self> {
+        let base = config.admin_endpoint.trim_end_matches('/').to_string();
+        if !base.starts_with("http://") {
+            return Err(Error::Config(format!(
+                "Garage admin_endpoint {base:?}: only http:// is supported (keep the admin API on a private network)"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| Error::backend("setting up the Garage admin client", e))?;
+        Ok(Admin {
+            http,
+            base,
+            token: config.admin_token.clone(),
+        })
+    }
+
+    /// Calls an operation; `Ok(Err(_))` is Garage's refusal, `Err(_)` a
+    /// transport failure or an unreadable answer.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        op: &str,
+        query: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Result<std::result::Result<T, Refusal>> {
+        let what = || format!("Garage admin {op}");
+        let mut req = self
+            .http
+            .request(method, format!("{}/v2/{op}", self.base))
+            .bearer_auth(&self.token)
+            .query(query);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.map_err(|e| Error::backend(what(), e))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| Error::backend(what(), e))?;
+        if status.is_success() {
+            // Some operations answer with an empty body.
+            let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+            return serde_json::from_slice(bytes)
+                .map(Ok)
+                .map_err(|e| Error::backend(what(), format!("unexpected answer: {e}")));
+        }
+        let parsed: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let field = |name: &str| parsed.get(name).and_then(Value::as_str).map(str::to_string);
+        Ok(Err(Refusal {
+            status,
+            code: field("code").unwrap_or_default(),
+            message: field("message")
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned()),
+        }))
+    }
+
+    /// Like `call`, with every refusal an error.
+    async fn must<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        op: &str,
+        query: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Result<T> {
+        self.call(method, op, query, body)
+            .await?
+            .map_err(|r| Error::backend(format!("Garage admin {op}"), r))
+    }
+
+    async fn bucket_by_alias(&self, alias: &str) -> Result<Option<BucketInfo>> {
+        match self
+            .call(
+                Method::GET,
+                "GetBucketInfo",
+                &[("globalAlias", alias)],
+                None,
+            )
+            .await?
+        {
+            Ok(b) => Ok(Some(b)),
+            Err(r) if r.status == StatusCode::NOT_FOUND => Ok(None),
+            Err(r) => Err(Error::backend(
+                format!("Garage admin GetBucketInfo {alias}"),
+                r,
+            )),
+        }
+    }
+
+    async fn create_bucket(&self, alias: &str) -> Result<BucketInfo> {
+        let body = json!({ "globalAlias": alias });
+        match self
+            .call(Method::POST, "CreateBucket", &[], Some(body))
+            .await?
+        {
+            Ok(b) => Ok(b),
+            // Created meanwhile by someone else: the same end state.
+            Err(r) if r.status == StatusCode::CONFLICT => self
+                .bucket_by_alias(alias)
+                .await?
+                .ok_or_else(|| Error::backend(format!("Garage admin CreateBucket {alias}"), r)),
+            Err(r) => Err(Error::backend(
+                format!("Garage admin CreateBucket {alias}"),
+                r,
+            )),
+        }
+    }
+
+    async fn set_quotas(&self, bucket_id: &str, quotas: Quotas) -> Result<()> {
+        let body = json!({ "quotas": quotas });
+        let _: Value = self
+            .must(
+                Method::POST,
+                "UpdateBucket",
+                &[("id", bucket_id)],
+                Some(body),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn cleanup_uploads(&self, bucket_id: &str) -> Result<()> {
+        let body = json!({ "bucketId": bucket_id, "olderThanSecs": 0 });
+        let _: Value = self
+            .must(Method::POST, "CleanupIncompleteUploads", &[], Some(body))
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_bucket(&self, alias: &str, bucket_id: &str) -> Result<()> {
+        match self
+            .call::<Value>(Method::POST, "DeleteBucket", &[("id", bucket_id)], None)
+            .await?
+        {
+            Ok(_) => Ok(()),
+            Err(r) if r.status == StatusCode::NOT_FOUND => Ok(()),
+            // Written to between our check and the delete.
+            Err(r) if r.code == "BucketNotEmpty" => Err(Error::NotEmpty {
+                bucket: alias.to_string(),
+                objects: 1,
+            }),
+            Err(r) => Err(Error::backend(
+                format!("Garage admin DeleteBucket {alias}"),
+                r,
+            )),
+        }
+    }
+
+    /// Allows (`allow`) or denies the permissions set in `perm`, leaving
+    /// the others as they are.
+    async fn set_bucket_key(
+        &self,
+        allow: bool,
+        bucket_id: &str,
+        key_id: &str,
+        perm: Perm,
+    ) -> Result<()> {
+        let op = if allow {
+            "AllowBucketKey"
+        } else {
+            "DenyBucketKey"
+        };
+        let body = json!({ "bucketId": bucket_id, "accessKeyId": key_id, "permissions": perm });
+        let _: Value = self.must(Method::POST, op, &[], Some(body)).await?;
+        Ok(())
+    }
+
+    async fn list_keys(&self) -> Result<Vec<KeyListItem>> {
+        self.must(Method::GET, "ListKeys", &[], None).await
+    }
+
+    async fn key(&self, id: &str, show_secret: bool) -> Result<Option<KeyInfo>> {
+        let show = if show_secret { "true" } else { "false" };
+        match self
+            .call(
+                Method::GET,
+                "GetKeyInfo",
+                &[("id", id), ("showSecretKey", show)],
+                None,
+            )
+            .await?
+        {
+            Ok(k) => Ok(Some(k)),
+            Err(r) if r.status == StatusCode::NOT_FOUND => Ok(None),
+            Err(r) => Err(Error::backend(format!("Garage admin GetKeyInfo {id}"), r)),
+        }
+    }
+
+    async fn create_key(&self, name: &str) -> Result<String> {
+        let body = json!({ "name": name });
+        let key: KeyInfo = self
+            .must(Method::POST, "CreateKey", &[], Some(body))
+            .await?;
+        Ok(key.access_key_id)
+    }
+
+    async fn import_key(&self, creds: &S3Credentials, name: &str) -> Result<KeyInfo> {
+        let body = json!({
+            "accessKeyId": creds.access_key_id,
+            "secretAccessKey": creds.secret_access_key,
+            "name": name,
+        });
+        match self
+            .call(Method::POST, "ImportKey", &[], Some(body))
+            .await?
+        {
+            Ok(k) => {
+                let k: KeyInfo = k;
+                // ImportKey does not return the secret; read it back.
+                Ok(self.key(&k.access_key_id, true).await?.unwrap_or(k))
+            }
+            Err(r) if r.status == StatusCode::CONFLICT => {
+                // Imported meanwhile (fine if the secret matches), or
+                // deleted before: Garage never takes a deleted key id back.
+                match self.key(&creds.access_key_id, true).await? {
+                    Some(k) => Ok(k),
+                    None => Err(Error::Config(format!(
+                        "key {} was deleted from Garage and its id cannot be used again; generate new credentials",
+                        creds.access_key_id
+                    ))),
+                }
+            }
+            Err(r) => Err(Error::backend(
+                format!("Garage admin ImportKey {}", creds.access_key_id),
+                r,
+            )),
+        }
+    }
+
+    /// Sets the key's name and takes back the right to create buckets.
+    async fn update_key(&self, id: &str, name: &str) -> Result<()> {
+        let body = json!({ "name": name, "deny": { "createBucket": true } });
+        let _: Value = self
+            .must(Method::POST, "UpdateKey", &[("id", id)], Some(body))
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_key(&self, id: &str) -> Result<()> {
+        match self
+            .call::<Value>(Method::POST, "DeleteKey", &[("id", id)], None)
+            .await?
+        {
+            Ok(_) => Ok(()),
+            Err(r) if r.status == StatusCode::NOT_FOUND => Ok(()),
+            Err(r) => Err(Error::backend(format!("Garage admin DeleteKey {id}"), r)),
+        }
+    }
+
+    /// Whether the cluster is healthy (all partitions have a quorum).
+    async fn healthy(&self) -> Result<bool> {
+        let v: Value = self
+            .must(Method::GET, "GetClusterHealth", &[], None)
+            .await?;
+        Ok(v.get("status").and_then(Value::as_str) == Some("healthy"))
+    }
+}
+
+/// Whether the Garage behind `config` answers on its admin API and reports
+/// a healthy cluster (used to wait for a server that is starting).
+pub async fn is_healthy(config: &GarageConfig) -> Result<bool> {
+    Admin::new(config)?.healthy().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_debug_hides_the_token() {
+        let c = GarageConfig {
+            s3_endpoint: "http://127.0.0.1:3900".into(),
+            admin_endpoint: "http://127.0.0.1:3903".into(),
+            admin_token: "very-secret".into(),
+            region: "garage".into(),
+        };
+        assert!(!format!("{c:?}").contains("very-secret"));
+    }
+
+    #[test]
+    fn config_reads_from_json() {
+        let c: GarageConfig = serde_json::from_str(
+            r#"{"s3_endpoint":"http://a:3900","admin_endpoint":"http://a:3903","admin_token":"t","region":"garage"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.region, "garage");
+        assert!(serde_json::from_str::<GarageConfig>(r#"{"s3_endpoint":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn admin_endpoint_must_be_http() {
+        let c = GarageConfig {
+            s3_endpoint: "http://127.0.0.1:3900".into(),
+            admin_endpoint: "https://127.0.0.1:3903".into(),
+            admin_token: "t".into(),
+            region: "garage".into(),
+        };
+        assert!(matches!(Admin::new(&c), Err(Error::Config(_))));
+    }
+
+    #[test]
+    fn times_sort_with_or_without_fractions() {
+        let a = sortable_time("2025-01-02T03:04:05Z");
+        let b = sortable_time("2025-01-02T03:04:05.120Z");
+        let c = sortable_time("2025-01-02T03:04:05.12345Z");
+        let d = sortable_time("2025-01-02T03:04:06Z");
+        assert!(a < b && b < c && c < d, "{a} {b} {c} {d}");
+    }
+
+    #[test]
+    fn permissions_serialize_as_garage_expects() {
+        let v = serde_json::to_value(Perm::READ_WRITE).unwrap();
+        assert_eq!(v, json!({"read": true, "write": true, "owner": false}));
+        let q = serde_json::to_value(Quotas {
+            max_size: Some(10),
+            max_objects: None,
+        })
+        .unwrap();
+        assert_eq!(q, json!({"maxSize": 10, "maxObjects": null}));
+    }
+}

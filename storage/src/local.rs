@@ -1,0 +1,610 @@
+//! Real servers on this machine, in a directory of the caller's: one
+//! Garage node and one PostgreSQL cluster, each on free ports of
+//! 127.0.0.1. The tests use them, and so does a local installation.
+//!
+//! Each launcher stops its server by `stop()`, or when dropped; the
+//! directory is the caller's to remove.
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::TcpListener;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::garage::{is_healthy, GarageConfig};
+use crate::postgres::{self, find_on_path, is_executable, PostgresConfig};
+use crate::secret::random_hex;
+use crate::{Error, Result};
+
+/// How long a server may take to answer after it was started.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The Garage version the project is tested with.
+pub const GARAGE_VERSION: &str = "2.5.0";
+
+/// The region local Garage servers use.
+pub const LOCAL_GARAGE_REGION: &str = "garage";
+
+fn install_hint() -> String {
+    format!(
+        "install it with: cargo install --locked garage --version {GARAGE_VERSION} --root $HOME/.cache/ndc-tools"
+    )
+}
+
+/// The `garage` binary: `$NDC_GARAGE_BIN`, else `garage` on `PATH`, else
+/// `$HOME/.cache/ndc-tools/bin/garage`. The error says how to install it.
+pub fn find_garage() -> Result<PathBuf> {
+    find_garage_in(
+        std::env::var_os("NDC_GARAGE_BIN"),
+        std::env::var_os("PATH"),
+        std::env::var_os("HOME"),
+    )
+}
+
+fn find_garage_in(
+    env_bin: Option<OsString>,
+    path: Option<OsString>,
+    home: Option<OsString>,
+) -> Result<PathBuf> {
+    if let Some(p) = env_bin {
+        let p = PathBuf::from(p);
+        if is_executable(&p) {
+            return Ok(p);
+        }
+        return Err(Error::Config(format!(
+            "NDC_GARAGE_BIN={} is not an executable file; {}",
+            p.display(),
+            install_hint()
+        )));
+    }
+    let on_path = path.and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("garage"))
+            .find(|p| is_executable(p))
+    });
+    if let Some(p) = on_path {
+        return Ok(p);
+    }
+    if let Some(home) = home {
+        let p = Path::new(&home).join(".cache/ndc-tools/bin/garage");
+        if is_executable(&p) {
+            return Ok(p);
+        }
+    }
+    Err(Error::Config(format!(
+        "the garage binary was not found ($NDC_GARAGE_BIN, PATH, $HOME/.cache/ndc-tools/bin/garage); {}",
+        install_hint()
+    )))
+}
+
+/// `n` distinct free TCP ports on 127.0.0.1 (held together while chosen,
+/// so they differ; another process may still take one before we bind it).
+fn free_ports(n: usize) -> Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|e| Error::backend("finding a free port on 127.0.0.1", e))?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|e| Error::backend("finding a free port on 127.0.0.1", e))
+}
+
+/// The last `max` bytes of a log file, for error messages.
+fn log_tail(path: &Path, max: u64) -> String {
+    let Ok(mut f) = File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(max)));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).trim().to_string()
+}
+
+fn io_error(what: impl Into<String>, e: std::io::Error) -> Error {
+    Error::backend(what, e)
+}
+
+/// A string as a TOML basic string.
+fn toml_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn path_str(p: &Path) -> Result<&str> {
+    p.to_str()
+        .ok_or_else(|| Error::Config(format!("path {} is not UTF-8", p.display())))
+}
+
+fn signal(child: &Child, signal: nix::sys::signal::Signal) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+    }
+}
+
+/// Sends SIGTERM, waits up to `grace`, then kills. Reaps the child.
+fn terminate(child: &mut Child, grace: Duration) {
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        return;
+    }
+    signal(child, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Polls `ready` with a growing pause (10 ms to 500 ms) until it says
+/// yes, the child exits, or [`START_TIMEOUT`] passes.
+async fn wait_ready<F, Fut>(what: &str, child: &mut Child, log: &Path, mut ready: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(10);
+    let mut last: String;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(Error::backend(
+                format!("starting {what}"),
+                format!(
+                    "it exited ({status}); its log ends with:\n{}",
+                    log_tail(log, 4000)
+                ),
+            ));
+        }
+        match ready().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => last = "not ready yet".into(),
+            Err(e) => last = e.to_string(),
+        }
+        if start.elapsed() > START_TIMEOUT {
+            return Err(Error::backend(
+                format!("starting {what}"),
+                format!(
+                    "not ready after {}s ({last}); its log ends with:\n{}",
+                    START_TIMEOUT.as_secs(),
+                    log_tail(log, 4000)
+                ),
+            ));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
+// ---- Garage ----
+
+/// One Garage node (`garage server --single-node`) with its metadata and
+/// data in a directory. Stopped on drop.
+#[derive(Debug)]
+pub struct LocalGarage {
+    child: Option<Child>,
+    config: GarageConfig,
+    dir: PathBuf,
+}
+
+impl LocalGarage {
+    /// Writes `dir/garage.toml` (LMDB metadata in `dir/meta`, data in
+    /// `dir/data`, RPC, S3 and admin on free ports of 127.0.0.1, random RPC
+    /// secret and admin token, region [`LOCAL_GARAGE_REGION`], replication
+    /// factor 1), starts Garage with its log in `dir/garage.log`, and waits
+    /// until its admin API reports a healthy cluster.
+    pub async fn start(dir: &Path) -> Result<LocalGarage> {
+        let bin = find_garage()?;
+        let dir = dir.to_path_buf();
+        let meta = dir.join("meta");
+        let data = dir.join("data");
+        for d in [&meta, &data] {
+            fs::create_dir_all(d).map_err(|e| io_error(format!("creating {}", d.display()), e))?;
+        }
+        let ports = free_ports(3)?;
+        let (rpc, s3, admin) = (ports[0], ports[1], ports[2]);
+        let admin_token = random_hex(32)?;
+        let toml = format!(
+            "metadata_dir = {meta}\n\
+             data_dir = {data}\n\
+             db_engine = \"lmdb\"\n\
+             replication_factor = 1\n\
+             rpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
+             rpc_public_addr = \"127.0.0.1:{rpc}\"\n\
+             rpc_secret = \"{rpc_secret}\"\n\
+             \n\
+             [s3_api]\n\
+             s3_region = {region}\n\
+             api_bind_addr = \"127.0.0.1:{s3}\"\n\
+             \n\
+             [admin]\n\
+             api_bind_addr = \"127.0.0.1:{admin}\"\n\
+             admin_token = \"{admin_token}\"\n",
+            meta = toml_str(path_str(&meta)?),
+            data = toml_str(path_str(&data)?),
+            rpc_secret = random_hex(32)?,
+            region = toml_str(LOCAL_GARAGE_REGION),
+        );
+        let config_path = dir.join("garage.toml");
+        let write = || -> std::io::Result<()> {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&config_path)?;
+            f.write_all(toml.as_bytes())
+        };
+        write().map_err(|e| io_error(format!("writing {}", config_path.display()), e))?;
+
+        let log = dir.join("garage.log");
+        let out =
+            File::create(&log).map_err(|e| io_error(format!("creating {}", log.display()), e))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| io_error(format!("opening {}", log.display()), e))?;
+        let child = Command::new(&bin)
+            .arg("-c")
+            .arg(&config_path)
+            .arg("server")
+            .arg("--single-node")
+            .env("RUST_LOG", "garage=info")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| io_error(format!("starting {}", bin.display()), e))?;
+
+        let config = GarageConfig {
+            s3_endpoint: format!("http://127.0.0.1:{s3}"),
+            admin_endpoint: format!("http://127.0.0.1:{admin}"),
+            admin_token,
+            region: LOCAL_GARAGE_REGION.to_string(),
+        };
+        let mut garage = LocalGarage {
+            child: Some(child),
+            config,
+            dir,
+        };
+        let cfg = garage.config.clone();
+        if let Some(child) = garage.child.as_mut() {
+            wait_ready("Garage", child, &log, || is_healthy(&cfg)).await?;
+        }
+        Ok(garage)
+    }
+
+    /// How to reach this Garage as its administrator.
+    pub fn config(&self) -> GarageConfig {
+        self.config.clone()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Stops the server cleanly: SIGTERM, then SIGKILL if it is still
+    /// there after 15 s. Garage waits (up to 10 s) for clients to close
+    /// their connections, so drop the clients (the `GarageStore`) first.
+    pub async fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if !matches!(child.try_wait(), Ok(None)) {
+            return;
+        }
+        signal(&child, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if !matches!(child.try_wait(), Ok(None)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for LocalGarage {
+    /// Kills the server (SIGKILL) if `stop` was not called. Its metadata
+    /// (LMDB) survives that; a graceful stop needs the async runtime, which
+    /// is blocked while dropping, and Garage would wait for the clients'
+    /// connections that runtime holds.
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+// ---- PostgreSQL ----
+
+/// A PostgreSQL cluster in `dir/data`, listening on 127.0.0.1 and on a
+/// Unix socket in `dir/run`, with a superuser `postgres` whose password is
+/// generated. Every connection authenticates with SCRAM-SHA-256, so roles
+/// are isolated as on a real server. Stopped on drop.
+///
+/// PostgreSQL refuses to run as root: when we are root, its programs run
+/// as the `postgres` user (`runuser`), which then owns `dir/data` and
+/// `dir/run`, and `dir` is made traversable (0755); its parents must be
+/// traversable too (a temporary directory under `/tmp` is).
+#[derive(Debug)]
+pub struct LocalPostgres {
+    child: Option<Child>,
+    config: PostgresConfig,
+    bin: PathBuf,
+    data: PathBuf,
+    as_postgres: bool,
+    dir: PathBuf,
+}
+
+impl LocalPostgres {
+    /// Runs `initdb` and starts `postgres` on a free port, then waits until
+    /// the superuser can log in.
+    pub async fn start(dir: &Path) -> Result<LocalPostgres> {
+        let bin = postgres::newest_pg_bin_dir()
+            .filter(|d| is_executable(&d.join("initdb")))
+            .or_else(|| find_on_path("initdb").and_then(|p| p.parent().map(Path::to_path_buf)))
+            .ok_or_else(|| {
+                Error::Config(
+                    "PostgreSQL server programs (initdb, postgres) not found in /usr/lib/postgresql/*/bin nor on PATH; install them with: apt-get install postgresql"
+                        .into(),
+                )
+            })?;
+        let as_postgres = nix::unistd::geteuid().is_root();
+        let dir = dir.to_path_buf();
+        let data = dir.join("data");
+        let run = dir.join("run");
+        for d in [&data, &run] {
+            fs::create_dir_all(d).map_err(|e| io_error(format!("creating {}", d.display()), e))?;
+        }
+        let set_mode = |p: &Path, mode: u32| {
+            fs::set_permissions(p, fs::Permissions::from_mode(mode))
+                .map_err(|e| io_error(format!("setting the mode of {}", p.display()), e))
+        };
+        set_mode(&data, 0o700)?;
+        let password = random_hex(24)?;
+        let pwfile = dir.join("pwfile");
+        fs::write(&pwfile, format!("{password}\n"))
+            .map_err(|e| io_error(format!("writing {}", pwfile.display()), e))?;
+        set_mode(&pwfile, 0o600)?;
+        if as_postgres {
+            let user = nix::unistd::User::from_name("postgres")
+                .map_err(|e| Error::backend("looking up the postgres user", e))?
+                .ok_or_else(|| {
+                    Error::Config(
+                        "we run as root, and there is no postgres user to run PostgreSQL as".into(),
+                    )
+                })?;
+            set_mode(&dir, 0o755)?;
+            for p in [&data, &run, &pwfile] {
+                std::os::unix::fs::chown(p, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
+                    .map_err(|e| io_error(format!("giving {} to postgres", p.display()), e))?;
+            }
+        }
+        let cmd = |program: &str| {
+            let path = bin.join(program);
+            if as_postgres {
+                let mut c = Command::new("runuser");
+                c.arg("-u").arg("postgres").arg("--").arg(path);
+                c
+            } else {
+                Command::new(path)
+            }
+        };
+
+        let out = cmd("initdb")
+            .arg("--pgdata")
+            .arg(&data)
+            .arg("--username=postgres")
+            .arg("--pwfile")
+            .arg(&pwfile)
+            .arg("--auth=scram-sha-256")
+            .arg("--encoding=UTF8")
+            .arg("--locale=C")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| io_error("running initdb", e))?;
+        let _ = fs::remove_file(&pwfile);
+        if !out.status.success() {
+            return Err(Error::backend(
+                "initdb",
+                format!(
+                    "{}: {}{}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stdout).trim(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            ));
+        }
+        let hba = "# written by ndc: passwords everywhere, TCP only on 127.0.0.1\n\
+                   local all all scram-sha-256\n\
+                   host all all 127.0.0.1/32 scram-sha-256\n";
+        fs::write(data.join("pg_hba.conf"), hba).map_err(|e| io_error("writing pg_hba.conf", e))?;
+
+        let port = free_ports(1)?[0];
+        let log = dir.join("postgres.log");
+        let out =
+            File::create(&log).map_err(|e| io_error(format!("creating {}", log.display()), e))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| io_error(format!("opening {}", log.display()), e))?;
+        let child = cmd("postgres")
+            .arg("-D")
+            .arg(&data)
+            .arg("-p")
+            .arg(port.to_string())
+            .arg("-c")
+            .arg("listen_addresses=127.0.0.1")
+            .arg("-c")
+            .arg(format!("unix_socket_directories={}", path_str(&run)?))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| io_error("starting postgres", e))?;
+
+        let config = PostgresConfig {
+            host: "127.0.0.1".into(),
+            port,
+            admin_user: "postgres".into(),
+            admin_password: Some(password),
+            admin_database: "postgres".into(),
+            pg_dump: Some(bin.join("pg_dump")).filter(|p| is_executable(p)),
+        };
+        let mut pg = LocalPostgres {
+            child: Some(child),
+            config,
+            bin,
+            data,
+            as_postgres,
+            dir,
+        };
+        let cfg = pg.config.clone();
+        let ready = || {
+            let cfg = cfg.clone();
+            async move {
+                match postgres::connect(
+                    &cfg.host,
+                    cfg.port,
+                    &cfg.admin_user,
+                    cfg.admin_password.as_deref(),
+                    &cfg.admin_database,
+                )
+                .await
+                {
+                    Ok(_) => Ok(true),
+                    Err(e) => Err(Error::backend("connecting", e)),
+                }
+            }
+        };
+        if let Some(child) = pg.child.as_mut() {
+            wait_ready("PostgreSQL", child, &log, ready).await?;
+        }
+        Ok(pg)
+    }
+
+    /// How to reach this server as its superuser.
+    pub fn config(&self) -> PostgresConfig {
+        self.config.clone()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `pg_ctl stop -m fast`: disconnects clients, stops, waits (10 s at most).
+    fn pg_ctl_stop(&self) -> Command {
+        let pg_ctl = self.bin.join("pg_ctl");
+        let mut c = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.arg("-u").arg("postgres").arg("--").arg(pg_ctl);
+            c
+        } else {
+            Command::new(pg_ctl)
+        };
+        c.arg("stop")
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-m")
+            .arg("fast")
+            .arg("-w")
+            .arg("-t")
+            .arg("10")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    }
+
+    /// Stops the server (`pg_ctl stop -m fast`, then the process if it is
+    /// still there).
+    pub async fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if matches!(child.try_wait(), Ok(None)) {
+            let _ = tokio::process::Command::from(self.pg_ctl_stop())
+                .status()
+                .await;
+        }
+        terminate(&mut child, Duration::from_secs(5));
+    }
+}
+
+impl Drop for LocalPostgres {
+    /// Stops the server as `stop` does, blocking.
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = self.pg_ctl_stop().status();
+            }
+            terminate(&mut child, Duration::from_secs(5));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_strings_are_escaped() {
+        assert_eq!(toml_str("/tmp/a"), "\"/tmp/a\"");
+        assert_eq!(toml_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000A\"");
+    }
+
+    #[test]
+    fn garage_lookup_order_and_install_hint() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        fs::create_dir_all(bin.join("sub")).unwrap();
+        let garage = bin.join("garage");
+        fs::write(&garage, "#!/bin/sh\n").unwrap();
+        fs::set_permissions(&garage, fs::Permissions::from_mode(0o755)).unwrap();
+        let home = dir.path().join("home");
+        let cached = home.join(".cache/ndc-tools/bin/garage");
+        fs::create_dir_all(cached.parent().unwrap()).unwrap();
+        fs::write(&cached, "#!/bin/sh\n").unwrap();
+        fs::set_permissions(&cached, fs::Permissions::from_mode(0o755)).unwrap();
+        let os = |p: &Path| Some(p.as_os_str().to_owned());
+
+        let found = find_garage_in(os(&cached), os(&bin), os(&home)).unwrap();
+        assert_eq!(found, cached, "NDC_GARAGE_BIN comes first");
+        let found = find_garage_in(None, os(&bin), os(&home)).unwrap();
+        assert_eq!(found, garage, "then PATH");
+        let found = find_garage_in(None, os(&bin.join("sub")), os(&home)).unwrap();
+        assert_eq!(found, cached, "then ~/.cache/ndc-tools/bin");
+
+        let hint = "cargo install --locked garage --version 2.5.0 --root $HOME/.cache/ndc-tools";
+        let missing = dir.path().join("nope");
+        let err = find_garage_in(None, os(&missing), os(&missing)).unwrap_err();
+        assert!(err.to_string().contains(hint), "{err}");
+        let err = find_garage_in(os(&missing), os(&bin), os(&home)).unwrap_err();
+        assert!(err.to_string().contains(hint), "{err}");
+    }
+
+    #[test]
+    fn free_ports_differ() {
+        let p = free_ports(3).unwrap();
+        assert!(p[0] != p[1] && p[1] != p[2] && p[0] != p[2]);
+    }
+}

@@ -1,0 +1,117 @@
+//! The object-store conformance suite against a real Garage node, plus
+//! what we measure about Garage itself. Needs the `garage` binary (see
+//! `ndc_storage::local::find_garage`); without it the tests fail with the
+//! command that installs it.
+
+use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+use ndc_storage::{conformance, BucketRequest, GarageStore, LocalGarage, ObjectStore};
+
+async fn garage(dir: &std::path::Path) -> (LocalGarage, GarageStore) {
+    let local = LocalGarage::start(dir)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let store = GarageStore::connect(local.config())
+        .await
+        .unwrap_or_else(|e| panic!("connecting to Garage: {e}"));
+    (local, store)
+}
+
+#[tokio::test]
+async fn garage_passes_the_object_store_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_local, store) = garage(dir.path()).await;
+    if let Err(e) = conformance::object_store(&store).await {
+        panic!("Garage: {e}");
+    }
+}
+
+#[tokio::test]
+async fn the_system_key_is_found_again_not_duplicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let (local, store) = garage(dir.path()).await;
+    let again = GarageStore::connect(local.config()).await.unwrap();
+    assert_eq!(store.system_key_id(), again.system_key_id());
+    assert!(store.system_key_id().starts_with("GK"));
+    let creds = ndc_storage::generate_s3_credentials().unwrap();
+    // Tenants never get the system key, nor remove it.
+    assert!(store.remove_key(store.system_key_id()).await.is_err());
+    let system = ndc_storage::S3Credentials {
+        access_key_id: store.system_key_id().to_string(),
+        secret_access_key: creds.secret_access_key,
+    };
+    assert!(store.ensure_key("any", "x", &system).await.is_err());
+}
+
+#[tokio::test]
+async fn garage_has_no_versioning_and_quotas_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_local, store) = garage(dir.path()).await;
+    let name = "ndc-measure-versioning";
+    store
+        .ensure_bucket(&BucketRequest {
+            name: name.into(),
+            size_quota_bytes: 4096,
+            versioning: false,
+            retention_days: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.size_quota(name).await.unwrap(), Some(4096));
+
+    // Garage answers GetBucketVersioning with "not enabled", and refuses
+    // to turn versioning on, even for the bucket's owner key.
+    let system = store.system_s3_client();
+    let got = system
+        .get_bucket_versioning()
+        .bucket(name)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        got.status(),
+        None,
+        "Garage reported versioning {:?}",
+        got.status()
+    );
+    let put = system
+        .put_bucket_versioning()
+        .bucket(name)
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await;
+    assert!(put.is_err(), "Garage accepted PutBucketVersioning");
+    let lock = system
+        .get_object_lock_configuration()
+        .bucket(name)
+        .send()
+        .await;
+    assert!(
+        lock.as_ref()
+            .map_or(true, |l| l.object_lock_configuration().is_none()),
+        "Garage reported an object lock configuration: {lock:?}"
+    );
+    store.delete_bucket(name, true).await.unwrap();
+}
+
+#[tokio::test]
+async fn stop_is_clean_and_quick_once_clients_are_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut local, store) = garage(dir.path()).await;
+    drop(store);
+    let started = std::time::Instant::now();
+    local.stop().await;
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "stop took {took:?}"
+    );
+    assert!(
+        GarageStore::connect(local.config()).await.is_err(),
+        "Garage still answers after stop()"
+    );
+    local.stop().await; // again, then on drop: nothing happens
+}
