@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "../proto/ndc/raft/v1/raft.proto",
         "../proto/ndc/tenants/v1/tenants.proto",
         "../proto/ndc/inventory/v1/inventory.proto",
+        "../proto/ndc/claims/v1/claims.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");

@@ -36,6 +36,11 @@ pub mod inventory {
     tonic::include_proto!("ndc.inventory.v1");
 }
 
+/// Bucket and database claims.
+pub mod claims {
+    tonic::include_proto!("ndc.claims.v1");
+}
+
 /// The encoded descriptors of every service, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("ndc_descriptor");
 

@@ -3,6 +3,7 @@
 mod apply_cmd;
 mod audit_cmd;
 mod capacity_cmd;
+mod claim_cmd;
 mod cluster_cmd;
 mod kv_cmd;
 mod node_cmd;
@@ -78,6 +79,12 @@ enum Command {
     Node(node_cmd::NodeCommand),
     /// Capacity per zone and in total, quotas granted, headroom.
     Capacity(capacity_cmd::CapacityArgs),
+    /// Object-storage buckets claimed by tenants, and their keys.
+    #[command(subcommand)]
+    Bucket(claim_cmd::BucketCommand),
+    /// PostgreSQL databases claimed by tenants, and their passwords.
+    #[command(subcommand)]
+    Database(claim_cmd::DatabaseCommand),
 }
 
 fn init_logging(default: &str) {
@@ -118,6 +125,8 @@ async fn main() -> ExitCode {
         Command::Audit(cmd) => audit_cmd::run(cmd, &conn, cli.output).await,
         Command::Node(cmd) => node_cmd::run(cmd, &conn, cli.output).await,
         Command::Capacity(args) => capacity_cmd::run(args, &conn, cli.output).await,
+        Command::Bucket(cmd) => claim_cmd::bucket(cmd, &conn, cli.output).await,
+        Command::Database(cmd) => claim_cmd::database(cmd, &conn, cli.output).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

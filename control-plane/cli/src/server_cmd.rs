@@ -61,6 +61,13 @@ pub struct ServerArgs {
     /// File holding the secret (16+ characters) that every node of the cluster presents to the others.
     #[arg(long, env = "NDC_CLUSTER_SECRET_FILE")]
     pub cluster_secret_file: Option<PathBuf>,
+    /// File holding the key (64 hex digits, e.g. `openssl rand -hex 32`) that seals claim
+    /// credentials; the same on every node. Without it, bucket and database claims are refused.
+    #[arg(long, env = "NDC_SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<PathBuf>,
+    /// YAML file naming where claims are provisioned (garage, postgres, backup_bucket).
+    #[arg(long, env = "NDC_BACKENDS_FILE")]
+    pub backends_file: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -113,6 +120,13 @@ impl ServerArgs {
             }
             None => None,
         };
+        c.secrets = match &self.secrets_key_file {
+            Some(path) => Some(
+                ndc_server::SecretsKey::load(path)
+                    .map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?,
+            ),
+            None => None,
+        };
         Ok(c)
     }
 }
@@ -141,7 +155,12 @@ pub async fn shutdown_signal() {
 }
 
 pub async fn run(args: ServerArgs) -> Result<(), CliError> {
-    let config = args.config()?;
+    let mut config = args.config()?;
+    if let Some(path) = &args.backends_file {
+        config.provisioning = ndc_server::Provisioning::load(path)
+            .await
+            .map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
+    }
     let node = ndc_server::start(config)
         .await
         .context("the node could not start")?;

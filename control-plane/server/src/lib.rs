@@ -6,6 +6,7 @@
 
 mod audit_service;
 pub mod auth;
+mod claims_service;
 mod cluster_service;
 mod error;
 mod forward;
@@ -14,12 +15,16 @@ mod kv_service;
 mod network;
 mod node;
 mod proposer;
+pub mod provisioner;
 mod raft_service;
 mod read_index;
+pub mod secrets;
 mod start;
 mod tenant_service;
 
 pub use auth::Auth;
 pub use error::{Error, Result};
 pub use ndc_store::DEFAULT_HISTORY_REVISIONS;
+pub use provisioner::Provisioning;
+pub use secrets::SecretsKey;
 pub use start::{start, NodeConfig, RunningNode};

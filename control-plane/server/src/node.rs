@@ -41,6 +41,10 @@ pub(crate) struct Node {
     /// removed: it then refuses every request but status.
     pub(crate) retired: std::sync::Mutex<Option<u64>>,
     pub(crate) retired_marker: PathBuf,
+    /// Seals and opens claim credentials; without it claims are refused.
+    pub(crate) secrets: Option<crate::secrets::SecretsKey>,
+    /// Where the leader provisions claims.
+    pub(crate) provisioning: crate::provisioner::Provisioning,
 }
 
 pub(crate) fn unavailable_no_leader() -> Status {

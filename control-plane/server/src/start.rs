@@ -18,6 +18,7 @@ use tonic::Status;
 use tracing::{info, warn, Instrument};
 
 use crate::audit_service::AuditService;
+use crate::claims_service::ClaimsService;
 use crate::cluster_service::ClusterService;
 use crate::error::{Error, Result};
 use crate::forward::{ForwardReply, ForwardRequest, ForwardResult};
@@ -29,6 +30,7 @@ use crate::proposer::Proposer;
 use crate::raft_service::RaftService;
 use crate::read_index::ReadBatcher;
 use crate::tenant_service::TenantService;
+use ndc_api::claims::claims_server::ClaimsServer;
 use ndc_api::inventory::inventory_server::InventoryServer;
 use ndc_api::tenants::audit_server::AuditServer;
 use ndc_api::tenants::tenants_server::TenantsServer;
@@ -70,6 +72,10 @@ pub struct NodeConfig {
     pub cluster_secret: Option<String>,
     /// A host whose agent has not reported for this long becomes NotReady.
     pub host_timeout_ms: u64,
+    /// The key that seals claim credentials (the same on every node).
+    pub secrets: Option<crate::secrets::SecretsKey>,
+    /// Where claims are provisioned while this node leads.
+    pub provisioning: crate::provisioner::Provisioning,
 }
 
 impl NodeConfig {
@@ -91,6 +97,8 @@ impl NodeConfig {
             auth: crate::auth::Auth::Open,
             cluster_secret: None,
             host_timeout_ms: 30_000,
+            secrets: None,
+            provisioning: crate::provisioner::Provisioning::default(),
         }
     }
 }
@@ -100,6 +108,7 @@ pub struct RunningNode {
     pub addr: String,
     node: Arc<Node>,
     expiry: JoinHandle<()>,
+    provisioner: JoinHandle<()>,
     server: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
     stop: oneshot::Sender<()>,
 }
@@ -199,6 +208,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         peers: Mutex::new(HashMap::new()),
         retired: std::sync::Mutex::new(retired),
         retired_marker,
+        secrets: config.secrets.clone(),
+        provisioning: config.provisioning.clone(),
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -209,6 +220,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     health
         .set_serving::<InventoryServer<InventoryService>>()
         .await;
+    health.set_serving::<ClaimsServer<ClaimsService>>().await;
     if matches!(config.auth, crate::auth::Auth::Open) {
         warn!(
             id = config.id,
@@ -239,7 +251,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         .add_service(AuditServer::new(AuditService { node: node.clone() }))
         .add_service(InventoryServer::new(InventoryService {
             node: node.clone(),
-        }));
+        }))
+        .add_service(ClaimsServer::new(ClaimsService { node: node.clone() }));
     // No Nagle delay on replies: with delayed ACKs on the other side it
     // stalls small responses for tens of milliseconds.
     let incoming = tokio_stream::StreamExt::map(
@@ -307,9 +320,13 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         expire_hosts(node.clone(), config.host_timeout_ms)
             .instrument(tracing::info_span!("host-expiry")),
     );
+    let provisioner = tokio::spawn(
+        crate::provisioner::run(node.clone()).instrument(tracing::info_span!("provisioner")),
+    );
     Ok(RunningNode {
         addr,
         expiry,
+        provisioner,
         node,
         server,
         stop,
@@ -453,6 +470,7 @@ impl RunningNode {
     /// handle is dropped.
     pub async fn shutdown(self) -> Result<()> {
         self.expiry.abort();
+        self.provisioner.abort();
         let _ = self.stop.send(());
         let served = self.server.await;
         if self.node.retired_at().is_none() {

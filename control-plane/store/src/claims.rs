@@ -3,7 +3,9 @@
 //! provisioner then makes it real outside and writes the outcome back as the
 //! claim's status.
 //!
-//! Layout: `/ndc/claims/<uid>` → JSON [`Claim`]. The uid is chosen by the
+//! Layout: `/ndc/claims/<uid>` → JSON [`Claim`]. These types also travel in
+//! log entries (postcard, a positional format): no internally tagged enums
+//! and no skipped fields here. The uid is chosen by the
 //! proposer and never reused; every external name is derived from it, so a
 //! new leader finds what an earlier one created.
 
@@ -88,7 +90,7 @@ pub struct BucketSpec {
     #[serde(default)]
     pub versioning: bool,
     /// Minimum retention of objects (object lock), where the store has it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub retention_days: Option<u32>,
 }
 
@@ -102,7 +104,7 @@ pub struct DatabaseSpec {
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case")]
 pub enum ClaimSpec {
     Bucket(BucketSpec),
     Database(DatabaseSpec),
@@ -191,8 +193,11 @@ pub struct ClaimStatus {
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// Where tenants connect: an S3 endpoint or `host:port`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub endpoint: Option<String>,
+    /// The S3 region to sign with (buckets).
+    #[serde(default)]
+    pub region: Option<String>,
     /// The generation of the spec this status describes.
     #[serde(default)]
     pub observed_generation: u64,
@@ -201,10 +206,10 @@ pub struct ClaimStatus {
     pub observed_credentials: u64,
     /// The access key id in force outside (buckets), so a rotation can
     /// remove the old key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub access_key_id: Option<String>,
     /// Where the final dump of a deleted database was stored.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub backup: Option<String>,
 }
 
@@ -235,7 +240,7 @@ pub struct Claim {
     pub created_at_ms: u64,
     pub created_by: String,
     pub credentials: Sealed,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub deletion: Option<Deletion>,
     #[serde(default)]
     pub status: ClaimStatus,

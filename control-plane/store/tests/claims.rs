@@ -461,3 +461,46 @@ async fn rotation_must_follow_the_current_generation() {
     assert_eq!(claim.credentials.generation, 2);
     assert!(!claim.converged());
 }
+
+#[test]
+fn claim_commands_survive_the_log_encoding() {
+    // Log entries are postcard (positional): every claim type must round-trip.
+    let status = ClaimStatus {
+        phase: Phase::Ready,
+        endpoint: Some("http://127.0.0.1:3900".into()),
+        region: None,
+        backup: Some("s3://b/k".into()),
+        ..ClaimStatus::default()
+    };
+    let cmds = [
+        create("000000000000000a", "hue", "a", bucket(1)),
+        create(
+            "000000000000000b",
+            "hue",
+            "b",
+            ClaimSpec::Bucket(BucketSpec {
+                size_bytes: 5,
+                versioning: true,
+                retention_days: Some(30),
+            }),
+        ),
+        ClaimOp::SetStatus {
+            uid: "000000000000000a".into(),
+            status,
+        },
+        ClaimOp::Delete {
+            uid: "000000000000000a".into(),
+            purge: true,
+        },
+    ];
+    for op in cmds {
+        let cmd = Command::Claim(Box::new(ClaimRequest {
+            actor: provisioner(),
+            at_ms: 7,
+            op,
+        }));
+        let bytes = ndc_store::encode("command", &cmd).expect("encode");
+        let back: Command = ndc_store::decode("command", &bytes).expect("decode");
+        assert_eq!(back, cmd);
+    }
+}

@@ -67,9 +67,12 @@ where
     }
 }
 
+/// A node's status; the operator token of the tenancy fixture is sent, so
+/// this works on clusters with and without an auth file.
 pub async fn status(addr: &str) -> Option<StatusResponse> {
     let ch = ndc_api::client::channel(addr).ok()?;
-    ClusterClient::new(ch)
+    let auth = ndc_api::client::Auth::new(Some(tenancy::OPERATOR)).ok()?;
+    ClusterClient::with_interceptor(ch, auth)
         .status(StatusRequest {})
         .await
         .ok()

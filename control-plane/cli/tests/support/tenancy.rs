@@ -91,6 +91,11 @@ pub async fn create(t: &mut Tenants, s: &TenantSpec) -> Result<pb::TenantRespons
 /// A cluster with an auth file, and the national root, Hà Nội, one of its
 /// communes and Huế.
 pub async fn national(nodes: u64) -> Result<Cluster> {
+    national_with(nodes, &[]).await
+}
+
+/// Like [`national`], with more flags for every server.
+pub async fn national_with(nodes: u64, extra: &[String]) -> Result<Cluster> {
     let dir = tempfile::tempdir()?;
     let auth = dir.path().join("auth.yaml");
     std::fs::write(&auth, AUTH)?;
@@ -106,6 +111,7 @@ pub async fn national(nodes: u64) -> Result<Cluster> {
         "--cluster-secret-file".into(),
         secret.to_str().context("utf-8")?.into(),
     ];
+    c.flags.extend(extra.iter().cloned());
     let a1 = c.start(1, "127.0.0.1:0", Start::Init).await?;
     for id in 2..=nodes {
         c.start(id, "127.0.0.1:0", Start::Join(&a1)).await?;
