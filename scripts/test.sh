@@ -31,6 +31,22 @@ else
   echo "==> system packages: all present"
 fi
 
+# Garage, the S3 server the provisioning tests run against: built once per
+# machine into a cache outside the clone (about 10 minutes), then reused.
+GARAGE_VERSION=2.5.0
+TOOLS="${NDC_TOOLS_DIR:-$HOME/.cache/ndc-tools}"
+if [ -z "${NDC_GARAGE_BIN:-}" ] && ! command -v garage >/dev/null 2>&1 \
+  && ! "$TOOLS/bin/garage" --version 2>/dev/null | grep -q "$GARAGE_VERSION"; then
+  echo "==> building Garage $GARAGE_VERSION into $TOOLS (once per machine)"
+  cargo install --locked garage --version "$GARAGE_VERSION" --root "$TOOLS" \
+    --target-dir "$TOOLS/build"
+fi
+# PostgreSQL refuses to run as root; the tests run it as the postgres user.
+if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
+  echo "error: running as root but there is no postgres user (install the postgresql package)" >&2
+  exit 2
+fi
+
 echo "==> cargo fmt --check"
 cargo fmt --all --check
 
