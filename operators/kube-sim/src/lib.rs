@@ -24,6 +24,29 @@ mod query;
 
 use objects::Objects;
 pub use objects::Running;
+
+/// The context (and cluster and user) name in kubeconfigs the simulator writes.
+pub const CONTEXT: &str = "ndc-kube-sim";
+
+/// A kubeconfig (YAML) for a simulator at `server` (`http://host:port`): one
+/// cluster, one user without credentials (the simulator asks for none) and
+/// one context, [`CONTEXT`], made current. kubectl and kube-rs read it as is.
+pub fn kubeconfig(server: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\npreferences: {{}}\nclusters:\n- name: {CONTEXT}\n  cluster:\n    server: \"{server}\"\nusers:\n- name: {CONTEXT}\n  user: {{}}\ncontexts:\n- name: {CONTEXT}\n  context:\n    cluster: {CONTEXT}\n    user: {CONTEXT}\ncurrent-context: {CONTEXT}\n"
+    )
+}
+
+/// Writes [`kubeconfig`] for `server` to `path`, atomically (a temporary
+/// file beside it, then a rename), so whoever waits for the file never
+/// reads half of it.
+pub fn write_kubeconfig(path: &std::path::Path, server: &str) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = std::path::PathBuf::from(tmp);
+    std::fs::write(&tmp, kubeconfig(server))?;
+    std::fs::rename(&tmp, path)
+}
 use query::query;
 
 use std::sync::{Arc, Mutex};
@@ -174,6 +197,8 @@ pub struct Simulator {
     objects: Arc<Mutex<Objects>>,
     /// Kinds defined by CustomResourceDefinitions, one per served version.
     custom: Arc<Mutex<Vec<Kind>>>,
+    /// How long simulated workloads take to report their replicas ready.
+    ready_delay: std::time::Duration,
 }
 
 /// A `Status` failure body, as the API server sends it.

@@ -20,7 +20,9 @@ pub(crate) type Key = (String, String, String);
 /// ones get `410 Gone` and list again.
 const WATCH_HISTORY: usize = 10_000;
 
-/// One change, as a watcher sees it.
+/// One change, as a watcher sees it. A change whose `kind` is
+/// [`COMPACTED`] is no change: it tells open watches that the history was
+/// forgotten, and they end with `410 Expired`.
 #[derive(Clone, Debug)]
 struct Change {
     revision: u64,
@@ -29,6 +31,9 @@ struct Change {
     kind: &'static str,
     object: Value,
 }
+
+/// The `kind` of the marker [`Simulator::compact`] sends to open watches.
+const COMPACTED: &str = "COMPACTED";
 
 pub(crate) struct Objects {
     pub(crate) history_limit: usize,
@@ -72,9 +77,10 @@ impl Objects {
 
 /// What the simulator does in place of Kubernetes controllers (nothing
 /// runs): a Service gets a cluster IP from 10.96.0.0/16 (an address only,
-/// never a target); a Deployment or StatefulSet reports all its replicas
-/// ready for its current generation at once.
-fn simulate_controllers(kind: &Kind, obj: &mut Value, serial: u64) {
+/// never a target); a Deployment or StatefulSet reports its replicas for its
+/// current generation, ready at once when `ready` (otherwise none ready yet:
+/// [`Simulator::ready_delay`] makes them ready later).
+fn simulate_controllers(kind: &Kind, obj: &mut Value, serial: u64, ready: bool) {
     match (kind.group, kind.kind) {
         ("", "Service") if obj["spec"]["clusterIP"].is_null() && serial > 0 => {
             obj["spec"]["clusterIP"] = json!(format!(
@@ -84,20 +90,78 @@ fn simulate_controllers(kind: &Kind, obj: &mut Value, serial: u64) {
             ));
         }
         ("apps", "Deployment" | "StatefulSet") => {
-            let replicas = obj["spec"]["replicas"].as_u64().unwrap_or(1);
-            let generation = obj["metadata"]["generation"].as_u64().unwrap_or(1);
-            obj["status"] = json!({
-                "observedGeneration": generation, "replicas": replicas, "readyReplicas": replicas,
-                "availableReplicas": replicas, "updatedReplicas": replicas,
-            });
+            obj["status"] = workload_status(kind.kind, obj, ready);
         }
         _ => {}
+    }
+}
+
+/// A Deployment's or StatefulSet's status for its current generation: all
+/// replicas updated, and all or none of them ready. Shaped so that
+/// `kubectl rollout status` waits while none are ready and then succeeds.
+fn workload_status(kind: &str, obj: &Value, ready: bool) -> Value {
+    let replicas = obj["spec"]["replicas"].as_u64().unwrap_or(1);
+    let generation = obj["metadata"]["generation"].as_u64().unwrap_or(1);
+    let ready = ready || replicas == 0;
+    let ready_count = if ready { replicas } else { 0 };
+    let now = now_rfc3339();
+    if kind == "StatefulSet" {
+        let revision = format!(
+            "{}-{generation:x}",
+            obj["metadata"]["name"].as_str().unwrap_or_default()
+        );
+        return json!({
+            "observedGeneration": generation, "replicas": replicas, "readyReplicas": ready_count,
+            "availableReplicas": ready_count, "currentReplicas": replicas, "updatedReplicas": replicas,
+            "currentRevision": revision, "updateRevision": revision,
+        });
+    }
+    let available = |yes: bool, reason: &str| {
+        json!({"type": "Available", "status": if yes { "True" } else { "False" }, "reason": reason,
+               "lastUpdateTime": now, "lastTransitionTime": now})
+    };
+    let mut status = json!({
+        "observedGeneration": generation, "replicas": replicas, "updatedReplicas": replicas,
+        "conditions": [
+            if ready { available(true, "MinimumReplicasAvailable") } else { available(false, "MinimumReplicasUnavailable") },
+            {"type": "Progressing", "status": "True",
+             "reason": if ready { "NewReplicaSetAvailable" } else { "ReplicaSetUpdated" },
+             "lastUpdateTime": now, "lastTransitionTime": now},
+        ],
+    });
+    if ready {
+        status["readyReplicas"] = json!(replicas);
+        status["availableReplicas"] = json!(replicas);
+    } else if replicas > 0 {
+        status["unavailableReplicas"] = json!(replicas);
+    }
+    status
+}
+
+/// The kinds whose replicas the simulator reports ready.
+fn is_workload(kind: &Kind) -> bool {
+    matches!(
+        (kind.group, kind.kind),
+        ("apps", "Deployment" | "StatefulSet")
+    )
+}
+
+/// Defaults the API server fills in that clients rely on: a StatefulSet's
+/// rolling update strategy (`kubectl rollout status` needs it).
+fn default_spec(kind: &Kind, obj: &mut Value) {
+    if (kind.group, kind.kind) == ("apps", "StatefulSet")
+        && obj["spec"].is_object()
+        && obj["spec"]["updateStrategy"].is_null()
+    {
+        obj["spec"]["updateStrategy"] =
+            json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}});
     }
 }
 
 /// A simulator serving in the background.
 pub struct Running {
     pub addr: SocketAddr,
+    sim: Simulator,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -106,6 +170,26 @@ impl Running {
     /// `http://127.0.0.1:PORT`, for a client's configuration.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The simulator being served (the same objects).
+    pub fn simulator(&self) -> &Simulator {
+        &self.sim
+    }
+
+    /// See [`Simulator::compact`].
+    pub fn compact(&self) {
+        self.sim.compact();
+    }
+
+    /// A kubeconfig for this server: see [`crate::kubeconfig`].
+    pub fn kubeconfig(&self) -> String {
+        crate::kubeconfig(&self.url())
+    }
+
+    /// Writes [`Running::kubeconfig`] to `path`: see [`crate::write_kubeconfig`].
+    pub fn write_kubeconfig(&self, path: &std::path::Path) -> std::io::Result<()> {
+        crate::write_kubeconfig(path, &self.url())
     }
 
     /// Stops serving and waits until the server has.
@@ -143,6 +227,68 @@ impl Simulator {
         sim
     }
 
+    /// Deployments and StatefulSets report their replicas ready `delay`
+    /// after each new generation (created, or spec changed) instead of at
+    /// once; until then none are ready. The change is an ordinary update:
+    /// watchers see it.
+    pub fn ready_delay(mut self, delay: std::time::Duration) -> Self {
+        self.ready_delay = delay;
+        self
+    }
+
+    /// Forgets the watch history, as etcd compaction does, and ends every
+    /// open watch with a `410 Expired` error event, as the API server does
+    /// to a watcher it has dropped. Watching again from any resourceVersion
+    /// older than the current one is then `410 Gone` too, so clients must
+    /// list again. For tests of watchers and controllers.
+    pub fn compact(&self) {
+        let mut o = self.objects.lock().unwrap_or_else(|e| e.into_inner());
+        o.history.clear();
+        let marker = Change {
+            revision: o.revision,
+            plural: String::new(),
+            namespace: String::new(),
+            kind: COMPACTED,
+            object: Value::Null,
+        };
+        let _ = o.live.send(marker);
+    }
+
+    /// After the ready delay, reports a workload's replicas ready if it is
+    /// still the same object at the same generation.
+    fn schedule_ready(&self, kind: &Kind, key: Key, obj: &Value) {
+        let (Some(uid), Some(generation)) = (
+            obj["metadata"]["uid"].as_str().map(str::to_string),
+            obj["metadata"]["generation"].as_u64(),
+        ) else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (sim, kind, delay) = (self.clone(), *kind, self.ready_delay);
+        runtime.spawn(async move {
+            tokio::time::sleep(delay).await;
+            let mut o = sim.objects.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(current) = o.items.get(&key) else {
+                return;
+            };
+            let meta = &current["metadata"];
+            if meta["uid"].as_str() != Some(uid.as_str())
+                || meta["generation"].as_u64() != Some(generation)
+                || !meta["deletionTimestamp"].is_null()
+            {
+                return;
+            }
+            let mut obj = current.clone();
+            obj["status"] = workload_status(kind.kind, &obj, true);
+            o.revision += 1;
+            obj["metadata"]["resourceVersion"] = json!(o.revision.to_string());
+            o.items.insert(key.clone(), obj.clone());
+            o.record("MODIFIED", &key.0, &key.1, obj);
+        });
+    }
+
     /// The HTTP router.
     pub fn router(&self) -> axum::Router {
         axum::Router::new()
@@ -155,12 +301,18 @@ impl Simulator {
     /// way for a test to have an API server of its own.
     pub async fn start(self) -> std::io::Result<Running> {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let sim = self.clone();
         let (addr, task) = self
             .serve(SocketAddr::from(([127, 0, 0, 1], 0)), async {
                 let _ = stopped.await;
             })
             .await?;
-        Ok(Running { addr, stop, task })
+        Ok(Running {
+            addr,
+            sim,
+            stop,
+            task,
+        })
     }
 
     pub async fn serve(
@@ -254,11 +406,21 @@ impl Simulator {
             q.get("allowWatchBookmarks").map(String::as_str),
             Some("true" | "1")
         );
+        // A streaming list: the current objects, then a bookmark marking their end.
+        let initial_events = matches!(
+            q.get("sendInitialEvents").map(String::as_str),
+            Some("true" | "1")
+        );
+        if initial_events && from != 0 {
+            return Err("sendInitialEvents requires resourceVersion \"\" or \"0\"".into());
+        }
         let timeout = q
             .get("timeoutSeconds")
             .and_then(|t| t.parse::<u64>().ok())
             .map(std::time::Duration::from_secs);
         let plural = kind.id();
+        // Bookmarks are objects of the watched kind with only a resourceVersion.
+        let (kind_name, api_version) = (kind.kind, kind.api_version());
         let ns = ns.map(str::to_string);
         let wanted = move |c: &Change| {
             c.plural == plural
@@ -321,6 +483,14 @@ impl Simulator {
                     return;
                 }
             }
+            if initial_events && !expired {
+                let end = json!({"kind": kind_name, "apiVersion": api_version, "metadata": {
+                    "resourceVersion": at.to_string(),
+                    "annotations": {"k8s.io/initial-events-end": "true"}}});
+                if tx.send(Ok(line("BOOKMARK", &end))).await.is_err() {
+                    return;
+                }
+            }
             if expired {
                 return;
             }
@@ -333,12 +503,19 @@ impl Simulator {
                     _ = tokio::time::sleep_until(sleep_until) => return,
                     _ = tx.closed() => return,
                     _ = tick.tick(), if bookmarks => {
-                        let mark = json!({"kind": "Bookmark", "apiVersion": "v1", "metadata": {"resourceVersion": at.to_string()}});
+                        let mark = json!({"kind": kind_name, "apiVersion": api_version, "metadata": {"resourceVersion": at.to_string()}});
                         if tx.send(Ok(line("BOOKMARK", &mark))).await.is_err() {
                             return;
                         }
                     }
                     c = live.recv() => match c {
+                        Ok(c) if c.kind == COMPACTED => {
+                            let gone = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                "message": format!("too old resource version: {at} ({})", c.revision),
+                                "reason": "Expired", "code": 410});
+                            let _ = tx.send(Ok(line("ERROR", &gone))).await;
+                            return;
+                        }
                         Ok(c) => {
                             at = at.max(c.revision);
                             if c.revision > from && wanted(&c) && tx.send(Ok(line(c.kind, &c.object))).await.is_err() {
@@ -435,9 +612,14 @@ impl Simulator {
         if kind.plural == "namespaces" {
             obj["status"] = json!({"phase": "Active"});
         }
-        simulate_controllers(kind, &mut obj, o.uids);
-        o.items.insert(key, obj.clone());
+        default_spec(kind, &mut obj);
+        let ready_now = self.ready_delay.is_zero();
+        simulate_controllers(kind, &mut obj, o.uids, ready_now);
+        o.items.insert(key.clone(), obj.clone());
         o.record("ADDED", &kind.id(), ns, obj.clone());
+        if !ready_now && is_workload(kind) {
+            self.schedule_ready(kind, key, &obj);
+        }
         (StatusCode::CREATED, Json(obj)).into_response()
     }
 
@@ -543,8 +725,15 @@ impl Simulator {
             whole["status"] = obj.get("status").cloned().unwrap_or(Value::Null);
             whole["metadata"]["resourceVersion"] = obj["metadata"]["resourceVersion"].clone();
             obj = whole;
-        } else if let Some(st) = current.get("status") {
-            obj["status"] = st.clone();
+        } else {
+            if let Some(st) = current.get("status") {
+                obj["status"] = st.clone();
+            }
+            // A cluster IP, once given, stays.
+            if kind.kind == "Service" && obj["spec"]["clusterIP"].is_null() {
+                obj["spec"]["clusterIP"] = current["spec"]["clusterIP"].clone();
+            }
+            default_spec(kind, &mut obj);
         }
         o.revision += 1;
         // As the API server does: only a spec change is a new generation.
@@ -561,12 +750,11 @@ impl Simulator {
         }
         meta["resourceVersion"] = json!(o.revision.to_string());
         meta["generation"] = json!(generation);
-        if !status_only {
-            // A cluster IP, once given, stays.
-            if kind.kind == "Service" && obj["spec"]["clusterIP"].is_null() {
-                obj["spec"]["clusterIP"] = current["spec"]["clusterIP"].clone();
-            }
-            simulate_controllers(kind, &mut obj, 0);
+        // A new generation of a workload is rolled out again.
+        let ready_now = self.ready_delay.is_zero();
+        let roll_out = !status_only && changed_spec && is_workload(kind);
+        if roll_out {
+            simulate_controllers(kind, &mut obj, 0, ready_now);
         }
         // Deletion cannot be undone by an update; clearing the last
         // finalizer of an object being deleted completes the deletion.
@@ -576,6 +764,9 @@ impl Simulator {
         }
         o.items.insert(key.clone(), obj.clone());
         o.record("MODIFIED", &kind.id(), ns, obj.clone());
+        if roll_out && !ready_now && deleting.is_none() {
+            self.schedule_ready(kind, key.clone(), &obj);
+        }
         let cleared = obj["metadata"]["finalizers"]
             .as_array()
             .is_none_or(|f| f.is_empty());

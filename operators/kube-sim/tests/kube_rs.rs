@@ -350,3 +350,144 @@ async fn simulated_controllers() {
     );
     sim.stop().await.expect("stop");
 }
+
+/// With a ready delay, a new Deployment or StatefulSet generation reports
+/// no replicas ready until the delay has passed, then all of them; the
+/// runtime's `await_condition` sees the change through a watch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workloads_become_ready_after_the_delay() {
+    use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+    use kube::api::{Patch, PatchParams};
+    use kube::runtime::wait::{await_condition, conditions};
+    use serde_json::json;
+    use std::time::{Duration, Instant};
+
+    let delay = Duration::from_millis(700);
+    let sim = ndc_kube_sim::Simulator::new()
+        .ready_delay(delay)
+        .start()
+        .await
+        .expect("serve");
+    let client = Client::try_from(Config::new(sim.url().parse().expect("uri"))).expect("client");
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: meta("svc-mail", &[]),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("namespace");
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "svc-mail");
+    let spec = |replicas: i32| {
+        json!({"replicas": replicas, "selector": {"matchLabels": {"app": "mail"}},
+               "template": {"metadata": {"labels": {"app": "mail"}}, "spec": {"containers": [{"name": "mail", "image": "mail:1"}]}}})
+    };
+    let ready = |d: &Deployment| d.status.as_ref().and_then(|s| s.ready_replicas);
+
+    let started = Instant::now();
+    let d: Deployment =
+        serde_json::from_value(json!({"metadata": {"name": "mail"}, "spec": spec(3)}))
+            .expect("deployment");
+    let d = deploys
+        .create(&PostParams::default(), &d)
+        .await
+        .expect("create");
+    let st = d.status.clone().expect("a status at once");
+    assert_eq!(
+        (
+            st.observed_generation,
+            st.updated_replicas,
+            st.ready_replicas,
+            st.unavailable_replicas
+        ),
+        (Some(1), Some(3), None, Some(3)),
+        "observed, updated, none ready: {st:?}"
+    );
+    let got = deploys.get("mail").await.expect("get");
+    if started.elapsed() < delay {
+        assert_eq!(ready(&got), None, "not ready before the delay");
+    }
+    let done = tokio::time::timeout(
+        Duration::from_secs(30),
+        await_condition(
+            deploys.clone(),
+            "mail",
+            conditions::is_deployment_completed(),
+        ),
+    )
+    .await
+    .expect("ready in time")
+    .expect("watch")
+    .expect("still there");
+    assert!(started.elapsed() >= delay, "ready only after the delay");
+    assert_eq!(ready(&done), Some(3));
+    assert_eq!(
+        done.status.as_ref().and_then(|s| s.available_replicas),
+        Some(3)
+    );
+
+    // A label change is not a new generation: it stays ready.
+    let relabel = json!({"metadata": {"labels": {"tier": "mail"}}});
+    let d = deploys
+        .patch("mail", &PatchParams::default(), &Patch::Merge(&relabel))
+        .await
+        .expect("relabel");
+    assert_eq!(ready(&d), Some(3));
+    // A spec change is a new rollout: none ready for generation 2, then all.
+    let rescale = json!({"spec": {"replicas": 5}});
+    let rolled = Instant::now();
+    let d = deploys
+        .patch("mail", &PatchParams::default(), &Patch::Merge(&rescale))
+        .await
+        .expect("rescale");
+    let st = d.status.expect("status");
+    assert_eq!((st.observed_generation, st.ready_replicas), (Some(2), None));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = deploys.get("mail").await.expect("get");
+        if ready(&d) == Some(5) {
+            assert!(rolled.elapsed() >= delay);
+            assert_eq!(d.status.and_then(|s| s.observed_generation), Some(2));
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready: {:?}", d.status);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // StatefulSets likewise, with the defaults `kubectl rollout status` needs.
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "svc-mail");
+    let started = Instant::now();
+    let s: StatefulSet = serde_json::from_value(
+        json!({"metadata": {"name": "db"}, "spec": {"serviceName": "db", "replicas": 2,
+               "selector": {"matchLabels": {"app": "db"}},
+               "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "db", "image": "db:1"}]}}}}),
+    )
+    .expect("statefulset");
+    let s = sets
+        .create(&PostParams::default(), &s)
+        .await
+        .expect("create statefulset");
+    assert_eq!(
+        s.spec
+            .update_strategy
+            .as_ref()
+            .and_then(|u| u.type_.as_deref()),
+        Some("RollingUpdate")
+    );
+    assert_eq!(s.status.as_ref().and_then(|s| s.ready_replicas), Some(0));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = sets.get("db").await.expect("get");
+        let st = s.status.clone().expect("status");
+        if st.ready_replicas == Some(2) {
+            assert!(started.elapsed() >= delay);
+            assert_eq!(st.current_revision, st.update_revision);
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready: {st:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sim.stop().await.expect("stop");
+}
