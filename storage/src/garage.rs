@@ -295,6 +295,21 @@ impl ObjectStore for GarageStore {
         self.admin.delete_key(access_key_id).await
     }
 
+    async fn remove_other_keys(&self, bucket: &str, keep: &str) -> Result<Vec<String>> {
+        let Some(info) = self.admin.bucket_by_alias(bucket).await? else {
+            return Ok(Vec::new());
+        };
+        let mut removed = Vec::new();
+        for k in info.keys {
+            if k.access_key_id == keep || k.access_key_id == self.system_key.access_key_id {
+                continue;
+            }
+            self.admin.delete_key(&k.access_key_id).await?;
+            removed.push(k.access_key_id);
+        }
+        Ok(removed)
+    }
+
     async fn put_object(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<()> {
         s3::put_object(&self.s3, bucket, key, body).await
     }

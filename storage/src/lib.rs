@@ -83,6 +83,10 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     async fn ensure_key(&self, bucket: &str, key_name: &str, creds: &S3Credentials) -> Result<()>;
     /// Removes a key (after a rotation). Removing a missing key succeeds.
     async fn remove_key(&self, access_key_id: &str) -> Result<()>;
+    /// Removes every key allowed on `bucket` except `keep` and the store's
+    /// own, so no earlier key of the bucket survives a rotation however it
+    /// was interrupted. Returns the keys removed.
+    async fn remove_other_keys(&self, bucket: &str, keep: &str) -> Result<Vec<String>>;
     /// Writes an object with the store's own credentials (final backups).
     async fn put_object(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<()>;
     /// Whether an object exists, with the store's own credentials.
@@ -122,6 +126,10 @@ pub trait DatabaseStore: Send + Sync + std::fmt::Debug {
     /// password, connection limit and privileges to the request.
     async fn ensure_database(&self, req: &DatabaseRequest) -> Result<()>;
     async fn database_exists(&self, name: &str) -> Result<bool>;
+    /// Before a final dump: the database's role can no longer log in and
+    /// its sessions are ended, so nothing is written after the dump.
+    /// Idempotent.
+    async fn lock_out(&self, name: &str, role: &str) -> Result<()>;
     /// A plain-SQL dump of the database (pg_dump).
     async fn dump(&self, name: &str) -> Result<Vec<u8>>;
     /// Whether a role of that name exists.

@@ -323,6 +323,28 @@ impl DatabaseStore for PostgresStore {
         role_exists(&self.admin().await?, role).await
     }
 
+    async fn lock_out(&self, name: &str, role: &str) -> Result<()> {
+        validate_name("database", name)?;
+        validate_name("role", role)?;
+        let client = self.admin().await?;
+        if role_exists(&client, role).await? {
+            client
+                .batch_execute(&format!("ALTER ROLE {} NOLOGIN", quote_ident(role)))
+                .await
+                .map_err(|e| pg_error(format!("locking role {role} out"), e))?;
+        }
+        // (Not ALLOW_CONNECTIONS false: that would stop pg_dump too.)
+        client
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE (datname = $1 OR usename = $2) AND pid <> pg_backend_pid()",
+                &[&name, &role],
+            )
+            .await
+            .map_err(|e| pg_error(format!("ending the sessions of {role}"), e))?;
+        Ok(())
+    }
+
     async fn dump(&self, name: &str) -> Result<Vec<u8>> {
         validate_name("database", name)?;
         let pg_dump = self.pg_dump()?;

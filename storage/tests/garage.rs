@@ -39,7 +39,62 @@ async fn the_system_key_is_found_again_not_duplicated() {
         access_key_id: store.system_key_id().to_string(),
         secret_access_key: creds.secret_access_key,
     };
-    assert!(store.ensure_key("any", "x", &system).await.is_err());
+    // On a bucket that exists, so only the system-key rule can refuse it.
+    let bucket = ndc_storage::BucketRequest {
+        name: "ndc-system-key-check".into(),
+        size_quota_bytes: 0,
+        versioning: false,
+        retention_days: None,
+    };
+    store.ensure_bucket(&bucket).await.unwrap();
+    let err = store
+        .ensure_key(&bucket.name, "x", &system)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("driver's own key"), "{err}");
+}
+
+#[tokio::test]
+async fn every_earlier_key_of_a_bucket_can_be_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_local, store) = garage(dir.path()).await;
+    let bucket = ndc_storage::BucketRequest {
+        name: "ndc-rotations".into(),
+        size_quota_bytes: 0,
+        versioning: false,
+        retention_days: None,
+    };
+    store.ensure_bucket(&bucket).await.unwrap();
+    let keys: Vec<_> = (0..3)
+        .map(|_| ndc_storage::generate_s3_credentials().unwrap())
+        .collect();
+    for (i, k) in keys.iter().enumerate() {
+        store
+            .ensure_key(&bucket.name, &format!("ndc-rotations-g{i}"), k)
+            .await
+            .unwrap();
+    }
+    let keep = &keys[2].access_key_id;
+    let mut removed = store.remove_other_keys(&bucket.name, keep).await.unwrap();
+    removed.sort();
+    let mut want = vec![keys[0].access_key_id.clone(), keys[1].access_key_id.clone()];
+    want.sort();
+    assert_eq!(removed, want);
+    // The kept key still works, the system key too (it can still list).
+    let s3 = store.s3_client(&keys[2]);
+    s3.list_objects_v2()
+        .bucket(&bucket.name)
+        .send()
+        .await
+        .unwrap();
+    assert!(store.is_empty(&bucket.name).await.unwrap());
+    let gone = store.s3_client(&keys[0]);
+    assert!(gone
+        .list_objects_v2()
+        .bucket(&bucket.name)
+        .send()
+        .await
+        .is_err());
 }
 
 #[tokio::test]

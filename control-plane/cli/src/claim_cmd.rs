@@ -349,6 +349,7 @@ async fn wait_for(
             }
             (Until::Ready, Some(k))
                 if k.phase == "Ready"
+                    && !k.deleting
                     && k.observed_generation == k.generation
                     && k.observed_credentials == k.credentials_generation =>
             {

@@ -169,15 +169,25 @@ impl ClaimsService {
                         .map_err(|e| Status::not_found(e.to_string()))
                 })
                 .map_err(internal)??;
-            let mut found = None;
+            let mut found = Vec::new();
             for uid in uids {
                 let (c, rev) = reader.claim(&uid).map_err(internal)?;
                 if let Some(c) = c.filter(|c| c.kind() == kind && c.name == r.name) {
-                    found = Some((c, rev));
-                    break;
+                    found.push((c, rev));
                 }
             }
-            found.ok_or_else(|| {
+            // A merge can bring two claims of one name into a tenant.
+            if found.len() > 1 {
+                let uids: Vec<&str> = found.iter().map(|(c, _)| c.uid.as_str()).collect();
+                return Err(Status::failed_precondition(format!(
+                    "tenant {} has {} {kind}s named {} (after a merge): name one by --uid: {}",
+                    r.tenant,
+                    found.len(),
+                    r.name,
+                    uids.join(", ")
+                )));
+            }
+            found.pop().ok_or_else(|| {
                 Status::not_found(format!(
                     "tenant {} has no {kind} named {}",
                     r.tenant, r.name
@@ -225,6 +235,24 @@ impl Claims for ClaimsService {
         claims::validate_name(&r.name).map_err(Status::invalid_argument)?;
         let spec = spec_from_pb(r.spec)?;
         let deletion_policy = policy_from_pb(&r.deletion_policy)?;
+        // What the object store cannot do is refused now, not after the
+        // quota was taken.
+        if let (ClaimSpec::Bucket(b), Some(objects)) = (&spec, &self.node.provisioning.objects) {
+            let f = objects.features();
+            let missing = if b.versioning && !f.versioning {
+                Some("versioning")
+            } else if b.retention_days.is_some() && !f.object_lock {
+                Some("retention (object lock)")
+            } else {
+                None
+            };
+            if let Some(feature) = missing {
+                return Err(Status::invalid_argument(format!(
+                    "the object store ({}) does not support {feature}; ask for a bucket without it",
+                    objects.product()
+                )));
+            }
+        }
         let key = self.key()?;
         let uid = crate::secrets::generate_uid();
         let credentials = key

@@ -140,7 +140,12 @@ async fn drive(queue: Arc<Mutex<Queue>>, in_flight: Arc<Semaphore>, raft: Raft) 
                     // touching the same key must not, or a compare-and-swap
                     // on that revision could pass over a write it never saw.
                     let touched = touched_keys(cmd);
-                    if n > 0 && touched.iter().any(|k| keys.contains(k)) {
+                    let exclusive = |ks: &[String]| ks.iter().any(|k| k == EVERYTHING);
+                    if n > 0
+                        && (exclusive(&touched)
+                            || keys.contains(EVERYTHING)
+                            || touched.iter().any(|k| keys.contains(k)))
+                    {
                         break;
                     }
                     keys.extend(touched);
@@ -217,6 +222,9 @@ fn approx_size(cmd: &Command) -> usize {
     }
 }
 
+/// Stands for every key: a command touching it shares its entry with no other.
+const EVERYTHING: &str = "*";
+
 /// The keys a command reads or writes. Domain requests may touch any
 /// tenant and always the audit chain: they stand for the whole reserved
 /// prefix, so one entry carries at most one of them.
@@ -235,6 +243,11 @@ fn touched_keys(cmd: &Command) -> Vec<String> {
                 }
             })
             .collect(),
+        // A reorganisation also rewrites the claims it moves: it shares its
+        // entry with nothing.
+        Command::Domain(d) if matches!(d.op, ndc_store::domain::DomainOp::Reorganise(_)) => {
+            vec![EVERYTHING.to_string()]
+        }
         Command::Domain(_) => vec![ndc_store::domain::RESERVED_PREFIX.to_string()],
         // Heartbeats touch only their host, so many share an entry; other
         // inventory changes also extend the audit chain.
@@ -251,12 +264,13 @@ fn touched_keys(cmd: &Command) -> Vec<String> {
         }
         // Status reports touch only their claim, so many share an entry;
         // other claim changes move quota and extend the audit chain.
-        Command::Claim(r) => match &r.op {
-            ndc_store::claims::ClaimOp::SetStatus { uid, .. } => {
-                vec![ndc_store::claims::claim_key(uid)]
+        Command::Claim(r) => {
+            let mut keys = vec![ndc_store::claims::claim_key(r.op.uid())];
+            if !matches!(r.op, ndc_store::claims::ClaimOp::SetStatus { .. }) {
+                keys.push(ndc_store::domain::RESERVED_PREFIX.to_string());
             }
-            _ => vec![ndc_store::domain::RESERVED_PREFIX.to_string()],
-        },
+            keys
+        }
         Command::Batch(cmds) => cmds.iter().flat_map(touched_keys).collect(),
         Command::Once {
             request_id,

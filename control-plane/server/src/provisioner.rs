@@ -16,7 +16,7 @@ use futures::StreamExt;
 use ndc_storage::{BucketRequest, DatabaseRequest, DatabaseStore, ObjectStore, S3Credentials};
 use ndc_store::claims::{
     Claim, ClaimKind, ClaimOp, ClaimRequest, ClaimSpec, ClaimStatus, Condition, DeletionPolicy,
-    Phase,
+    Phase, StatusBasis,
 };
 use ndc_store::domain::{Actor, Role};
 use tracing::{info, warn};
@@ -39,6 +39,9 @@ pub struct Provisioning {
 const PARALLEL: usize = 8;
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(60);
+/// Longest a pass over one claim may take before it is abandoned (and
+/// retried), so one stuck backend call does not hold up every claim.
+const PASS_TIMEOUT: Duration = Duration::from_secs(300);
 /// How often the leader looks at claims even when nothing changed (retries).
 const RESCAN: Duration = Duration::from_millis(500);
 
@@ -86,13 +89,20 @@ pub(crate) async fn run(node: Arc<Node>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // uid → (not before, next delay)
     let mut retry: HashMap<String, (Instant, Duration)> = HashMap::new();
+    let touches_claims = |b: &ndc_store::WatchBatch| match b {
+        ndc_store::WatchBatch::Changes { events, .. } => events
+            .iter()
+            .any(|e| e.key.starts_with(ndc_store::claims::CLAIMS_PREFIX)),
+        ndc_store::WatchBatch::Reset { .. } => true,
+    };
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            r = notices.recv() => {
-                if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
-                    return;
-                }
+            r = notices.recv() => match r {
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                // Other changes (tenants, the audit log...) are not our business.
+                Ok(b) if !touches_claims(&b) => continue,
+                _ => {}
             }
         }
         // One pass for everything that changed meanwhile.
@@ -123,7 +133,13 @@ pub(crate) async fn run(node: Arc<Node>) {
                 let node = node.clone();
                 async move {
                     let uid = c.uid.clone();
-                    (uid, pass(&node, c).await)
+                    match tokio::time::timeout(PASS_TIMEOUT, pass(&node, c)).await {
+                        Ok(ok) => (uid, ok),
+                        Err(_) => {
+                            warn!(%uid, "a provisioning pass took longer than {PASS_TIMEOUT:?}; abandoned, retried later");
+                            (uid, false)
+                        }
+                    }
                 }
             })
             .buffer_unordered(PARALLEL)
@@ -154,6 +170,7 @@ async fn pass(node: &Node, claim: Claim) -> bool {
             ClaimOp::SetStatus {
                 uid: claim.uid.clone(),
                 status,
+                basis: StatusBasis::of(&claim),
             },
             true,
         ),
@@ -187,6 +204,7 @@ async fn pass(node: &Node, claim: Claim) -> bool {
                 ClaimOp::SetStatus {
                     uid: claim.uid.clone(),
                     status,
+                    basis: StatusBasis::of(&claim),
                 },
                 false,
             )
@@ -286,11 +304,14 @@ async fn provision(node: &Node, claim: &Claim) -> Result<Done, Failure> {
                 )
                 .await
                 .map_err(backend)?;
-            // After a rotation the old key goes, once the new one works.
-            if let Some(old) = &claim.status.access_key_id {
-                if *old != access_key_id {
-                    objects.remove_key(old).await.map_err(backend)?;
-                }
+            // After a rotation every earlier key goes, once the new one
+            // works, however many rotations were interrupted.
+            let removed = objects
+                .remove_other_keys(&name, &access_key_id)
+                .await
+                .map_err(backend)?;
+            if !removed.is_empty() {
+                info!(bucket = %name, ?removed, "earlier keys removed");
             }
             status.endpoint = Some(objects.endpoint());
             status.region = Some(objects.region());
@@ -350,6 +371,11 @@ async fn delete(node: &Node, claim: &Claim) -> Result<Done, Failure> {
                         ),
                     ));
                 }
+                // The tenant's keys go first, so nothing is written meanwhile.
+                objects
+                    .remove_other_keys(&name, "")
+                    .await
+                    .map_err(backend)?;
                 objects.delete_bucket(&name, purge).await.map_err(backend)?;
             }
             let mut keys: Vec<String> = claim.status.access_key_id.iter().cloned().collect();
@@ -382,7 +408,9 @@ async fn delete(node: &Node, claim: &Claim) -> Result<Done, Failure> {
                     "a database is never dropped without a final dump, and no backup bucket is configured (backends file: backup_bucket)",
                 ));
             };
-            // The dump is stored, and its place recorded, before the drop.
+            // Nothing is written after the dump; the dump is stored, and its
+            // place recorded, before the drop.
+            dbs.lock_out(&name, &name).await.map_err(backend)?;
             let dump = dbs.dump(&name).await.map_err(backend)?;
             objects
                 .ensure_bucket(&BucketRequest {
@@ -424,6 +452,7 @@ async fn delete(node: &Node, claim: &Claim) -> Result<Done, Failure> {
                 op: ClaimOp::SetStatus {
                     uid: claim.uid.clone(),
                     status,
+                    basis: StatusBasis::of(claim),
                 },
             };
             node.write(ndc_store::Command::Claim(Box::new(req)))

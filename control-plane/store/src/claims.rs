@@ -303,8 +303,14 @@ pub enum ClaimOp {
     Delete { uid: String, purge: bool },
     /// New credentials; their generation must follow the current one.
     Rotate { uid: String, credentials: Sealed },
-    /// The provisioner's report of the outside.
-    SetStatus { uid: String, status: ClaimStatus },
+    /// The provisioner's report of the outside, made from the claim as it
+    /// was at `basis`; refused if the claim changed since in a way the
+    /// report did not see (a rotation, a deletion).
+    SetStatus {
+        uid: String,
+        status: ClaimStatus,
+        basis: StatusBasis,
+    },
     /// The provisioner handled a deletion: the claim goes, and its quota
     /// returns to the tenant. `outcome` says what was done, for the audit.
     Forget { uid: String, outcome: String },
@@ -320,6 +326,57 @@ impl ClaimOp {
             | ClaimOp::Forget { uid, .. } => uid,
         }
     }
+}
+
+/// What a provisioner's report was based on.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatusBasis {
+    pub generation: u64,
+    pub credentials: u64,
+    pub deleting: bool,
+}
+
+impl StatusBasis {
+    pub fn of(c: &Claim) -> StatusBasis {
+        StatusBasis {
+            generation: c.generation,
+            credentials: c.credentials.generation,
+            deleting: c.deletion.is_some(),
+        }
+    }
+}
+
+/// Applies a provisioner's report to a claim. A report based on an older
+/// claim is refused; a report never forgets where a final dump went or
+/// which key is in force, and a claim being deleted stays Deleting.
+pub fn merge_status(
+    claim: &mut Claim,
+    basis: StatusBasis,
+    mut status: ClaimStatus,
+) -> Result<(), Refusal> {
+    if StatusBasis::of(claim) != basis {
+        return Err((
+            RejectKind::Precondition,
+            format!(
+                "stale report on claim {}: it changed since (now generation {}, credentials {}, deleting {})",
+                claim.uid,
+                claim.generation,
+                claim.credentials.generation,
+                claim.deletion.is_some()
+            ),
+        ));
+    }
+    if status.backup.is_none() {
+        status.backup = claim.status.backup.take();
+    }
+    if status.access_key_id.is_none() {
+        status.access_key_id = claim.status.access_key_id.take();
+    }
+    if claim.deletion.is_some() {
+        status.phase = Phase::Deleting;
+    }
+    claim.status = status;
+    Ok(())
 }
 
 /// Checks a claim name: a DNS label (it becomes part of Kubernetes names).
@@ -459,18 +516,9 @@ pub fn check_create(
             "the first credentials of a claim are generation 1".into(),
         ));
     }
-    let t = reg
-        .get(tenant)
+    reg.get(tenant)
         .ok_or_else(|| (RejectKind::NotFound, format!("tenant {tenant} not found")))?;
-    if t.state != TenantState::Active {
-        return Err((
-            RejectKind::Precondition,
-            format!(
-                "tenant {tenant} is {}: only an active tenant may claim new resources",
-                t.state.as_str()
-            ),
-        ));
-    }
+    check_active(reg, tenant)?;
     if let Some(c) = siblings
         .iter()
         .find(|c| c.kind() == spec.kind() && c.name == name)
@@ -487,7 +535,30 @@ pub fn check_create(
     Ok(())
 }
 
-pub fn check_rotate(claim: &Claim, credentials: &Sealed) -> Result<(), Refusal> {
+/// Refuses unless the tenant and every tenant above it is active.
+pub fn check_active(reg: &Registry, tenant: &str) -> Result<(), Refusal> {
+    let mut at = reg.get(tenant);
+    while let Some(t) = at {
+        if t.state != TenantState::Active {
+            let whose = if t.id == tenant {
+                format!("tenant {tenant} is {}", t.state.as_str())
+            } else {
+                format!("tenant {} above {tenant} is {}", t.id, t.state.as_str())
+            };
+            return Err((
+                RejectKind::Precondition,
+                format!(
+                    "{whose}: only an active tenant may claim resources or get new credentials"
+                ),
+            ));
+        }
+        at = t.parent.as_deref().and_then(|p| reg.get(p));
+    }
+    Ok(())
+}
+
+pub fn check_rotate(reg: &Registry, claim: &Claim, credentials: &Sealed) -> Result<(), Refusal> {
+    check_active(reg, &claim.tenant)?;
     validate_sealed(credentials).map_err(|m| (RejectKind::Invalid, m))?;
     if claim.deletion.is_some() {
         return Err((

@@ -41,8 +41,6 @@ pub enum Command {
     Domain(Box<crate::domain::DomainRequest>),
     /// A change to the hosts of the data centre.
     Inventory(crate::inventory::InventoryRequest),
-    /// A bucket or database claim, or the provisioner's report on one.
-    Claim(Box<crate::claims::ClaimRequest>),
     /// Requests from several clients carried by one log entry, applied in
     /// order; each gets its own response. Their changes share the entry's
     /// revision.
@@ -53,6 +51,9 @@ pub enum Command {
         request_id: String,
         command: Box<Command>,
     },
+    /// A bucket or database claim, or the provisioner's report on one.
+    /// (New variants go last: entries are encoded by variant position.)
+    Claim(Box<crate::claims::ClaimRequest>),
 }
 
 /// Longest accepted request id.
@@ -119,17 +120,17 @@ pub enum Response {
         removed: Vec<String>,
         plan: Option<ndc_tenants::Plan>,
     },
+    /// A compare or a rule failed; nothing changed.
+    Rejected(Rejection),
+    /// One response per command of a batch, in order.
+    Batch(Vec<Response>),
     /// A claim request was applied at `revision`: the claim as it is now
-    /// (as it was last, if `removed`).
+    /// (as it was last, if `removed`). (New variants go last.)
     Claim {
         revision: u64,
         claim: Box<crate::claims::Claim>,
         removed: bool,
     },
-    /// A compare or a rule failed; nothing changed.
-    Rejected(Rejection),
-    /// One response per command of a batch, in order.
-    Batch(Vec<Response>),
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

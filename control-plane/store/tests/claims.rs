@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use ndc_store::claims::{
     BucketSpec, ClaimOp, ClaimRequest, ClaimSpec, ClaimStatus, DatabaseSpec, DeletionPolicy, Phase,
-    Sealed,
+    Sealed, StatusBasis,
 };
 use ndc_store::domain::{Actor, DomainOp, DomainRequest, RejectKind, Role};
 use ndc_store::{Command, Rejection, Response, StateMachine, StoreReader, TypeConfig};
@@ -47,6 +47,14 @@ fn sealed(generation: u64) -> Sealed {
         generation,
         nonce: "00ff".into(),
         ciphertext: "abcd".into(),
+    }
+}
+
+fn basis(credentials: u64, deleting: bool) -> StatusBasis {
+    StatusBasis {
+        generation: 1,
+        credentials,
+        deleting,
     }
 }
 
@@ -324,6 +332,7 @@ async fn tenant_admins_claim_for_their_own_subtree_only() {
             ClaimOp::SetStatus {
                 uid: "000000000000000a".into(),
                 status: ClaimStatus::default(),
+                basis: basis(1, false),
             },
         )
         .await,
@@ -487,6 +496,15 @@ fn claim_commands_survive_the_log_encoding() {
         ClaimOp::SetStatus {
             uid: "000000000000000a".into(),
             status,
+            basis: basis(2, true),
+        },
+        ClaimOp::Rotate {
+            uid: "000000000000000a".into(),
+            credentials: sealed(2),
+        },
+        ClaimOp::Forget {
+            uid: "000000000000000a".into(),
+            outcome: "deleted".into(),
         },
         ClaimOp::Delete {
             uid: "000000000000000a".into(),
@@ -503,4 +521,141 @@ fn claim_commands_survive_the_log_encoding() {
         let back: Command = ndc_store::decode("command", &bytes).expect("decode");
         assert_eq!(back, cmd);
     }
+}
+
+#[tokio::test]
+async fn a_report_on_an_older_claim_is_refused_and_never_forgets_a_dump() {
+    let mut sm = with_tenants().await;
+    let uid = "000000000000000a";
+    sm.claim(operator(), create(uid, "hue", "archive", bucket(30)))
+        .await;
+    let ready = ClaimStatus {
+        phase: Phase::Ready,
+        observed_generation: 1,
+        observed_credentials: 1,
+        access_key_id: Some("GK1".into()),
+        ..ClaimStatus::default()
+    };
+    let report = |status: ClaimStatus, b: StatusBasis| ClaimOp::SetStatus {
+        uid: uid.into(),
+        status,
+        basis: b,
+    };
+    let r = sm
+        .claim(provisioner(), report(ready.clone(), basis(1, false)))
+        .await;
+    assert!(matches!(r, Response::Claim { .. }), "{r:?}");
+    // Rotated meanwhile: a report made before the rotation is refused.
+    sm.claim(
+        operator(),
+        ClaimOp::Rotate {
+            uid: uid.into(),
+            credentials: sealed(2),
+        },
+    )
+    .await;
+    let (kind, msg) = refused(
+        &sm.claim(provisioner(), report(ready.clone(), basis(1, false)))
+            .await,
+    );
+    assert_eq!(kind, RejectKind::Precondition);
+    assert!(msg.contains("stale"), "{msg}");
+    // Deleted meanwhile: likewise; and once deleting, a report keeps it Deleting.
+    sm.claim(
+        operator(),
+        ClaimOp::Delete {
+            uid: uid.into(),
+            purge: false,
+        },
+    )
+    .await;
+    assert_eq!(
+        refused(
+            &sm.claim(provisioner(), report(ready.clone(), basis(2, false)))
+                .await
+        )
+        .0,
+        RejectKind::Precondition
+    );
+    let with_dump = ClaimStatus {
+        backup: Some("s3://ndc-backups/x.sql".into()),
+        ..ready.clone()
+    };
+    sm.claim(provisioner(), report(with_dump, basis(2, true)))
+        .await;
+    // A later failure report without the dump's place keeps it, and the key.
+    let failed = ClaimStatus {
+        phase: Phase::Failed,
+        ..ClaimStatus::default()
+    };
+    let r = sm
+        .claim(provisioner(), report(failed, basis(2, true)))
+        .await;
+    let Response::Claim { claim, .. } = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(claim.status.phase, Phase::Deleting);
+    assert_eq!(
+        claim.status.backup.as_deref(),
+        Some("s3://ndc-backups/x.sql")
+    );
+    assert_eq!(claim.status.access_key_id.as_deref(), Some("GK1"));
+}
+
+#[tokio::test]
+async fn claims_follow_their_tenant_through_a_merge() {
+    let mut sm = with_tenants().await;
+    sm.claim(
+        operator(),
+        create("000000000000000a", "hue", "archive", bucket(30)),
+    )
+    .await;
+    let r = sm
+        .domain(DomainOp::Reorganise(ndc_tenants::Reorg::Merge {
+            sources: vec!["hue".into()],
+            into: ndc_tenants::MergeTarget::Existing("ha-noi".into()),
+        }))
+        .await;
+    assert!(matches!(r, Response::Domain { .. }), "{r:?}");
+    let (c, _) = sm.reader.claim("000000000000000a").expect("read");
+    assert_eq!(c.expect("claim").tenant, "ha-noi");
+    assert_eq!(sm.used("ha-noi").storage_bytes, 30);
+}
+
+#[tokio::test]
+async fn a_suspended_parent_stops_claims_and_rotations_below_it() {
+    let mut sm = with_tenants().await;
+    sm.claim(
+        operator(),
+        create("000000000000000a", "hue", "archive", bucket(30)),
+    )
+    .await;
+    sm.domain(DomainOp::UpdateTenant {
+        id: "bo-noi-vu".into(),
+        patch: TenantPatch {
+            state: Some(TenantState::Suspended),
+            ..TenantPatch::default()
+        },
+    })
+    .await;
+    let (kind, msg) = refused(
+        &sm.claim(
+            operator(),
+            create("000000000000000b", "hue", "other", bucket(1)),
+        )
+        .await,
+    );
+    assert_eq!(kind, RejectKind::Precondition);
+    assert!(msg.contains("bo-noi-vu"), "{msg}");
+    let (kind, _) = refused(
+        &sm.claim(
+            operator(),
+            ClaimOp::Rotate {
+                uid: "000000000000000a".into(),
+                credentials: sealed(2),
+            },
+        )
+        .await,
+    );
+    assert_eq!(kind, RejectKind::Precondition);
 }

@@ -592,6 +592,7 @@ impl Applier<'_> {
                     purge,
                 });
                 c.status.phase = claims::Phase::Deleting;
+                c.status.conditions.clear();
                 audit = Some((
                     format!("{}.delete", c.kind()),
                     format!(
@@ -607,10 +608,15 @@ impl Applier<'_> {
             }
             ClaimOp::Rotate { credentials, .. } => {
                 let mut c = existing.unwrap_or_else(|| unreachable!("checked above"));
-                if let Err(r) = claims::check_rotate(&c, &credentials) {
+                if let Err(r) = claims::check_rotate(reg, &c, &credentials) {
                     return refuse(r);
                 }
                 c.credentials = credentials;
+                if c.status.phase == claims::Phase::Failed {
+                    c.status.phase = claims::Phase::Pending;
+                }
+                // An old failure says nothing about the new credentials.
+                c.status.conditions.clear();
                 audit = Some((
                     format!(
                         "{}.{}",
@@ -624,9 +630,11 @@ impl Applier<'_> {
                 ));
                 c
             }
-            ClaimOp::SetStatus { status, .. } => {
+            ClaimOp::SetStatus { status, basis, .. } => {
                 let mut c = existing.unwrap_or_else(|| unreachable!("checked above"));
-                c.status = status;
+                if let Err(r) = claims::merge_status(&mut c, basis, status) {
+                    return refuse(r);
+                }
                 c
             }
             ClaimOp::Forget { outcome, .. } => {
