@@ -141,7 +141,9 @@ pub(crate) fn json_patch(doc: &mut Value, ops: &Value) -> Result<(), String> {
                     Value::Array(a) => last.parse::<usize>().ok().and_then(|i| a.get(i).cloned()),
                     _ => None,
                 };
-                if got.as_ref() != Some(&value) {
+                // As the API server does: an absent member tests equal to
+                // null (kube-runtime's finalizer helper relies on it).
+                if got.unwrap_or(Value::Null) != value {
                     return Err(format!("test {path:?} failed"));
                 }
             }
@@ -197,6 +199,12 @@ mod tests {
         )
         .is_err());
         assert!(json_patch(&mut t, &json!([{"op": "remove", "path": "/nope"}])).is_err());
+        // An absent member tests equal to null.
+        json_patch(
+            &mut t,
+            &json!([{"op": "test", "path": "/metadata/finalizers", "value": null}]),
+        )
+        .unwrap();
         assert!(json_patch(&mut t, &json!([{"op": "move", "from": "/a", "path": "/b"}])).is_err());
     }
 }
