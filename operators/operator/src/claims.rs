@@ -1,0 +1,431 @@
+//! Claims: an `ObjectBucket` or `Database` in a tenant namespace becomes a
+//! claim in the control plane for that tenant. Its status is mirrored, its
+//! credentials are delivered in a Secret it owns, and a finalizer makes its
+//! deletion follow the claim's policy.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::finalizer::{finalizer, Event};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use ndc_api::claims::claims_client::ClaimsClient;
+use ndc_api::claims::{self as pb};
+use ndc_crds::{labels, ClaimStatus, Condition, Database, DeletionPolicy, ObjectBucket};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::json;
+use tonic::Code;
+use tracing::warn;
+
+use crate::tenants::MANAGER;
+use crate::{conditions, quantity, Context, Error, Stop};
+
+pub const FINALIZER: &str = "ndc.gov.vn/claim";
+
+/// What differs between the two claim kinds.
+pub trait ClaimObject:
+    Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+    + Clone
+    + std::fmt::Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    /// `bucket` or `database`, as the control plane names it.
+    const KIND: &'static str;
+    fn spec_pb(&self) -> Result<pb::create_claim_request::Spec, String>;
+    fn policy(&self) -> DeletionPolicy;
+    fn purge(&self) -> bool;
+    fn claim_status(&self) -> Option<&ClaimStatus>;
+}
+
+impl ClaimObject for ObjectBucket {
+    const KIND: &'static str = "bucket";
+    fn spec_pb(&self) -> Result<pb::create_claim_request::Spec, String> {
+        Ok(pb::create_claim_request::Spec::Bucket(pb::BucketSpec {
+            size_bytes: quantity::bytes(&self.spec.size)?,
+            versioning: self.spec.versioning,
+            retention_days: self.spec.retention_days.unwrap_or(0),
+        }))
+    }
+    fn policy(&self) -> DeletionPolicy {
+        self.spec.deletion_policy
+    }
+    fn purge(&self) -> bool {
+        self.spec.purge_on_delete
+    }
+    fn claim_status(&self) -> Option<&ClaimStatus> {
+        self.status.as_ref()
+    }
+}
+
+impl ClaimObject for Database {
+    const KIND: &'static str = "database";
+    fn spec_pb(&self) -> Result<pb::create_claim_request::Spec, String> {
+        Ok(pb::create_claim_request::Spec::Database(pb::DatabaseSpec {
+            size_bytes: quantity::bytes(&self.spec.size)?,
+            connection_limit: self.spec.connection_limit,
+        }))
+    }
+    fn policy(&self) -> DeletionPolicy {
+        self.spec.deletion_policy
+    }
+    fn purge(&self) -> bool {
+        false
+    }
+    fn claim_status(&self) -> Option<&ClaimStatus> {
+        self.status.as_ref()
+    }
+}
+
+fn policy_str(p: DeletionPolicy) -> &'static str {
+    match p {
+        DeletionPolicy::Retain => "retain",
+        DeletionPolicy::Delete => "delete",
+    }
+}
+
+/// The Secret holding a claim's credentials.
+pub fn secret_name<K: ClaimObject>(o: &K) -> String {
+    format!("{}-{}-credentials", o.name_any(), K::KIND)
+}
+
+async fn set_status<K: ClaimObject>(
+    api: &Api<K>,
+    o: &K,
+    mut status: ClaimStatus,
+) -> Result<(), Error> {
+    status.observed_generation = o.meta().generation.unwrap_or(0);
+    // Keep the transition time when nothing changed, so a status that is
+    // only repeated does not churn.
+    if let Some(old) = o.claim_status() {
+        let same = |a: &Condition, b: &Condition| {
+            a.type_ == b.type_
+                && a.status == b.status
+                && a.reason == b.reason
+                && a.message == b.message
+        };
+        for c in &mut status.conditions {
+            if let Some(prev) = old.conditions.iter().find(|p| same(p, c)) {
+                c.last_transition_time = prev.last_transition_time.clone();
+            }
+        }
+        if *old == status {
+            return Ok(());
+        }
+    }
+    api.patch_status(
+        &o.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": status })),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The tenant whose namespace `ns` is.
+async fn tenant_of(ctx: &Context, ns: &str) -> Result<Option<String>, Error> {
+    let nss: Api<Namespace> = Api::all(ctx.kube.clone());
+    Ok(nss
+        .get_opt(ns)
+        .await?
+        .and_then(|n| n.labels().get(labels::TENANT).cloned()))
+}
+
+async fn get_claim(ctx: &Context, r: pb::ClaimRef) -> Result<Option<pb::Claim>, Error> {
+    let c = &ctx.ndc;
+    match c
+        .call(|ch| {
+            let (a, r) = (c.auth(), r.clone());
+            async move { ClaimsClient::with_interceptor(ch, a).get(r).await }
+        })
+        .await
+    {
+        Ok(resp) => Ok(resp.into_inner().claim),
+        Err(s) if s.code() == Code::NotFound => Ok(None),
+        Err(s) => Err(s.into()),
+    }
+}
+
+/// Whether a refusal is the request's fault (it will not pass by retrying).
+fn refused(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        Code::InvalidArgument
+            | Code::FailedPrecondition
+            | Code::AlreadyExists
+            | Code::PermissionDenied
+            | Code::NotFound
+    )
+}
+
+async fn apply<K: ClaimObject>(o: Arc<K>, ctx: &Context) -> Result<Action, Error> {
+    let ns = o.namespace().unwrap_or_default();
+    let name = o.name_any();
+    let api: Api<K> = Api::namespaced(ctx.kube.clone(), &ns);
+    let generation = o.meta().generation;
+    let Some(tenant) = tenant_of(ctx, &ns).await? else {
+        let status = ClaimStatus {
+            phase: "Failed".into(),
+            conditions: vec![conditions::not_ready(
+                "NotInTenantNamespace",
+                format!(
+                    "namespace {ns} belongs to no tenant: create this {} in your tenant's namespace (the one labelled {}=<tenant>)",
+                    K::KIND,
+                    labels::TENANT
+                ),
+                generation,
+            )],
+            ..ClaimStatus::default()
+        };
+        set_status(&api, &o, status).await?;
+        return Ok(Action::await_change());
+    };
+    let by_name = pb::ClaimRef {
+        uid: String::new(),
+        tenant: tenant.clone(),
+        kind: K::KIND.into(),
+        name: name.clone(),
+    };
+    let claim = match get_claim(ctx, by_name.clone()).await? {
+        Some(c) => c,
+        None => {
+            let spec = match o.spec_pb() {
+                Ok(s) => s,
+                Err(m) => {
+                    let status = ClaimStatus {
+                        phase: "Failed".into(),
+                        conditions: vec![conditions::not_ready("InvalidSpec", m, generation)],
+                        ..ClaimStatus::default()
+                    };
+                    set_status(&api, &o, status).await?;
+                    return Ok(Action::await_change());
+                }
+            };
+            let req = pb::CreateClaimRequest {
+                tenant: tenant.clone(),
+                name: name.clone(),
+                spec: Some(spec),
+                deletion_policy: policy_str(o.policy()).into(),
+            };
+            let c = &ctx.ndc;
+            match c
+                .write(|ch, a| {
+                    let req = req.clone();
+                    async move { ClaimsClient::with_interceptor(ch, a).create(req).await }
+                })
+                .await
+            {
+                Ok(r) => r.into_inner().claim.unwrap_or_default(),
+                Err(s) if refused(&s) => {
+                    let status = ClaimStatus {
+                        phase: "Failed".into(),
+                        conditions: vec![conditions::not_ready(
+                            "Refused",
+                            format!(
+                                "the control plane refused this {} for tenant {tenant}: {}; change the spec or ask for more quota (ndc tenant update)",
+                                K::KIND,
+                                s.message()
+                            ),
+                            generation,
+                        )],
+                        ..ClaimStatus::default()
+                    };
+                    set_status(&api, &o, status).await?;
+                    // Quota may be raised meanwhile: look again later.
+                    return Ok(Action::requeue(Duration::from_secs(30)));
+                }
+                Err(s) => return Err(s.into()),
+            }
+        }
+    };
+    let ready = claim.phase == "Ready"
+        && claim.observed_generation == claim.generation
+        && claim.observed_credentials == claim.credentials_generation;
+    let message = claim
+        .conditions
+        .iter()
+        .find(|k| k.r#type == "Ready")
+        .map(|k| k.message.clone())
+        .unwrap_or_else(|| format!("the control plane is provisioning this {}", K::KIND));
+    let mut status = ClaimStatus {
+        phase: claim.phase.clone(),
+        claim_uid: Some(claim.uid.clone()),
+        external_name: Some(claim.external_name.clone()),
+        endpoint: (!claim.endpoint.is_empty()).then(|| claim.endpoint.clone()),
+        ..ClaimStatus::default()
+    };
+    if ready {
+        deliver_secret(ctx, &*o, &claim).await?;
+        status.secret_name = Some(secret_name(&*o));
+        status.conditions = vec![conditions::ready("Provisioned", message, generation)];
+    } else {
+        let reason = if claim.phase == "Failed" {
+            "ProvisioningFailed"
+        } else {
+            "Provisioning"
+        };
+        status.conditions = vec![conditions::not_ready(reason, message, generation)];
+    }
+    set_status(&api, &o, status).await?;
+    Ok(if ready {
+        Action::requeue(Duration::from_secs(300))
+    } else {
+        Action::requeue(Duration::from_millis(500))
+    })
+}
+
+/// Writes the credentials Secret, owned by the claim object.
+async fn deliver_secret<K: ClaimObject>(
+    ctx: &Context,
+    o: &K,
+    claim: &pb::Claim,
+) -> Result<(), Error> {
+    let c = &ctx.ndc;
+    let r = pb::ClaimRef {
+        uid: claim.uid.clone(),
+        ..Default::default()
+    };
+    let creds = c
+        .call(|ch| {
+            let (a, r) = (c.auth(), r.clone());
+            async move { ClaimsClient::with_interceptor(ch, a).credentials(r).await }
+        })
+        .await?
+        .into_inner();
+    let ns = o.namespace().unwrap_or_default();
+    let name = secret_name(o);
+    let data: BTreeMap<String, String> = creds.values.into_iter().collect();
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {
+            "name": name, "namespace": ns,
+            "labels": { labels::MANAGED_BY: labels::OPERATOR },
+            "annotations": { "ndc.gov.vn/credentials-generation": creds.generation.to_string() },
+            "ownerReferences": o.controller_owner_ref(&()).map(|r| vec![r]),
+        },
+        "type": "Opaque",
+        "stringData": data,
+    }))
+    .map_err(|e| Error::Other(e.to_string()))?;
+    Api::<Secret>::namespaced(ctx.kube.clone(), &ns)
+        .patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&secret),
+        )
+        .await?;
+    Ok(())
+}
+
+async fn cleanup<K: ClaimObject>(o: Arc<K>, ctx: &Context) -> Result<Action, Error> {
+    let ns = o.namespace().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(ctx.kube.clone(), &ns);
+    let Some(uid) = o.claim_status().and_then(|s| s.claim_uid.clone()) else {
+        // Never became a claim: nothing outside to handle.
+        return Ok(Action::await_change());
+    };
+    let r = pb::ClaimRef {
+        uid: uid.clone(),
+        ..Default::default()
+    };
+    let Some(claim) = get_claim(ctx, r.clone()).await? else {
+        // Handled by its policy and forgotten: the finalizer can go.
+        return Ok(Action::await_change());
+    };
+    if !claim.deleting || (o.purge() && !claim.purge) {
+        let req = pb::DeleteClaimRequest {
+            claim: Some(r),
+            purge: o.purge(),
+        };
+        let c = &ctx.ndc;
+        let res = c
+            .write(|ch, a| {
+                let req = req.clone();
+                async move { ClaimsClient::with_interceptor(ch, a).delete(req).await }
+            })
+            .await;
+        if let Err(s) = res {
+            if s.code() == Code::NotFound {
+                return Ok(Action::await_change());
+            }
+            if refused(&s) {
+                let status = ClaimStatus {
+                    phase: "Deleting".into(),
+                    claim_uid: Some(uid),
+                    conditions: vec![conditions::not_ready(
+                        "DeletionRefused",
+                        format!(
+                            "{}; set spec.purgeOnDelete to delete the objects too, or remove the finalizer {FINALIZER} to keep it without ndc",
+                            s.message()
+                        ),
+                        o.meta().generation,
+                    )],
+                    ..o.claim_status().cloned().unwrap_or_default()
+                };
+                set_status(&api, &o, status).await?;
+                return Err(Error::ControlPlane(s.message().to_string()));
+            }
+            return Err(s.into());
+        }
+    }
+    // Wait for the provisioner to handle it; the finalizer stays until then.
+    Err(Error::Waiting(format!(
+        "{} {} is being deleted by the control plane (policy {})",
+        K::KIND,
+        o.name_any(),
+        claim.deletion_policy
+    )))
+}
+
+async fn reconcile<K: ClaimObject>(o: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = o.namespace().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(ctx.kube.clone(), &ns);
+    finalizer(&api, FINALIZER, o, |event| async {
+        match event {
+            Event::Apply(o) => apply(o, &ctx).await,
+            Event::Cleanup(o) => cleanup(o, &ctx).await,
+        }
+    })
+    .await
+    .map_err(Error::from)
+}
+
+fn error_policy<K: ClaimObject>(o: Arc<K>, e: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::debug!(name = %o.name_any(), error = %e, "claim reconcile: retrying");
+    Action::requeue(Duration::from_millis(500))
+}
+
+/// Runs the controller for one claim kind.
+pub async fn controller<K: ClaimObject>(ctx: Arc<Context>, stop: Stop) {
+    let client = ctx.kube.clone();
+    Controller::new(Api::<K>::all(client.clone()), watcher::Config::default())
+        .owns(
+            Api::<Secret>::all(client),
+            watcher::Config::default().labels(&format!(
+                "{}={}",
+                labels::MANAGED_BY,
+                labels::OPERATOR
+            )),
+        )
+        .graceful_shutdown_on(stop)
+        .run(reconcile::<K>, error_policy::<K>, ctx)
+        .for_each(|r| async move {
+            match r {
+                Ok(_) => {}
+                Err(kube::runtime::controller::Error::ReconcilerFailed(Error::Waiting(m), _)) => {
+                    tracing::debug!(kind = K::KIND, "{m}")
+                }
+                Err(e) => warn!(kind = K::KIND, error = %e, "claim controller"),
+            }
+        })
+        .await;
+}

@@ -1,0 +1,504 @@
+//! Tenants: the control plane's tenants mirrored as `Tenant` objects, and
+//! each `Tenant` turned into its namespace and what goes in it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use ndc_api::kv::kv_client::KvClient;
+use ndc_api::kv::{Consistency, ListRequest, WatchRequest};
+use ndc_crds::{labels, Tenant, TenantQuota, TenantSpec, TenantStatus};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::{conditions, Context, Error, Stop};
+
+pub const MANAGER: &str = "ndc-operator";
+const TENANTS_PREFIX: &str = "/ndc/tenants/";
+/// Names a namespace must not take: Kubernetes' own and shared services'.
+const RESERVED: [&str; 4] = ["default", "kube-", "svc-", "ndc-"];
+
+/// The namespace of a tenant: its id (an ASCII id usable as a Kubernetes
+/// name), unless that collides with a reserved name.
+pub fn namespace_of(tenant: &str) -> Option<String> {
+    let reserved = RESERVED
+        .iter()
+        .any(|r| tenant == r.trim_end_matches('-') || (r.ends_with('-') && tenant.starts_with(r)));
+    (!reserved).then(|| tenant.to_string())
+}
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(MANAGER).force()
+}
+
+/// The mirror of one control-plane tenant.
+fn mirror(t: &ndc_tenants::Tenant, all: &HashMap<String, ndc_tenants::Tenant>) -> TenantSpec {
+    let mut ancestors = Vec::new();
+    let mut at = t.parent.clone();
+    while let Some(p) = at {
+        if ancestors.contains(&p) {
+            break;
+        }
+        at = all.get(&p).and_then(|x| x.parent.clone());
+        ancestors.push(p);
+    }
+    ancestors.reverse();
+    TenantSpec {
+        display_name: t.display_name.clone(),
+        level: t.level.as_str().into(),
+        branch: t.branch.as_str().into(),
+        parent: t.parent.clone(),
+        admin_code: t.admin_code.clone(),
+        security_level: t.security_level,
+        state: t.state.as_str().into(),
+        ancestors,
+        aliases: t.aliases.iter().cloned().collect(),
+        labels: t.labels.clone(),
+        quota: TenantQuota {
+            // What the tenant keeps for itself: its quota less what it
+            // handed to its children.
+            cpu_millis: t.quota.cpu_millis.saturating_sub(t.allocated.cpu_millis),
+            memory_bytes: t
+                .quota
+                .memory_bytes
+                .saturating_sub(t.allocated.memory_bytes),
+            storage_bytes: t
+                .quota
+                .storage_bytes
+                .saturating_sub(t.allocated.storage_bytes),
+            buckets: t.quota.buckets.saturating_sub(t.allocated.buckets),
+            databases: t.quota.databases.saturating_sub(t.allocated.databases),
+            namespaces: t.quota.namespaces.saturating_sub(t.allocated.namespaces),
+        },
+    }
+}
+
+/// Keeps the `Tenant` objects equal to the control plane's tenants: lists
+/// them, then follows the control plane's watch; lists again whenever the
+/// watch breaks or falls behind.
+pub async fn follow_control_plane(ctx: Arc<Context>, stop: Stop) {
+    let work = async {
+        loop {
+            if let Err(e) = follow_once(&ctx).await {
+                warn!(error = %e, "following the control plane's tenants failed; listing again shortly");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    };
+    tokio::select! {
+        _ = stop => {}
+        _ = work => {}
+    }
+}
+
+async fn follow_once(ctx: &Context) -> Result<(), Error> {
+    let auth = ctx.ndc.auth();
+    let list = ctx
+        .ndc
+        .call(|ch| {
+            let a = auth.clone();
+            async move {
+                KvClient::with_interceptor(ch, a)
+                    .max_decoding_message_size(256 * 1024 * 1024)
+                    .list(ListRequest {
+                        prefix: TENANTS_PREFIX.into(),
+                        start_after: String::new(),
+                        limit: 0,
+                        consistency: Consistency::Linearizable as i32,
+                    })
+                    .await
+            }
+        })
+        .await?
+        .into_inner();
+    let mut all: HashMap<String, ndc_tenants::Tenant> = HashMap::new();
+    for o in &list.objects {
+        let t: ndc_tenants::Tenant = serde_json::from_slice(&o.value)
+            .map_err(|e| Error::Other(format!("tenant {}: {e}", o.key)))?;
+        all.insert(t.id.clone(), t);
+    }
+    let mut applied: HashMap<String, TenantSpec> = HashMap::new();
+    sync(ctx, &all, &mut applied, list.revision).await?;
+
+    // Changes from the revision listed on.
+    let mut stream = ctx
+        .ndc
+        .call(|ch| {
+            let a = auth.clone();
+            async move {
+                KvClient::with_interceptor(ch, a)
+                    .max_decoding_message_size(256 * 1024 * 1024)
+                    .watch(WatchRequest {
+                        prefix: TENANTS_PREFIX.into(),
+                        start_revision: list.revision + 1,
+                    })
+                    .await
+            }
+        })
+        .await?
+        .into_inner();
+    while let Some(msg) = stream.next().await {
+        let msg = msg?;
+        for e in &msg.events {
+            let Some(o) = &e.object else { continue };
+            let id = o.key.trim_start_matches(TENANTS_PREFIX).to_string();
+            if e.kind == ndc_api::kv::event::Kind::Delete as i32 {
+                all.remove(&id);
+            } else {
+                let t: ndc_tenants::Tenant = serde_json::from_slice(&o.value)
+                    .map_err(|e| Error::Other(format!("tenant {id}: {e}")))?;
+                all.insert(id, t);
+            }
+        }
+        sync(ctx, &all, &mut applied, msg.revision).await?;
+    }
+    Err(Error::Other("the control plane's watch ended".into()))
+}
+
+/// Brings the `Tenant` objects to `all`; `applied` remembers what was last
+/// written so unchanged tenants cost nothing.
+async fn sync(
+    ctx: &Context,
+    all: &HashMap<String, ndc_tenants::Tenant>,
+    applied: &mut HashMap<String, TenantSpec>,
+    revision: u64,
+) -> Result<(), Error> {
+    let api: Api<Tenant> = Api::all(ctx.kube.clone());
+    if applied.is_empty() {
+        // First pass: what is in the cluster now.
+        for t in api.list(&ListParams::default()).await? {
+            applied.insert(t.name_any(), t.spec.clone());
+        }
+    }
+    for (id, t) in all {
+        let spec = mirror(t, all);
+        if applied.get(id) == Some(&spec) {
+            continue;
+        }
+        let obj = Tenant::new(id, spec.clone());
+        api.patch(id, &apply_params(), &Patch::Apply(&obj)).await?;
+        api.patch_status(
+            id,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"revision": revision}})),
+        )
+        .await?;
+        applied.insert(id.clone(), spec);
+    }
+    let gone: Vec<String> = applied
+        .keys()
+        .filter(|id| !all.contains_key(*id))
+        .cloned()
+        .collect();
+    for id in gone {
+        info!(tenant = %id, "tenant left the control plane; its mirror goes, its namespace stays");
+        // The mirror first, so no reconcile of it relabels the namespace after.
+        match api.delete(&id, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(ns) = namespace_of(&id) {
+            // Re-homed to the tenant that took this id as an alias, if any.
+            let heir = all
+                .values()
+                .find(|t| t.aliases.contains(&id))
+                .map(|t| t.id.clone());
+            mark_orphaned(ctx, &ns, heir.as_deref()).await?;
+        }
+        applied.remove(&id);
+    }
+    Ok(())
+}
+
+/// A namespace whose tenant is gone keeps its data; it is labelled with the
+/// tenant that took it over, or marked as having none.
+async fn mark_orphaned(ctx: &Context, ns: &str, heir: Option<&str>) -> Result<(), Error> {
+    let api: Api<Namespace> = Api::all(ctx.kube.clone());
+    let patch = json!({
+        "metadata": {
+            "labels": { labels::TENANT: heir },
+            "annotations": {
+                "ndc.gov.vn/former-tenant": ns,
+                "ndc.gov.vn/note": match heir {
+                    Some(h) => format!("tenant {ns} was merged or renamed into {h}; this namespace is kept with its data"),
+                    None => format!("tenant {ns} no longer exists; this namespace is kept with its data until an operator removes it"),
+                },
+            },
+        }
+    });
+    match api
+        .patch(ns, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn object_meta(name: &str, ns: &str, owner: &Tenant) -> kube::api::ObjectMeta {
+    kube::api::ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(ns.into()),
+        labels: Some(BTreeMap::from([
+            (labels::MANAGED_BY.to_string(), labels::OPERATOR.to_string()),
+            (labels::TENANT.to_string(), owner.name_any()),
+        ])),
+        owner_references: owner.controller_owner_ref(&()).map(|o| vec![o]),
+        ..Default::default()
+    }
+}
+
+/// The namespace's labels: tenant, level, branch, one tree label per
+/// ancestor and itself (HNC style), and Pod Security `restricted`.
+pub fn namespace_labels(t: &Tenant) -> BTreeMap<String, String> {
+    let id = t.name_any();
+    let mut l = BTreeMap::from([
+        (labels::MANAGED_BY.to_string(), labels::OPERATOR.to_string()),
+        (labels::TENANT.to_string(), id.clone()),
+        (labels::LEVEL.to_string(), t.spec.level.clone()),
+        (labels::BRANCH.to_string(), t.spec.branch.clone()),
+        (
+            "pod-security.kubernetes.io/enforce".to_string(),
+            "restricted".to_string(),
+        ),
+        (
+            "pod-security.kubernetes.io/audit".to_string(),
+            "restricted".to_string(),
+        ),
+        (
+            "pod-security.kubernetes.io/warn".to_string(),
+            "restricted".to_string(),
+        ),
+    ]);
+    let depth = t.spec.ancestors.len();
+    for (i, a) in t.spec.ancestors.iter().enumerate() {
+        l.insert(
+            format!("{a}{}", labels::TREE_SUFFIX),
+            (depth - i).to_string(),
+        );
+    }
+    l.insert(format!("{id}{}", labels::TREE_SUFFIX), "0".into());
+    l
+}
+
+fn resource_quota(t: &Tenant, ns: &str) -> ResourceQuota {
+    let q = &t.spec.quota;
+    let hard: BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity> = [
+        ("requests.cpu", format!("{}m", q.cpu_millis)),
+        ("requests.memory", q.memory_bytes.to_string()),
+        ("requests.storage", q.storage_bytes.to_string()),
+        ("count/objectbuckets.ndc.gov.vn", q.buckets.to_string()),
+        ("count/databases.ndc.gov.vn", q.databases.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| {
+        (
+            k.to_string(),
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity(v),
+        )
+    })
+    .collect();
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ResourceQuota",
+        "metadata": object_meta("ndc-quota", ns, t),
+        "spec": { "hard": hard },
+    }))
+    .unwrap_or_default()
+}
+
+fn limit_range(t: &Tenant, ns: &str) -> LimitRange {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "LimitRange",
+        "metadata": object_meta("ndc-defaults", ns, t),
+        "spec": { "limits": [{
+            "type": "Container",
+            "defaultRequest": { "cpu": "100m", "memory": "128Mi" },
+            "default": { "cpu": "500m", "memory": "512Mi" },
+        }]},
+    }))
+    .unwrap_or_default()
+}
+
+/// Deny all ingress and egress, except inside the namespace and DNS.
+fn network_policy(t: &Tenant, ns: &str) -> NetworkPolicy {
+    serde_json::from_value(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": object_meta("ndc-default-deny", ns, t),
+        "spec": {
+            "podSelector": {},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{ "from": [{ "podSelector": {} }] }],
+            "egress": [
+                { "to": [{ "podSelector": {} }] },
+                {
+                    "to": [{
+                        "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": "kube-system" } },
+                        "podSelector": { "matchLabels": { "k8s-app": "kube-dns" } },
+                    }],
+                    "ports": [{ "protocol": "UDP", "port": 53 }, { "protocol": "TCP", "port": 53 }],
+                },
+            ],
+        },
+    }))
+    .unwrap_or_default()
+}
+
+/// The tenant's admins (group `ndc:tenant-admin:<id>`) administer the namespace.
+fn role_binding(t: &Tenant, ns: &str) -> RoleBinding {
+    serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": object_meta("ndc-tenant-admins", ns, t),
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin" },
+        "subjects": [{
+            "apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+            "name": format!("ndc:tenant-admin:{}", t.name_any()),
+        }],
+    }))
+    .unwrap_or_default()
+}
+
+async fn reconcile(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let id = t.name_any();
+    let api: Api<Tenant> = Api::all(ctx.kube.clone());
+    let Some(ns) = namespace_of(&id) else {
+        let status = TenantStatus {
+            observed_generation: t.metadata.generation.unwrap_or(0),
+            conditions: vec![conditions::not_ready(
+                "ReservedName",
+                format!("tenant id {id} is a reserved namespace name; rename the tenant (ndc tenant rename) to give it a namespace"),
+                t.metadata.generation,
+            )],
+            namespace: String::new(),
+            revision: t.status.as_ref().map(|s| s.revision).unwrap_or(0),
+        };
+        api.patch_status(
+            &id,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await?;
+        return Ok(Action::await_change());
+    };
+    let pp = apply_params();
+    let nss: Api<Namespace> = Api::all(ctx.kube.clone());
+    let namespace: Namespace = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": { "name": ns, "labels": namespace_labels(&t) },
+    }))
+    .map_err(|e| Error::Other(e.to_string()))?;
+    nss.patch(&ns, &pp, &Patch::Apply(&namespace)).await?;
+    Api::<ResourceQuota>::namespaced(ctx.kube.clone(), &ns)
+        .patch("ndc-quota", &pp, &Patch::Apply(&resource_quota(&t, &ns)))
+        .await?;
+    Api::<LimitRange>::namespaced(ctx.kube.clone(), &ns)
+        .patch("ndc-defaults", &pp, &Patch::Apply(&limit_range(&t, &ns)))
+        .await?;
+    Api::<NetworkPolicy>::namespaced(ctx.kube.clone(), &ns)
+        .patch(
+            "ndc-default-deny",
+            &pp,
+            &Patch::Apply(&network_policy(&t, &ns)),
+        )
+        .await?;
+    Api::<RoleBinding>::namespaced(ctx.kube.clone(), &ns)
+        .patch(
+            "ndc-tenant-admins",
+            &pp,
+            &Patch::Apply(&role_binding(&t, &ns)),
+        )
+        .await?;
+    let generation = t.metadata.generation;
+    let ready = conditions::ready(
+        "Synced",
+        format!(
+            "namespace {ns} and its quota, limits, network policy and admin binding are in place"
+        ),
+        generation,
+    );
+    let unchanged = t.status.as_ref().is_some_and(|s| {
+        s.namespace == ns
+            && s.observed_generation == generation.unwrap_or(0)
+            && s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+    });
+    if !unchanged {
+        api.patch_status(
+            &id,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": {
+                "observedGeneration": generation.unwrap_or(0),
+                "namespace": ns,
+                "conditions": [ready],
+            }})),
+        )
+        .await?;
+    }
+    Ok(Action::requeue(Duration::from_secs(600)))
+}
+
+fn error_policy(t: Arc<Tenant>, e: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(tenant = %t.name_any(), error = %e, "tenant reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(2))
+}
+
+/// Turns each `Tenant` into its namespace and what it holds; anything the
+/// operator owns that is changed or deleted is put back.
+pub async fn controller(ctx: Arc<Context>, stop: Stop) {
+    let client = ctx.kube.clone();
+    let cfg =
+        watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::OPERATOR));
+    // The owned objects live in namespaces while their Tenant is cluster
+    // scoped: map them back by the tenant label rather than by owner.
+    fn to_tenant<K: Resource>(o: K) -> Option<ObjectRef<Tenant>> {
+        o.meta()
+            .labels
+            .as_ref()?
+            .get(labels::TENANT)
+            .map(|t| ObjectRef::new(t))
+    }
+    Controller::new(
+        Api::<Tenant>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .watches(
+        Api::<ResourceQuota>::all(client.clone()),
+        cfg.clone(),
+        to_tenant,
+    )
+    .watches(
+        Api::<LimitRange>::all(client.clone()),
+        cfg.clone(),
+        to_tenant,
+    )
+    .watches(
+        Api::<NetworkPolicy>::all(client.clone()),
+        cfg.clone(),
+        to_tenant,
+    )
+    .watches(
+        Api::<RoleBinding>::all(client.clone()),
+        cfg.clone(),
+        to_tenant,
+    )
+    .watches(Api::<Namespace>::all(client.clone()), cfg, to_tenant)
+    .graceful_shutdown_on(stop)
+    .run(reconcile, error_policy, ctx)
+    .for_each(|r| async move {
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "tenant controller");
+        }
+    })
+    .await;
+}
