@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "../proto/ndc/tenants/v1/tenants.proto",
         "../proto/ndc/inventory/v1/inventory.proto",
         "../proto/ndc/claims/v1/claims.proto",
+        "../proto/ndc/catalog/v1/catalog.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");

@@ -41,6 +41,11 @@ pub mod claims {
     tonic::include_proto!("ndc.claims.v1");
 }
 
+/// The shared-service catalogue and subscriptions.
+pub mod catalog {
+    tonic::include_proto!("ndc.catalog.v1");
+}
+
 /// The encoded descriptors of every service, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("ndc_descriptor");
 

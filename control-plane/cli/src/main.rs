@@ -3,6 +3,7 @@
 mod apply_cmd;
 mod audit_cmd;
 mod capacity_cmd;
+mod catalog_cmd;
 mod claim_cmd;
 mod cluster_cmd;
 mod kv_cmd;
@@ -85,6 +86,8 @@ enum Command {
     /// PostgreSQL databases claimed by tenants, and their passwords.
     #[command(subcommand)]
     Database(claim_cmd::DatabaseCommand),
+    /// The shared services of the national framework and their subscribers.
+    Catalog(catalog_cmd::CatalogArgs),
 }
 
 fn init_logging(default: &str) {
@@ -127,6 +130,7 @@ async fn main() -> ExitCode {
         Command::Capacity(args) => capacity_cmd::run(args, &conn, cli.output).await,
         Command::Bucket(cmd) => claim_cmd::bucket(cmd, &conn, cli.output).await,
         Command::Database(cmd) => claim_cmd::database(cmd, &conn, cli.output).await,
+        Command::Catalog(args) => catalog_cmd::run(args, &conn, cli.output).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

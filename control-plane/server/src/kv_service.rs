@@ -82,6 +82,7 @@ impl KvService {
             Response::Empty
             | Response::Domain { .. }
             | Response::Claim { .. }
+            | Response::Catalog { .. }
             | Response::Batch(_) => Err(Status::internal("the state machine returned no result")),
         }
     }

@@ -6,6 +6,7 @@
 
 mod audit_service;
 pub mod auth;
+mod catalog_service;
 mod claims_service;
 mod cluster_service;
 mod error;

@@ -217,6 +217,7 @@ fn approx_size(cmd: &Command) -> usize {
         Command::Domain(_) => 4 * 1024,
         Command::Inventory(_) => 1024,
         Command::Claim(_) => 2048,
+        Command::Catalog(_) => 2048,
         Command::Batch(cmds) => cmds.iter().map(approx_size).sum(),
         Command::Once { command, .. } => approx_size(command) + 64,
     }
@@ -271,6 +272,7 @@ fn touched_keys(cmd: &Command) -> Vec<String> {
             }
             keys
         }
+        Command::Catalog(_) => vec![ndc_store::domain::RESERVED_PREFIX.to_string()],
         Command::Batch(cmds) => cmds.iter().flat_map(touched_keys).collect(),
         Command::Once {
             request_id,

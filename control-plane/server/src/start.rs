@@ -18,6 +18,7 @@ use tonic::Status;
 use tracing::{info, warn, Instrument};
 
 use crate::audit_service::AuditService;
+use crate::catalog_service::CatalogService;
 use crate::claims_service::ClaimsService;
 use crate::cluster_service::ClusterService;
 use crate::error::{Error, Result};
@@ -30,6 +31,7 @@ use crate::proposer::Proposer;
 use crate::raft_service::RaftService;
 use crate::read_index::ReadBatcher;
 use crate::tenant_service::TenantService;
+use ndc_api::catalog::catalog_server::CatalogServer;
 use ndc_api::claims::claims_server::ClaimsServer;
 use ndc_api::inventory::inventory_server::InventoryServer;
 use ndc_api::tenants::audit_server::AuditServer;
@@ -221,6 +223,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         .set_serving::<InventoryServer<InventoryService>>()
         .await;
     health.set_serving::<ClaimsServer<ClaimsService>>().await;
+    health.set_serving::<CatalogServer<CatalogService>>().await;
     if matches!(config.auth, crate::auth::Auth::Open) {
         warn!(
             id = config.id,
@@ -252,7 +255,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         .add_service(InventoryServer::new(InventoryService {
             node: node.clone(),
         }))
-        .add_service(ClaimsServer::new(ClaimsService { node: node.clone() }));
+        .add_service(ClaimsServer::new(ClaimsService { node: node.clone() }))
+        .add_service(CatalogServer::new(CatalogService { node: node.clone() }));
     // No Nagle delay on replies: with delayed ACKs on the other side it
     // stalls small responses for tens of milliseconds.
     let incoming = tokio_stream::StreamExt::map(

@@ -16,6 +16,7 @@
 //! All five share one write-ahead log, so a synced write (a log append, the
 //! vote) also makes every earlier state-machine write durable.
 
+pub mod catalog;
 pub mod claims;
 mod codec;
 mod db;

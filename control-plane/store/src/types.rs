@@ -54,6 +54,8 @@ pub enum Command {
     /// A bucket or database claim, or the provisioner's report on one.
     /// (New variants go last: entries are encoded by variant position.)
     Claim(Box<crate::claims::ClaimRequest>),
+    /// A change to the shared-service catalogue or a subscription.
+    Catalog(Box<crate::catalog::CatalogRequest>),
 }
 
 /// Longest accepted request id.
@@ -130,6 +132,12 @@ pub enum Response {
         revision: u64,
         claim: Box<crate::claims::Claim>,
         removed: bool,
+    },
+    /// A catalogue request was applied at `revision`.
+    Catalog {
+        revision: u64,
+        service: Option<Box<crate::catalog::Service>>,
+        subscription: Option<crate::catalog::Subscription>,
     },
 }
 

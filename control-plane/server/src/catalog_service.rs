@@ -1,0 +1,298 @@
+//! The catalogue service: shared services and subscriptions, checked in apply.
+
+use std::sync::Arc;
+
+use ndc_api::catalog::catalog_server::Catalog;
+use ndc_api::catalog::{self as pb};
+use ndc_store::catalog::{self, CatalogOp, CatalogRequest, Service, ServiceSpec, Subscription};
+use ndc_store::domain::Actor;
+use ndc_store::Response as StoreResponse;
+use ndc_tenants::Level;
+use tonic::{Request, Response, Status};
+
+use crate::node::Node;
+use crate::tenant_service::rejection;
+
+pub(crate) struct CatalogService {
+    pub(crate) node: Arc<Node>,
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+fn spec_from_pb(s: pb::ServiceSpec) -> Result<ServiceSpec, Status> {
+    let level = |what: &str, v: &str| -> Result<Level, Status> {
+        v.parse()
+            .map_err(|e: String| Status::invalid_argument(format!("{what}: {e}")))
+    };
+    Ok(ServiceSpec {
+        from: level("from", &s.from)?,
+        to: level("to", &s.to)?,
+        topology: catalog::Topology::parse(&s.topology).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "unknown topology {:?}: use central or per-province",
+                s.topology
+            ))
+        })?,
+        name: s.name,
+        display_name: s.display_name,
+        capability: s.capability,
+        layer: s.layer,
+        depends_on: s.depends_on,
+        per_tenant_database_bytes: s.per_tenant_database_bytes,
+        per_tenant_bucket_bytes: s.per_tenant_bucket_bytes,
+        owner: (!s.owner.is_empty()).then_some(s.owner),
+        workload: s.workload,
+    })
+}
+
+fn service_to_pb(s: &Service, subscribers: u64) -> pb::Service {
+    let p = &s.spec;
+    pb::Service {
+        spec: Some(pb::ServiceSpec {
+            name: p.name.clone(),
+            display_name: p.display_name.clone(),
+            capability: p.capability.clone(),
+            layer: p.layer.clone(),
+            from: p.from.as_str().into(),
+            to: p.to.as_str().into(),
+            topology: p.topology.as_str().into(),
+            depends_on: p.depends_on.clone(),
+            per_tenant_database_bytes: p.per_tenant_database_bytes,
+            per_tenant_bucket_bytes: p.per_tenant_bucket_bytes,
+            owner: p.owner.clone().unwrap_or_default(),
+            workload: p.workload,
+        }),
+        generation: s.generation,
+        created_revision: s.created_revision,
+        exemption: s.exemption.clone().unwrap_or_default(),
+        subscribers,
+    }
+}
+
+fn sub_to_pb(s: &Subscription) -> pb::Subscription {
+    pb::Subscription {
+        tenant: s.tenant.clone(),
+        service: s.service.clone(),
+        created_revision: s.created_revision,
+        created_at_ms: s.created_at_ms,
+        created_by: s.created_by.clone(),
+    }
+}
+
+impl CatalogService {
+    async fn propose(
+        &self,
+        actor: Actor,
+        decision: Option<String>,
+        op: CatalogOp,
+        request_id: Option<String>,
+    ) -> Result<(Option<Box<Service>>, Option<Subscription>, u64), Status> {
+        let req = CatalogRequest {
+            actor,
+            at_ms: crate::node::now_ms(),
+            decision,
+            op,
+        };
+        match self
+            .node
+            .write(crate::node::once(
+                request_id,
+                ndc_store::Command::Catalog(Box::new(req)),
+            ))
+            .await?
+        {
+            StoreResponse::Catalog {
+                revision,
+                service,
+                subscription,
+            } => Ok((service, subscription, revision)),
+            StoreResponse::Rejected(r) => Err(rejection(r)),
+            other => Err(Status::internal(format!("unexpected result {other:?}"))),
+        }
+    }
+
+    fn services(&self) -> Result<(Vec<Service>, u64), Status> {
+        let page = self
+            .node
+            .reader
+            .list(catalog::SERVICES_PREFIX, None, 0)
+            .map_err(internal)?;
+        let services = page
+            .items
+            .iter()
+            .map(|(_, o)| serde_json::from_slice(&o.value).map_err(internal))
+            .collect::<Result<Vec<Service>, Status>>()?;
+        Ok((services, page.revision))
+    }
+
+    fn subscriptions(&self) -> Result<(Vec<Subscription>, u64), Status> {
+        let page = self
+            .node
+            .reader
+            .list(catalog::SUBSCRIPTIONS_PREFIX, None, 0)
+            .map_err(internal)?;
+        let subs = page
+            .items
+            .iter()
+            .map(|(_, o)| serde_json::from_slice(&o.value).map_err(internal))
+            .collect::<Result<Vec<Subscription>, Status>>()?;
+        Ok((subs, page.revision))
+    }
+
+    fn authenticated(&self, md: &tonic::metadata::MetadataMap) -> Result<Actor, Status> {
+        self.node.auth.actor(md)
+    }
+}
+
+#[tonic::async_trait]
+impl Catalog for CatalogService {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::ServiceResponse>, Status> {
+        let actor = self.authenticated(request.metadata())?;
+        let rid = crate::node::request_id(request.metadata())?;
+        let r = request.into_inner();
+        let spec = spec_from_pb(
+            r.spec
+                .ok_or_else(|| Status::invalid_argument("the request has no service spec"))?,
+        )?;
+        catalog::validate_spec(&spec).map_err(|(_, m)| Status::invalid_argument(m))?;
+        let decision = (!r.decision.trim().is_empty()).then(|| r.decision.trim().to_string());
+        let (service, _, revision) = self
+            .propose(actor, decision, CatalogOp::Register(spec), rid)
+            .await?;
+        let service = service.ok_or_else(|| Status::internal("no service in the result"))?;
+        Ok(Response::new(pb::ServiceResponse {
+            service: Some(service_to_pb(&service, 0)),
+            revision,
+        }))
+    }
+
+    async fn get(
+        &self,
+        request: Request<pb::GetServiceRequest>,
+    ) -> Result<Response<pb::ServiceResponse>, Status> {
+        self.authenticated(request.metadata())?;
+        let name = request.into_inner().name;
+        self.node.read_barrier(false).await?;
+        let (services, revision) = self.services()?;
+        let s = services
+            .iter()
+            .find(|s| s.spec.name == name)
+            .ok_or_else(|| Status::not_found(format!("service {name} is not in the catalogue")))?;
+        let (subs, _) = self.subscriptions()?;
+        let n = subs.iter().filter(|x| x.service == name).count() as u64;
+        Ok(Response::new(pb::ServiceResponse {
+            service: Some(service_to_pb(s, n)),
+            revision,
+        }))
+    }
+
+    async fn list(
+        &self,
+        request: Request<pb::ListServicesRequest>,
+    ) -> Result<Response<pb::ListServicesResponse>, Status> {
+        self.authenticated(request.metadata())?;
+        self.node.read_barrier(false).await?;
+        let (services, revision) = self.services()?;
+        let (subs, _) = self.subscriptions()?;
+        let services = services
+            .iter()
+            .map(|s| {
+                let n = subs.iter().filter(|x| x.service == s.spec.name).count() as u64;
+                service_to_pb(s, n)
+            })
+            .collect();
+        Ok(Response::new(pb::ListServicesResponse {
+            services,
+            revision,
+        }))
+    }
+
+    async fn remove(
+        &self,
+        request: Request<pb::GetServiceRequest>,
+    ) -> Result<Response<pb::RemoveResponse>, Status> {
+        let actor = self.authenticated(request.metadata())?;
+        let rid = crate::node::request_id(request.metadata())?;
+        let name = request.into_inner().name;
+        let (_, _, revision) = self
+            .propose(actor, None, CatalogOp::Remove { name }, rid)
+            .await?;
+        Ok(Response::new(pb::RemoveResponse { revision }))
+    }
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<pb::SubscriptionResponse>, Status> {
+        let actor = self.authenticated(request.metadata())?;
+        let rid = crate::node::request_id(request.metadata())?;
+        let r = request.into_inner();
+        let (_, sub, revision) = self
+            .propose(
+                actor,
+                None,
+                CatalogOp::Subscribe {
+                    tenant: r.tenant,
+                    service: r.service,
+                },
+                rid,
+            )
+            .await?;
+        Ok(Response::new(pb::SubscriptionResponse {
+            subscription: sub.as_ref().map(sub_to_pb),
+            revision,
+        }))
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<pb::RemoveResponse>, Status> {
+        let actor = self.authenticated(request.metadata())?;
+        let rid = crate::node::request_id(request.metadata())?;
+        let r = request.into_inner();
+        let (_, _, revision) = self
+            .propose(
+                actor,
+                None,
+                CatalogOp::Unsubscribe {
+                    tenant: r.tenant,
+                    service: r.service,
+                },
+                rid,
+            )
+            .await?;
+        Ok(Response::new(pb::RemoveResponse { revision }))
+    }
+
+    async fn list_subscriptions(
+        &self,
+        request: Request<pb::ListSubscriptionsRequest>,
+    ) -> Result<Response<pb::ListSubscriptionsResponse>, Status> {
+        let actor = self.authenticated(request.metadata())?;
+        let r = request.into_inner();
+        self.node.read_barrier(false).await?;
+        let (subs, revision) = self.subscriptions()?;
+        let subscriptions = self
+            .node
+            .reader
+            .with_registry(|reg| {
+                subs.iter()
+                    .filter(|s| r.tenant.is_empty() || s.tenant == r.tenant)
+                    .filter(|s| r.service.is_empty() || s.service == r.service)
+                    .filter(|s| actor.can_read(reg, &s.tenant))
+                    .map(sub_to_pb)
+                    .collect()
+            })
+            .map_err(internal)?;
+        Ok(Response::new(pb::ListSubscriptionsResponse {
+            subscriptions,
+            revision,
+        }))
+    }
+}
