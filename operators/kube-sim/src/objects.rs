@@ -22,7 +22,8 @@ const WATCH_HISTORY: usize = 10_000;
 
 /// One change, as a watcher sees it. A change whose `kind` is
 /// [`COMPACTED`] is no change: it tells open watches that the history was
-/// forgotten, and they end with `410 Expired`.
+/// forgotten, and they end with `410 Expired`; one whose `kind` is
+/// [`STOPPING`] ends them without a word (the server is stopping).
 #[derive(Clone, Debug)]
 struct Change {
     revision: u64,
@@ -34,6 +35,8 @@ struct Change {
 
 /// The `kind` of the marker [`Simulator::compact`] sends to open watches.
 const COMPACTED: &str = "COMPACTED";
+/// The `kind` of the marker that ends open watches when the server stops.
+const STOPPING: &str = "STOPPING";
 
 pub(crate) struct Objects {
     pub(crate) history_limit: usize,
@@ -42,6 +45,8 @@ pub(crate) struct Objects {
     items: BTreeMap<Key, Value>,
     history: std::collections::VecDeque<Change>,
     live: tokio::sync::broadcast::Sender<Change>,
+    /// The server is stopping: watches end once they have sent their backlog.
+    stopping: bool,
 }
 
 impl Default for Objects {
@@ -53,6 +58,7 @@ impl Default for Objects {
             items: BTreeMap::new(),
             history: Default::default(),
             live: tokio::sync::broadcast::channel(1024).0,
+            stopping: false,
         }
     }
 }
@@ -254,6 +260,21 @@ impl Simulator {
         let _ = o.live.send(marker);
     }
 
+    /// Ends every open watch (its client sees the stream end and may watch
+    /// again), so that a graceful stop need not wait for their timeouts.
+    fn end_watches(&self) {
+        let mut o = self.objects.lock().unwrap_or_else(|e| e.into_inner());
+        o.stopping = true;
+        let marker = Change {
+            revision: o.revision,
+            plural: String::new(),
+            namespace: String::new(),
+            kind: STOPPING,
+            object: Value::Null,
+        };
+        let _ = o.live.send(marker);
+    }
+
     /// After the ready delay, reports a workload's replicas ready if it is
     /// still the same object at the same generation.
     fn schedule_ready(&self, kind: &Kind, key: Key, obj: &Value) {
@@ -323,6 +344,12 @@ impl Simulator {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let bound = listener.local_addr()?;
         let app = self.router();
+        let sim = self.clone();
+        let stop = async move {
+            stop.await;
+            // Open watches would hold a graceful stop until their timeouts.
+            sim.end_watches();
+        };
         let task = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(stop)
@@ -438,7 +465,7 @@ impl Simulator {
                 })
         };
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(256);
-        let (backlog, mut live, mut at) = {
+        let (backlog, mut live, mut at, stopping) = {
             let o = self.objects.lock().unwrap_or_else(|e| e.into_inner());
             let live = o.live.subscribe();
             let oldest = o
@@ -471,7 +498,7 @@ impl Simulator {
                     .map(|c| (c.kind.to_string(), c.object.clone()))
                     .collect()
             };
-            (backlog, live, o.revision.max(from))
+            (backlog, live, o.revision.max(from), o.stopping)
         };
         let expired = backlog.first().is_some_and(|(t, _)| t == "ERROR");
         let line =
@@ -491,7 +518,7 @@ impl Simulator {
                     return;
                 }
             }
-            if expired {
+            if expired || stopping {
                 return;
             }
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -509,6 +536,7 @@ impl Simulator {
                         }
                     }
                     c = live.recv() => match c {
+                        Ok(c) if c.kind == STOPPING => return,
                         Ok(c) if c.kind == COMPACTED => {
                             let gone = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                                 "message": format!("too old resource version: {at} ({})", c.revision),
