@@ -201,7 +201,8 @@ pub struct Simulator {
     ready_delay: std::time::Duration,
 }
 
-/// A `Status` failure body, as the API server sends it.
+/// A `Status` failure body, as the API server sends it. `kind` is what
+/// the details name: a resource (`plural` or `plural.group`) or a kind.
 pub(crate) fn status(
     code: StatusCode,
     reason: &str,
@@ -209,6 +210,11 @@ pub(crate) fn status(
     kind: &str,
     name: &str,
 ) -> Response {
+    // A resource is named `plural` or `plural.group`; details name them apart.
+    let mut details = json!({"name": name, "kind": kind});
+    if let Some((plural, group)) = kind.split_once('.') {
+        details = json!({"name": name, "group": group, "kind": plural});
+    }
     let body = json!({
         "kind": "Status",
         "apiVersion": "v1",
@@ -216,7 +222,7 @@ pub(crate) fn status(
         "status": "Failure",
         "message": message,
         "reason": reason,
-        "details": {"name": name, "kind": kind},
+        "details": details,
         "code": code.as_u16(),
     });
     (code, Json(body)).into_response()
@@ -376,9 +382,18 @@ fn openapi_root(kinds: &[Kind]) -> Value {
         } else {
             format!("apis/{}/{}", k.group, k.version)
         };
+        // The hash names the document's content: clients cache documents
+        // by this URL, so it changes when a CRD changes the group version.
+        let doc = openapi_gv(kinds, k.group, k.version).unwrap_or_default();
+        let hash = doc
+            .to_string()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
         paths.insert(
             gv.clone(),
-            json!({"serverRelativeURL": format!("/openapi/v3/{gv}?hash=ndc")}),
+            json!({"serverRelativeURL": format!("/openapi/v3/{gv}?hash={hash:016X}")}),
         );
     }
     json!({"paths": paths})
@@ -420,6 +435,26 @@ fn openapi_gv(kinds: &[Kind], group: &str, version: &str) -> Option<Value> {
         json!({"openapi": "3.0.0", "info": {"title": "Kubernetes (ndc simulator)", "version": "v1.32.0"},
                "paths": paths, "components": {"schemas": {}}})
     })
+}
+
+/// `/openapi/v2`: a document without definitions. kubectl falls back to it
+/// for client-side validation of kinds the v3 documents do not name (a
+/// custom kind whose CRD is in the same file); finding no schema there, it
+/// validates nothing, as against a real cluster that does not know the kind
+/// yet, and goes on to report the kind as not mapped. kubectl asks for
+/// protobuf, in which an empty document is zero bytes.
+fn openapi_v2(headers: &axum::http::HeaderMap) -> Response {
+    let accept = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if accept.contains("protobuf") {
+        let ct = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+        return ([(axum::http::header::CONTENT_TYPE, ct)], Vec::<u8>::new()).into_response();
+    }
+    Json(json!({"swagger": "2.0", "info": {"title": "Kubernetes (ndc simulator)", "version": "v1.32.0"},
+                "paths": {}, "definitions": {}}))
+    .into_response()
 }
 
 /// The named groups and their versions, for `/apis`.
@@ -511,6 +546,7 @@ pub(crate) async fn handle(
             }
         }
         (Method::GET, ["apis"]) => Json(group_list(&sim.kinds())).into_response(),
+        (Method::GET, ["openapi", "v2"]) => openapi_v2(&headers),
         (Method::GET, ["openapi", "v3"]) => Json(openapi_root(&sim.kinds())).into_response(),
         (Method::GET, ["openapi", "v3", "api", version]) => {
             match openapi_gv(&sim.kinds(), "", version) {
@@ -608,8 +644,8 @@ pub(crate) async fn handle(
                         None => status(
                             StatusCode::NOT_FOUND,
                             "NotFound",
-                            format!("{plural} \"{n}\" not found"),
-                            plural,
+                            format!("{} \"{n}\" not found", kind.id()),
+                            &kind.id(),
                             n,
                         ),
                     }

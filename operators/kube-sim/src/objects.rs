@@ -606,8 +606,8 @@ impl Simulator {
             return status(
                 StatusCode::CONFLICT,
                 "AlreadyExists",
-                format!("{} \"{name}\" already exists", kind.plural),
-                kind.plural,
+                format!("{} \"{name}\" already exists", kind.id()),
+                &kind.id(),
                 &name,
             );
         }
@@ -676,8 +676,8 @@ impl Simulator {
             return status(
                 StatusCode::NOT_FOUND,
                 "NotFound",
-                format!("{} \"{name}\" not found", kind.plural),
-                kind.plural,
+                format!("{} \"{name}\" not found", kind.id()),
+                &kind.id(),
                 name,
             );
         };
@@ -727,8 +727,8 @@ impl Simulator {
             return status(
                 StatusCode::NOT_FOUND,
                 "NotFound",
-                format!("{} \"{name}\" not found", kind.plural),
-                kind.plural,
+                format!("{} \"{name}\" not found", kind.id()),
+                &kind.id(),
                 name,
             );
         };
@@ -743,8 +743,8 @@ impl Simulator {
             return status(
                 StatusCode::CONFLICT,
                 "Conflict",
-                format!("Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again", kind.plural),
-                kind.plural,
+                format!("Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again", kind.id()),
+                &kind.id(),
                 name,
             );
         }
@@ -812,8 +812,8 @@ impl Simulator {
             return status(
                 StatusCode::NOT_FOUND,
                 "NotFound",
-                format!("{} \"{name}\" not found", kind.plural),
-                kind.plural,
+                format!("{} \"{name}\" not found", kind.id()),
+                &kind.id(),
                 name,
             );
         }

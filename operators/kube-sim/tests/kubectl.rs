@@ -502,3 +502,183 @@ async fn kubectl_applies_without_flags() {
     assert_eq!(out, "silver");
     sim.stop().await.expect("stop");
 }
+
+/// One file with a CRD, a namespace and instances of the CRD's kind, as a
+/// real cluster takes it: kubectl maps every kind before it applies, so the
+/// first apply creates the CRD and the namespace and reports the instances'
+/// kind as not mapped; the second creates the instances. Then `get -o
+/// yaml`, `get -w` seeing a change, a stale replace refused, and deletion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_applies_a_crd_and_its_instances_from_one_file() {
+    let sim = ndc_kube_sim::Simulator::new().start().await.expect("serve");
+    let server = sim.addr.to_string();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let home = dir.path().to_path_buf();
+    let kc = Kc::new(&server, &home);
+    let bucket = |name: &str, size: u32| {
+        format!("---\napiVersion: ndc.gov.vn/v1alpha1\nkind: ObjectBucket\nmetadata:\n  name: {name}\n  namespace: t-ha-noi\nspec:\n  sizeGi: {size}\n")
+    };
+    let crd = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: objectbuckets.ndc.gov.vn\nspec:\n  group: ndc.gov.vn\n  scope: Namespaced\n  names:\n    plural: objectbuckets\n    singular: objectbucket\n    kind: ObjectBucket\n    shortNames: [ob]\n  versions:\n    - name: v1alpha1\n      served: true\n      storage: true\n      schema:\n        openAPIV3Schema:\n          type: object\n          x-kubernetes-preserve-unknown-fields: true\n      subresources:\n        status: {}\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: t-ha-noi\n";
+    let all = dir.path().join("all.yaml");
+    let all_p = all.display().to_string();
+    let write_all = |archive_size: u32| {
+        std::fs::write(
+            &all,
+            format!(
+                "{crd}{}{}",
+                bucket("archive", archive_size),
+                bucket("media", 10)
+            ),
+        )
+        .expect("write")
+    };
+    write_all(100);
+
+    let (code, out, err) = kc.run(&["apply", "-f", &all_p]).await;
+    assert_eq!(code, 1, "{out} {err}");
+    assert!(
+        out.contains(
+            "customresourcedefinition.apiextensions.k8s.io/objectbuckets.ndc.gov.vn created"
+        ) && out.contains("namespace/t-ha-noi created")
+            && !out.contains("objectbucket.ndc.gov.vn/"),
+        "{out}"
+    );
+    for name in ["archive", "media"] {
+        assert!(
+            err.contains(&format!(
+                "resource mapping not found for name: \"{name}\" namespace: \"t-ha-noi\""
+            )) && err.contains(
+                "no matches for kind \"ObjectBucket\" in version \"ndc.gov.vn/v1alpha1\""
+            ),
+            "{err}"
+        );
+    }
+    assert!(err.contains("ensure CRDs are installed first"), "{err}");
+
+    let (code, out, err) = kc.run(&["apply", "-f", &all_p]).await;
+    assert_eq!(code, 0, "{out} {err}");
+    for line in [
+        "customresourcedefinition.apiextensions.k8s.io/objectbuckets.ndc.gov.vn unchanged",
+        "namespace/t-ha-noi unchanged",
+        "objectbucket.ndc.gov.vn/archive created",
+        "objectbucket.ndc.gov.vn/media created",
+    ] {
+        assert!(out.contains(line), "{line}: {out}");
+    }
+
+    let (code, yaml, err) = kc
+        .run(&["get", "ob", "archive", "-n", "t-ha-noi", "-o", "yaml"])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    for line in [
+        "apiVersion: ndc.gov.vn/v1alpha1",
+        "kind: ObjectBucket",
+        "  name: archive",
+        "  namespace: t-ha-noi",
+        "  generation: 1",
+        "  sizeGi: 100",
+        "kubectl.kubernetes.io/last-applied-configuration",
+    ] {
+        assert!(yaml.contains(line), "{line}: {yaml}");
+    }
+
+    // `get -w` sees the instances, then a change applied from the file.
+    let seen = dir.path().join("watch.out");
+    let _watch = Watch(
+        Command::new("kubectl")
+            .arg(format!("--server=http://{server}"))
+            .arg(format!("--cache-dir={}", home.join("cache").display()))
+            .args(["get", "ob", "-n", "t-ha-noi", "-w", "--output-watch-events"])
+            .env("HOME", &home)
+            .env_remove("KUBECONFIG")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&seen).expect("out"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kubectl get -w"),
+    );
+    let watched = |event: &'static str, name: &'static str| {
+        let seen = seen.clone();
+        move || {
+            std::fs::read_to_string(&seen)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.split_whitespace().take(2).eq([event, name]))
+        }
+    };
+    wait_until("get -w lists archive", watched("ADDED", "archive")).await;
+    write_all(200);
+    let (code, out, err) = kc.run(&["apply", "-f", &all_p]).await;
+    assert!(
+        code == 0 && out.contains("objectbucket.ndc.gov.vn/archive configured"),
+        "{code} {out} {err}"
+    );
+    wait_until("get -w sees the change", watched("MODIFIED", "archive")).await;
+    let (_, out, _) = kc
+        .run(&[
+            "get",
+            "ob",
+            "archive",
+            "-n",
+            "t-ha-noi",
+            "-o",
+            "jsonpath={.spec.sizeGi} {.metadata.generation}",
+        ])
+        .await;
+    assert_eq!(out, "200 2");
+
+    // The copy from before the change is stale: replacing with it is a conflict.
+    let stale = dir.path().join("stale.yaml");
+    std::fs::write(&stale, yaml.replace("sizeGi: 100", "sizeGi: 300")).expect("write");
+    let (code, _, err) = kc
+        .run(&["replace", "-f", &stale.display().to_string()])
+        .await;
+    assert!(
+        code == 1
+            && err.contains("Error from server (Conflict)")
+            && err
+                .contains("Operation cannot be fulfilled on objectbuckets.ndc.gov.vn \"archive\""),
+        "{code} {err}"
+    );
+
+    let (code, out, err) = kc.run(&["delete", "ob", "archive", "-n", "t-ha-noi"]).await;
+    assert!(
+        code == 0 && out.contains("objectbucket.ndc.gov.vn \"archive\" deleted"),
+        "{code} {out} {err}"
+    );
+    wait_until("get -w sees the deletion", watched("DELETED", "archive")).await;
+    let (code, _, err) = kc.run(&["get", "ob", "archive", "-n", "t-ha-noi"]).await;
+    assert!(
+        code == 1 && err.contains("objectbuckets.ndc.gov.vn \"archive\" not found"),
+        "{code} {err}"
+    );
+    // Deleting the file's objects: the CRD takes its remaining instances with it.
+    let (code, out, err) = kc
+        .run(&["delete", "-f", &all_p, "--ignore-not-found"])
+        .await;
+    assert_eq!(code, 0, "{out} {err}");
+    let (code, out, err) = kc.run(&["get", "crd,ns"]).await;
+    assert!(
+        code == 0 && !out.contains("objectbuckets") && !out.contains("t-ha-noi"),
+        "{out} {err}"
+    );
+    sim.stop().await.expect("stop");
+}
+
+/// A background kubectl, killed when dropped.
+struct Watch(std::process::Child);
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
