@@ -576,6 +576,10 @@ pub(crate) async fn handle(
             let (group, version, rest) = routed.unwrap_or_default();
             // namespaces/{ns}/{plural}[/{name}] or {plural}[/{name}]
             let (ns, plural, name, status_only) = match rest {
+                // A namespace's own status (not a resource inside it).
+                ["namespaces", name, "status"] if group.is_empty() => {
+                    (None, "namespaces", Some(*name), true)
+                }
                 ["namespaces", ns, plural] => (Some(*ns), *plural, None, false),
                 ["namespaces", ns, plural, name] => (Some(*ns), *plural, Some(*name), false),
                 ["namespaces", ns, plural, name, "status"] => {
