@@ -491,3 +491,108 @@ async fn workloads_become_ready_after_the_delay() {
     }
     sim.stop().await.expect("stop");
 }
+
+/// Set-based label selectors as kube-rs builds them: from `Expression`s and
+/// from a `LabelSelector` with `matchExpressions` (as in a NetworkPolicy or
+/// a PodDisruptionBudget), for a list and for the runtime's watcher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_based_selectors() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+    use kube::core::{Expression, Selector};
+
+    let sim = ndc_kube_sim::Simulator::new().start().await.expect("serve");
+    let client = Client::try_from(Config::new(sim.url().parse().expect("uri"))).expect("client");
+    let nss: Api<Namespace> = Api::all(client.clone());
+    for (name, labels) in [
+        ("t-a", &[("tier", "gold"), ("zone", "hn")][..]),
+        ("t-b", &[("tier", "silver")]),
+        ("t-c", &[("tier", "bronze"), ("zone", "hcm")]),
+        ("t-d", &[]),
+    ] {
+        nss.create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: meta(name, labels),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create");
+    }
+    let names = |l: kube::core::ObjectList<Namespace>| {
+        l.items
+            .into_iter()
+            .filter_map(|n| n.metadata.name)
+            .collect::<Vec<_>>()
+    };
+    let cases: Vec<(Selector, &[&str])> = vec![
+        (
+            Expression::In("tier".into(), ["gold".into(), "silver".into()].into()).into(),
+            &["t-a", "t-b"],
+        ),
+        (
+            Expression::NotIn("tier".into(), ["gold".into()].into()).into(),
+            &["t-b", "t-c", "t-d"],
+        ),
+        (Expression::Exists("zone".into()).into(), &["t-a", "t-c"]),
+        (
+            Expression::DoesNotExist("zone".into()).into(),
+            &["t-b", "t-d"],
+        ),
+        (
+            [
+                Expression::NotIn("tier".into(), ["silver".into()].into()),
+                Expression::DoesNotExist("zone".into()),
+            ]
+            .into_iter()
+            .collect(),
+            &["t-d"],
+        ),
+        (
+            Selector::try_from(LabelSelector {
+                match_labels: Some([("zone".to_string(), "hcm".to_string())].into()),
+                match_expressions: Some(vec![LabelSelectorRequirement {
+                    key: "tier".into(),
+                    operator: "In".into(),
+                    values: Some(vec!["bronze".into(), "gold".into()]),
+                }]),
+            })
+            .expect("selector"),
+            &["t-c"],
+        ),
+    ];
+    for (selector, want) in &cases {
+        let got = names(
+            nss.list(&ListParams::default().labels_from(selector))
+                .await
+                .expect("list"),
+        );
+        assert_eq!(&got, want, "{selector}");
+    }
+    // The watcher, with a set-based selector, sees only what it selects.
+    let selector: Selector = Expression::In("tier".into(), ["platinum".into()].into()).into();
+    let mut seen = watcher(
+        nss.clone(),
+        watcher::Config::default().labels_from(&selector),
+    )
+    .applied_objects()
+    .boxed();
+    for (name, tier) in [("t-e", "silver"), ("t-f", "platinum")] {
+        nss.create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: meta(name, &[("tier", tier)]),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create");
+    }
+    let first = tokio::time::timeout(std::time::Duration::from_secs(30), seen.next())
+        .await
+        .expect("in time")
+        .expect("open")
+        .expect("no error");
+    assert_eq!(first.metadata.name.as_deref(), Some("t-f"));
+    sim.stop().await.expect("stop");
+}

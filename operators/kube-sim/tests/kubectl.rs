@@ -172,11 +172,18 @@ async fn kubectl_accepts_the_simulator() {
     assert_eq!(names(&out), ["t-c"]);
     let (_, out, _) = kc.run(&["get", "ns", "--chunk-size=1"]).await;
     assert_eq!(names(&out), ["t-a", "t-b", "t-c", "t-ha-noi"]);
-    let (code, _, err) = kc.run(&["get", "ns", "-l", "tier in (gold)"]).await;
-    assert!(
-        code == 1 && err.contains("not supported yet"),
-        "{code} {err}"
-    );
+    // Set-based selectors; `notin` and `!key` also select what has no such label.
+    for (selector, want) in [
+        ("tier in (gold)", &["t-a", "t-c"][..]),
+        ("tier in (gold,silver),tier notin (gold)", &["t-b"]),
+        ("tier notin (gold)", &["t-b", "t-ha-noi"]),
+        ("!tier", &["t-ha-noi"]),
+    ] {
+        let (code, out, err) = kc.run(&["get", "ns", "-l", selector]).await;
+        assert!(code == 0 && names(&out) == want, "{selector}: {out} {err}");
+    }
+    let (code, _, err) = kc.run(&["get", "ns", "-l", "tier in ()"]).await;
+    assert!(code == 1 && err.contains("BadRequest"), "{code} {err}");
 
     // Deleting the namespace deletes what was in it.
     let (code, _, err) = kc.run(&["delete", "-f", &ns_path]).await;
