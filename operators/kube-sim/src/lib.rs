@@ -18,6 +18,7 @@
 //! documents (operations only) so kubectl validates on the server. Bodies
 //! are JSON only (kubectl's typed commands send protobuf: use manifests).
 
+mod fields;
 mod objects;
 mod patch;
 mod query;
@@ -622,6 +623,21 @@ pub(crate) async fn handle(
                 );
             }
             let ns_key = ns.unwrap_or("");
+            // Who writes, for managedFields: `fieldManager`, else the client's
+            // name from its User-Agent (`kubectl/v1.32.0 ...` is `kubectl`).
+            let manager = query(&uri)
+                .get("fieldManager")
+                .filter(|m| !m.is_empty())
+                .cloned()
+                .or_else(|| {
+                    headers
+                        .get(axum::http::header::USER_AGENT)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|ua| ua.split('/').next())
+                        .filter(|m| !m.is_empty())
+                        .map(str::to_string)
+                })
+                .unwrap_or_else(|| "unknown".to_string());
             match (method, name) {
                 (Method::GET, None)
                     if matches!(
@@ -639,7 +655,7 @@ pub(crate) async fn handle(
                     Err(m) => status(StatusCode::BAD_REQUEST, "BadRequest", m, plural, ""),
                 },
                 (Method::POST, None) => match parse(&body) {
-                    Ok(obj) => sim.create(&kind, ns_key, obj),
+                    Ok(obj) => sim.create(&kind, ns_key, obj, Some(&manager)),
                     Err(r) => *r,
                 },
                 (Method::GET, Some(n)) => {
@@ -655,7 +671,7 @@ pub(crate) async fn handle(
                     }
                 }
                 (Method::PUT, Some(n)) => match parse(&body) {
-                    Ok(obj) => sim.replace(&kind, ns_key, n, obj, status_only),
+                    Ok(obj) => sim.replace(&kind, ns_key, n, obj, status_only, Some(&manager)),
                     Err(r) => *r,
                 },
                 (Method::PATCH, Some(n)) => {
@@ -669,16 +685,21 @@ pub(crate) async fn handle(
                         );
                     };
                     let q = query(&uri);
+                    let force = matches!(q.get("force").map(String::as_str), Some("true" | "1"));
+                    let named = q.get("fieldManager").is_some_and(|m| !m.is_empty());
+                    if how == patch::PatchKind::Apply && !named {
+                        return status(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "Invalid",
+                            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch".into(),
+                            "PatchOptions",
+                            "",
+                        );
+                    }
                     match parse(&body) {
-                        Ok(patch) => sim.patch(
-                            &kind,
-                            ns_key,
-                            n,
-                            how,
-                            &patch,
-                            status_only,
-                            q.get("fieldManager").map(String::as_str),
-                        ),
+                        Ok(patch) => {
+                            sim.patch(&kind, ns_key, n, how, &patch, status_only, &manager, force)
+                        }
                         Err(r) => *r,
                     }
                 }

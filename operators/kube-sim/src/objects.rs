@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+use crate::fields;
 use crate::query::*;
 use crate::{handle, now_rfc3339, status, valid_name, Kind, Simulator};
 
@@ -205,16 +206,47 @@ impl Running {
     }
 }
 
-/// Records (or refreshes) a server-side apply manager in `managedFields`.
-fn record_manager(obj: &mut Value, kind: &Kind, manager: Option<&str>) {
-    let manager = manager.unwrap_or("unknown");
-    let mut fields: Vec<Value> = obj["metadata"]["managedFields"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    fields.retain(|f| f["manager"] != manager);
-    fields.push(json!({"manager": manager, "operation": "Apply", "apiVersion": kind.api_version(), "time": now_rfc3339()}));
-    obj["metadata"]["managedFields"] = Value::Array(fields);
+/// `409 Conflict` for a server-side apply that would change fields other
+/// managers own, naming them as the API server does (kubectl prints the
+/// message and suggests `--force-conflicts`).
+fn apply_conflict(kind: &Kind, name: &str, conflicts: Vec<fields::Conflict>) -> Response {
+    let message = if let [c] = conflicts.as_slice() {
+        format!(
+            "Apply failed with 1 conflict: conflict with {}: {}",
+            c.manager, c.field
+        )
+    } else {
+        let mut managers: Vec<&str> = conflicts.iter().map(|c| c.manager.as_str()).collect();
+        managers.sort_unstable();
+        managers.dedup();
+        let parts: Vec<String> = managers
+            .iter()
+            .map(|m| {
+                let fields: Vec<String> = conflicts
+                    .iter()
+                    .filter(|c| c.manager == *m)
+                    .map(|c| format!("- {}", c.field))
+                    .collect();
+                format!("conflicts with {m}:\n{}", fields.join("\n"))
+            })
+            .collect();
+        format!(
+            "Apply failed with {} conflicts: {}",
+            conflicts.len(),
+            parts.join("\n")
+        )
+    };
+    let causes: Vec<Value> = conflicts
+        .iter()
+        .map(|c| json!({"reason": "FieldManagerConflict", "message": format!("conflict with {}", c.manager), "field": c.field}))
+        .collect();
+    let mut details = json!({"name": name, "kind": kind.plural, "causes": causes});
+    if !kind.group.is_empty() {
+        details["group"] = json!(kind.group);
+    }
+    let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": "Conflict", "details": details, "code": 409});
+    (StatusCode::CONFLICT, Json(body)).into_response()
 }
 
 impl Simulator {
@@ -573,7 +605,15 @@ impl Simulator {
             .cloned()
     }
 
-    pub(crate) fn create(&self, kind: &Kind, ns: &str, mut obj: Value) -> Response {
+    /// Creates an object; `manager` made it (`None`: its `managedFields`
+    /// are already set, by a server-side apply).
+    pub(crate) fn create(
+        &self,
+        kind: &Kind,
+        ns: &str,
+        mut obj: Value,
+        manager: Option<&str>,
+    ) -> Response {
         let name = obj["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
@@ -586,6 +626,10 @@ impl Simulator {
                 kind.kind,
                 &name,
             );
+        }
+        if let Some(m) = manager {
+            // Before the server adds its own fields: nobody owns those.
+            fields::update(None, &mut obj, m, &kind.api_version(), false);
         }
         let mut o = self.objects.lock().unwrap_or_else(|e| e.into_inner());
         if kind.namespaced
@@ -651,8 +695,11 @@ impl Simulator {
         (StatusCode::CREATED, Json(obj)).into_response()
     }
 
-    /// Applies a patch to an object (or its status). Server-side apply
-    /// creates the object when it is absent and records the field manager.
+    /// Applies a patch to an object (or its status) for `manager`.
+    /// Server-side apply creates the object when it is absent, and refuses
+    /// (409) to change fields other managers own unless `force`d. A patch
+    /// applies to the object as it is: if it changes between reading and
+    /// writing, the patch is applied again, as the API server does.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn patch(
         &self,
@@ -662,57 +709,99 @@ impl Simulator {
         how: crate::patch::PatchKind,
         body: &Value,
         status_only: bool,
-        manager: Option<&str>,
+        manager: &str,
+        force: bool,
     ) -> Response {
         use crate::patch::{json_patch, merge, PatchKind};
         let key = (kind.id(), ns.to_string(), name.to_string());
-        let Some(current) = self.get(&key) else {
-            if how == PatchKind::Apply && !status_only {
-                let mut obj = body.clone();
-                obj["metadata"]["name"] = json!(name);
-                record_manager(&mut obj, kind, manager);
-                return self.create(kind, ns, obj);
+        let api_version = kind.api_version();
+        let mut last = None;
+        for _ in 0..8 {
+            let current = self.get(&key);
+            let (response, pinned) = match (how, current) {
+                (PatchKind::Apply, None) if !status_only => {
+                    match fields::apply(None, body, manager, force, &api_version, false) {
+                        Ok(mut obj) => {
+                            obj["metadata"]["name"] = json!(name);
+                            (self.create(kind, ns, obj, None), true)
+                        }
+                        Err(c) => return apply_conflict(kind, name, c),
+                    }
+                }
+                (_, None) => {
+                    return status(
+                        StatusCode::NOT_FOUND,
+                        "NotFound",
+                        format!("{} \"{name}\" not found", kind.id()),
+                        &kind.id(),
+                        name,
+                    )
+                }
+                (how, Some(current)) => {
+                    let (patched, tracked) = if how == PatchKind::Apply {
+                        let applied = fields::apply(
+                            Some(&current),
+                            body,
+                            manager,
+                            force,
+                            &api_version,
+                            status_only,
+                        );
+                        match applied {
+                            Ok(obj) => (obj, None),
+                            Err(c) => return apply_conflict(kind, name, c),
+                        }
+                    } else {
+                        let mut patched = current.clone();
+                        let result = match how {
+                            PatchKind::Json => json_patch(&mut patched, body),
+                            _ => {
+                                merge(&mut patched, body);
+                                Ok(())
+                            }
+                        };
+                        if let Err(m) = result {
+                            return status(
+                                StatusCode::UNPROCESSABLE_ENTITY,
+                                "Invalid",
+                                m,
+                                kind.kind,
+                                name,
+                            );
+                        }
+                        (patched, Some(manager))
+                    };
+                    // Unless the patch names a resourceVersion of its own, it
+                    // is written only over the version it was applied to.
+                    let pinned = patched["metadata"]["resourceVersion"]
+                        == current["metadata"]["resourceVersion"];
+                    (
+                        self.replace(kind, ns, name, patched, status_only, tracked),
+                        pinned,
+                    )
+                }
+            };
+            if !(pinned && response.status() == StatusCode::CONFLICT) {
+                return response;
             }
-            return status(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                format!("{} \"{name}\" not found", kind.id()),
+            last = Some(response);
+        }
+        last.unwrap_or_else(|| {
+            status(
+                StatusCode::CONFLICT,
+                "Conflict",
+                format!("{} \"{name}\" kept changing", kind.id()),
                 &kind.id(),
                 name,
-            );
-        };
-        let mut patched = current.clone();
-        let result = match how {
-            PatchKind::Merge | PatchKind::Apply => {
-                merge(&mut patched, body);
-                Ok(())
-            }
-            PatchKind::Json => json_patch(&mut patched, body),
-        };
-        if let Err(m) = result {
-            return status(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "Invalid",
-                m,
-                kind.kind,
-                name,
-            );
-        }
-        if how == PatchKind::Apply {
-            record_manager(&mut patched, kind, manager);
-        }
-        // A patch applies to what is there now: no resourceVersion check
-        // unless the patch itself carries one.
-        if body["metadata"]["resourceVersion"].is_null() {
-            if let Some(m) = patched["metadata"].as_object_mut() {
-                m.remove("resourceVersion");
-            }
-        }
-        self.replace(kind, ns, name, patched, status_only)
+            )
+        })
     }
 
     /// Replaces an object (`status_only`: only its status, as the status
     /// subresource does; otherwise everything but its status).
+    ///
+    /// `manager`: who makes the change, for `managedFields` (`None`: they
+    /// are already as they should be, after a server-side apply).
     pub(crate) fn replace(
         &self,
         kind: &Kind,
@@ -720,6 +809,7 @@ impl Simulator {
         name: &str,
         mut obj: Value,
         status_only: bool,
+        manager: Option<&str>,
     ) -> Response {
         let mut o = self.objects.lock().unwrap_or_else(|e| e.into_inner());
         let key = (kind.id(), ns.to_string(), name.to_string());
@@ -752,6 +842,17 @@ impl Simulator {
             let mut whole = current.clone();
             whole["status"] = obj.get("status").cloned().unwrap_or(Value::Null);
             whole["metadata"]["resourceVersion"] = obj["metadata"]["resourceVersion"].clone();
+            // Who owns what may change through the status too (an apply, or
+            // a client that sets managedFields).
+            match obj["metadata"].get("managedFields") {
+                Some(m) => whole["metadata"]["managedFields"] = m.clone(),
+                None if manager.is_none() => {
+                    if let Some(m) = whole["metadata"].as_object_mut() {
+                        m.remove("managedFields");
+                    }
+                }
+                None => {}
+            }
             obj = whole;
         } else {
             if let Some(st) = current.get("status") {
@@ -762,6 +863,16 @@ impl Simulator {
                 obj["spec"]["clusterIP"] = current["spec"]["clusterIP"].clone();
             }
             default_spec(kind, &mut obj);
+        }
+        // After an apply (no manager) the ownership it computed stands.
+        if let Some(m) = manager {
+            fields::update(
+                Some(&current),
+                &mut obj,
+                m,
+                &kind.api_version(),
+                status_only,
+            );
         }
         o.revision += 1;
         // As the API server does: only a spec change is a new generation.

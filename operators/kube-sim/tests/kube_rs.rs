@@ -596,3 +596,161 @@ async fn set_based_selectors() {
     assert_eq!(first.metadata.name.as_deref(), Some("t-f"));
     sim.stop().await.expect("stop");
 }
+
+/// Server-side apply between field managers through kube-rs: without
+/// `force` a field another manager set is a 409 naming it, with `force` it
+/// changes hands; status applies are owned apart; an apply without a field
+/// manager is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_apply_field_managers() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Service;
+    use kube::api::{Patch, PatchParams};
+    use serde_json::json;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let sim = ndc_kube_sim::Simulator::new().start().await.expect("serve");
+    let client = Client::try_from(Config::new(sim.url().parse().expect("uri"))).expect("client");
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: meta("svc-web", &[]),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("namespace");
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "svc-web");
+    let desired = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "labels": {"app": "web"}},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "web:1"}]}}}});
+    let operator = PatchParams::apply("ndc-operator");
+    deploys
+        .patch("web", &operator, &Patch::Apply(&desired))
+        .await
+        .expect("apply creates");
+    // Another client scales it (an update, with its own manager name).
+    let scaler = PatchParams {
+        field_manager: Some("autoscaler".into()),
+        ..Default::default()
+    };
+    deploys
+        .patch(
+            "web",
+            &scaler,
+            &Patch::Merge(json!({"spec": {"replicas": 5}})),
+        )
+        .await
+        .expect("scale");
+    let owners = |d: &Deployment| {
+        d.metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .map(|f| {
+                (
+                    f.manager.clone().unwrap_or_default(),
+                    f.operation.clone().unwrap_or_default(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+
+    match deploys
+        .patch("web", &operator, &Patch::Apply(&desired))
+        .await
+    {
+        Err(kube::Error::Api(ae)) => {
+            assert_eq!((ae.code, ae.reason.as_str()), (409, "Conflict"));
+            assert_eq!(
+                ae.message,
+                "Apply failed with 1 conflict: conflict with \"autoscaler\" using apps/v1: .spec.replicas"
+            );
+            let cause = &ae.details.as_ref().expect("details").causes[0];
+            assert_eq!(
+                (cause.reason.as_str(), cause.field.as_str()),
+                ("FieldManagerConflict", ".spec.replicas")
+            );
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    // Applying the value it has now is no conflict: the field is shared.
+    let mut same = desired.clone();
+    same["spec"]["replicas"] = json!(5);
+    deploys
+        .patch("web", &operator, &Patch::Apply(&same))
+        .await
+        .expect("shared");
+    // Forced, it changes hands: the autoscaler owns nothing any more.
+    let d = deploys
+        .patch("web", &operator.clone().force(), &Patch::Apply(&desired))
+        .await
+        .expect("forced");
+    assert_eq!(d.spec.replicas, Some(2));
+    assert_eq!(
+        owners(&d),
+        [("ndc-operator".to_string(), "Apply".to_string())]
+    );
+    // Dropping a label from the applied object removes it.
+    let mut fewer = desired.clone();
+    fewer["metadata"]["labels"] = json!({});
+    let d = deploys
+        .patch("web", &operator.clone().force(), &Patch::Apply(&fewer))
+        .await
+        .expect("apply");
+    assert!(d.metadata.labels.unwrap_or_default().is_empty());
+
+    // Status applies are owned through the status subresource.
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "svc-web");
+    svcs.patch(
+        "web",
+        &operator,
+        &Patch::Apply(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}})),
+    )
+    .await
+    .expect("service");
+    let lb = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}});
+    let s = svcs
+        .patch_status(
+            "web",
+            &PatchParams::apply("lb-controller"),
+            &Patch::Apply(&lb),
+        )
+        .await
+        .expect("status apply");
+    let entry = s
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .find(|f| f.manager.as_deref() == Some("lb-controller"))
+        .expect("lb-controller recorded");
+    assert_eq!(entry.subresource.as_deref(), Some("status"));
+    assert_eq!(
+        s.status
+            .and_then(|st| st.load_balancer)
+            .and_then(|l| l.ingress)
+            .map(|i| i.len()),
+        Some(1)
+    );
+
+    // kube-rs will not send an apply without a field manager; the server refuses one too.
+    let body = r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"web"}}"#;
+    let request = format!(
+        "PATCH /api/v1/namespaces/svc-web/services/web HTTP/1.1\r\nHost: sim\r\nContent-Type: application/apply-patch+yaml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut s = tokio::net::TcpStream::connect(sim.addr)
+        .await
+        .expect("connect");
+    s.write_all(request.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    assert!(
+        out.starts_with("HTTP/1.1 422") && out.contains("fieldManager: Required value"),
+        "{out}"
+    );
+    sim.stop().await.expect("stop");
+}

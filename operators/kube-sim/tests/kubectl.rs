@@ -689,3 +689,137 @@ async fn wait_until(what: &str, cond: impl Fn() -> bool) {
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
 }
+
+/// Server-side apply between field managers, as kubectl shows it: a
+/// conflict names the other manager and the field, `--force-conflicts`
+/// takes the field over, an update (`kubectl patch`) takes fields too, a
+/// manager that stops applying a field it alone owned removes it, and
+/// moving from client-side to server-side apply is no conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_server_side_apply_between_managers() {
+    let sim = ndc_kube_sim::Simulator::new().start().await.expect("serve");
+    let server = sim.addr.to_string();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let home = dir.path().to_path_buf();
+    let kc = Kc::new(&server, &home);
+    let file = |tag: &str, name: &str, data: &str| {
+        let f = dir.path().join(format!("{tag}.yaml"));
+        std::fs::write(
+            &f,
+            format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: t-hue\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: t-hue\ndata:\n{data}"),
+        )
+        .expect("write");
+        f.display().to_string()
+    };
+    let owners = |name: &'static str| {
+        let kc = kc.clone();
+        async move {
+            let (code, out, err) = kc
+                .run(&[
+                    "get", "cm", name, "-n", "t-hue", "--show-managed-fields", "-o",
+                    "jsonpath={range .metadata.managedFields[*]}{.manager}/{.operation}={.fieldsV1.f:data}{\"\\n\"}{end}",
+                ])
+                .await;
+            assert_eq!(code, 0, "{err}");
+            out.lines().map(str::to_string).collect::<Vec<_>>()
+        }
+    };
+    let data = |name: &'static str| {
+        let kc = kc.clone();
+        async move {
+            kc.run(&["get", "cm", name, "-n", "t-hue", "-o", "jsonpath={.data}"])
+                .await
+                .1
+        }
+    };
+
+    let mine = file("mine", "settings", "  tier: gold\n  zone: hn\n");
+    let (code, out, err) = kc.run(&["apply", "--server-side", "-f", &mine]).await;
+    assert!(
+        code == 0 && out.contains("configmap/settings serverside-applied"),
+        "{out} {err}"
+    );
+    let theirs = file("theirs", "settings", "  tier: silver\n");
+    let (code, _, err) = kc
+        .run(&[
+            "apply",
+            "--server-side",
+            "--field-manager=ops",
+            "-f",
+            &theirs,
+        ])
+        .await;
+    assert!(
+        code == 1
+            && err.contains("Apply failed with 1 conflict: conflict with \"kubectl\": .data.tier")
+            && err.contains("--force-conflicts"),
+        "{code} {err}"
+    );
+    let (code, _, err) = kc
+        .run(&[
+            "apply",
+            "--server-side",
+            "--field-manager=ops",
+            "--force-conflicts",
+            "-f",
+            &theirs,
+        ])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(data("settings").await, r#"{"tier":"silver","zone":"hn"}"#);
+    assert_eq!(
+        owners("settings").await,
+        [
+            r#"kubectl/Apply={"f:zone":{}}"#,
+            r#"ops/Apply={"f:tier":{}}"#
+        ]
+    );
+
+    // An update takes the field it changes; applying over it is a conflict with it too.
+    let (code, _, err) = kc
+        .run(&[
+            "patch",
+            "cm",
+            "settings",
+            "-n",
+            "t-hue",
+            "--type=merge",
+            "-p",
+            r#"{"data":{"zone":"hcm"}}"#,
+        ])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = kc.run(&["apply", "--server-side", "-f", &mine]).await;
+    assert!(
+        code == 1
+            && err.contains("Apply failed with 2 conflicts")
+            && err.contains("conflicts with \"kubectl-patch\" using v1:\n- .data.zone")
+            && err.contains("conflicts with \"ops\":\n- .data.tier"),
+        "{code} {err}"
+    );
+
+    // ops stops applying tier, which only ops owned: it goes.
+    let none = file("none", "settings", "  owner: ops\n");
+    let (code, _, err) = kc
+        .run(&["apply", "--server-side", "--field-manager=ops", "-f", &none])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(data("settings").await, r#"{"owner":"ops","zone":"hcm"}"#);
+
+    // Client-side apply, then server-side apply of a changed file: no
+    // conflict with what client-side apply recorded.
+    let csa = file("csa", "legacy", "  a: \"1\"\n  b: \"1\"\n");
+    let (code, out, err) = kc.run(&["apply", "-f", &csa]).await;
+    assert!(
+        code == 0 && out.contains("configmap/legacy created"),
+        "{out} {err}"
+    );
+    let ssa = file("ssa", "legacy", "  a: \"2\"\n");
+    let (code, out, err) = kc.run(&["apply", "--server-side", "-f", &ssa]).await;
+    assert!(
+        code == 0 && out.contains("configmap/legacy serverside-applied"),
+        "{code} {out} {err}"
+    );
+    assert_eq!(data("legacy").await, r#"{"a":"2"}"#);
+    sim.stop().await.expect("stop");
+}
