@@ -389,14 +389,14 @@ async fn cleanup<K: ClaimObject>(o: Arc<K>, ctx: &Context) -> Result<Action, Err
 async fn reconcile<K: ClaimObject>(o: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = o.namespace().unwrap_or_default();
     let api: Api<K> = Api::namespaced(ctx.kube.clone(), &ns);
-    finalizer(&api, FINALIZER, o, |event| async {
+    let work = finalizer(&api, FINALIZER, o, |event| async {
         match event {
             Event::Apply(o) => apply(o, &ctx).await,
             Event::Cleanup(o) => cleanup(o, &ctx).await,
         }
-    })
-    .await
-    .map_err(Error::from)
+    });
+    ctx.observed(K::KIND, async { work.await.map_err(Error::from) })
+        .await
 }
 
 fn error_policy<K: ClaimObject>(o: Arc<K>, e: &Error, _ctx: Arc<Context>) -> Action {

@@ -12,10 +12,19 @@
 //!   becomes a claim in the control plane for that tenant; its status is
 //!   mirrored, its credentials land in a Secret owned by it, and a
 //!   finalizer makes deletion follow the claim's policy.
+//! - **shared services**: a `SharedService` is registered in the
+//!   catalogue and deployed once in `svc-<name>` (see [`services`]).
+//! - **subscriptions**: a `ServiceSubscription` subscribes its tenant,
+//!   provisions the per-tenant resources and binds them in a Secret (see
+//!   [`subscriptions`]).
 
 pub mod claims;
 mod conditions;
+pub mod leader;
+pub mod metrics;
 pub mod quantity;
+pub mod services;
+pub mod subscriptions;
 pub mod tenants;
 
 use std::sync::Arc;
@@ -26,6 +35,21 @@ use ndc_api::Client as NdcClient;
 pub struct Context {
     pub kube: kube::Client,
     pub ndc: NdcClient,
+    pub metrics: metrics::Metrics,
+}
+
+impl Context {
+    /// Runs one reconcile, counting it and its duration for `/metrics`.
+    pub async fn observed<T>(
+        &self,
+        controller: &str,
+        f: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        let start = std::time::Instant::now();
+        let r = f.await;
+        self.metrics.observe(controller, start.elapsed(), &r);
+        r
+    }
 }
 
 impl std::fmt::Debug for Context {
@@ -67,21 +91,90 @@ impl From<kube::runtime::finalizer::Error<Error>> for Error {
 /// Resolves when the operator is asked to stop; cheap to clone.
 pub type Stop = futures::future::Shared<futures::future::BoxFuture<'static, ()>>;
 
-/// Runs every controller until `shutdown` resolves.
+/// How the operator runs beside its controllers.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Serve `/metrics`, `/healthz` and `/readyz` here.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Hold this Lease while working, so two replicas never both write.
+    pub lease: Option<leader::LeaseConfig>,
+}
+
+/// Runs every controller until `shutdown` resolves (no election, no
+/// metrics endpoint: for tests and single replicas).
 pub async fn run(
     kube: kube::Client,
     ndc: NdcClient,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    run_with(kube, ndc, Options::default(), shutdown).await
+}
+
+/// Runs the operator: metrics and health endpoints if asked, and the
+/// controllers, under a Lease if asked, until `shutdown` resolves.
+pub async fn run_with(
+    kube: kube::Client,
+    ndc: NdcClient,
+    options: Options,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     use futures::FutureExt;
-    let ctx = Arc::new(Context { kube, ndc });
+    let metrics = metrics::Metrics::new();
+    let ctx = Arc::new(Context {
+        kube: kube.clone(),
+        ndc,
+        metrics: metrics.clone(),
+    });
     let stop: Stop = shutdown.boxed().shared();
-    futures::future::join4(
-        tenants::follow_control_plane(ctx.clone(), stop.clone()),
-        tenants::controller(ctx.clone(), stop.clone()),
-        claims::controller::<ndc_crds::ObjectBucket>(ctx.clone(), stop.clone()),
-        claims::controller::<ndc_crds::Database>(ctx.clone(), stop.clone()),
-    )
-    .await;
+    let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
+    let server = match options.metrics_addr {
+        Some(addr) => {
+            let (bound, handle) = metrics::serve(addr, metrics.clone(), ready_rx).await?;
+            tracing::info!(%bound, "metrics and health endpoints listening");
+            Some(handle)
+        }
+        None => None,
+    };
+    // Ready once Kubernetes answers (a standby is ready too).
+    if kube.apiserver_version().await.is_ok() {
+        ready_tx.send_replace(true);
+    }
+    let controllers = {
+        let (ctx, stop) = (ctx.clone(), stop.clone());
+        move || {
+            let (ctx, stop) = (ctx.clone(), stop.clone());
+            async move {
+                let tasks: Vec<futures::future::BoxFuture<'static, ()>> = vec![
+                    tenants::follow_control_plane(ctx.clone(), stop.clone()).boxed(),
+                    tenants::controller(ctx.clone(), stop.clone()).boxed(),
+                    claims::controller::<ndc_crds::ObjectBucket>(ctx.clone(), stop.clone()).boxed(),
+                    claims::controller::<ndc_crds::Database>(ctx.clone(), stop.clone()).boxed(),
+                    services::controller(ctx.clone(), stop.clone()).boxed(),
+                    subscriptions::controller(ctx.clone(), stop.clone()).boxed(),
+                ];
+                futures::future::join_all(tasks).await;
+            }
+        }
+    };
+    match options.lease {
+        Some(lease) => {
+            let (leading_tx, mut leading_rx) = tokio::sync::watch::channel(false);
+            let m = metrics.clone();
+            tokio::spawn(async move {
+                while leading_rx.changed().await.is_ok() {
+                    let leading = *leading_rx.borrow();
+                    m.set_leader(leading);
+                }
+            });
+            leader::lead_observed(kube, lease, stop.clone(), controllers, leading_tx).await?;
+        }
+        None => {
+            metrics.set_leader(true);
+            controllers().await;
+        }
+    }
+    if let Some(h) = server {
+        h.abort();
+    }
     Ok(())
 }

@@ -28,6 +28,15 @@ struct Args {
     /// Kubeconfig of the cluster to manage.
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// Serve /metrics, /healthz and /readyz here.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    metrics_addr: std::net::SocketAddr,
+    /// Work only while holding the ndc-system/ndc-operator Lease, so two replicas never both write.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// This replica's name in the Lease (default: host name and process id).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
 }
 
 async fn kube_client(path: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
@@ -81,7 +90,19 @@ async fn main() -> ExitCode {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    match ndc_operator::run(kube, ndc, shutdown).await {
+    let identity = args.identity.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "ndc-operator".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let options = ndc_operator::Options {
+        metrics_addr: Some(args.metrics_addr),
+        lease: args
+            .leader_elect
+            .then(|| ndc_operator::leader::LeaseConfig::new(identity)),
+    };
+    match ndc_operator::run_with(kube, ndc, options, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -369,6 +369,10 @@ fn role_binding(t: &Tenant, ns: &str) -> RoleBinding {
 }
 
 async fn reconcile(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.observed("tenants", reconcile_tenant(t, &ctx)).await
+}
+
+async fn reconcile_tenant(t: Arc<Tenant>, ctx: &Context) -> Result<Action, Error> {
     let id = t.name_any();
     let api: Api<Tenant> = Api::all(ctx.kube.clone());
     let Some(ns) = namespace_of(&id) else {

@@ -447,3 +447,247 @@ fn dbs_external(claims: &[ndc_api::claims::Claim], name: &str) -> Result<String>
         .map(|c| c.external_name.clone())
         .context("claim not found")
 }
+
+fn shared_service(
+    name: &str,
+    capability: &str,
+    scope: (&str, &str),
+    topology: &str,
+    per_tenant_db: Option<&str>,
+) -> ndc_crds::SharedService {
+    ndc_crds::SharedService::new(
+        name,
+        ndc_crds::SharedServiceSpec {
+            display_name: format!("Hệ thống {name}"),
+            capability: capability.into(),
+            layer: "application".into(),
+            scope: ndc_crds::ServiceScope {
+                from: scope.0.into(),
+                to: scope.1.into(),
+            },
+            topology: topology.into(),
+            depends_on: vec![],
+            per_tenant: ndc_crds::PerTenantResources {
+                database: per_tenant_db.map(Into::into),
+                bucket: None,
+            },
+            workload: Some(ndc_crds::Workload {
+                image: format!("registry.ndc.gov.vn/{name}:1.0"),
+                replicas: 2,
+                port: 8080,
+                cpu: "250m".into(),
+                memory: "256Mi".into(),
+            }),
+            owner: Some("vn".into()),
+        },
+    )
+}
+
+fn subscription(ns: &str, service: &str) -> ndc_crds::ServiceSubscription {
+    let mut s = ndc_crds::ServiceSubscription::new(
+        service,
+        ndc_crds::ServiceSubscriptionSpec {
+            service: service.into(),
+        },
+    );
+    s.metadata.namespace = Some(ns.into());
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shared_services_run_once_and_subscribers_get_bound() -> Result<()> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let w = world().await?;
+    let services: Api<ndc_crds::SharedService> = Api::all(w.kube.clone());
+    eventually("the tenants' namespaces", || {
+        let nss: Api<Namespace> = Api::all(w.kube.clone());
+        async move {
+            nss.get_opt("ba-dinh").await.ok()??;
+            nss.get_opt("hue").await.ok()?
+        }
+    })
+    .await?;
+    services
+        .create(
+            &PostParams::default(),
+            &shared_service(
+                "bao-cao",
+                "reporting",
+                ("central", "province"),
+                "central",
+                Some("1Gi"),
+            ),
+        )
+        .await?;
+    services
+        .create(
+            &PostParams::default(),
+            &shared_service(
+                "hop-truc-tuyen",
+                "online-meeting",
+                ("central", "commune"),
+                "per-province",
+                None,
+            ),
+        )
+        .await?;
+    // A second service for a capability already shared: refused, naming the first.
+    services
+        .create(
+            &PostParams::default(),
+            &shared_service(
+                "bao-cao-2",
+                "reporting",
+                ("province", "province"),
+                "central",
+                None,
+            ),
+        )
+        .await?;
+    let dup = eventually("the duplicate to be refused", || {
+        let s = services.clone();
+        async move {
+            let o = s.get_opt("bao-cao-2").await.ok()??;
+            let c = ready_condition(&o.status?.conditions)?.clone();
+            (c.status == "False").then_some(c)
+        }
+    })
+    .await?;
+    assert_eq!(dup.reason, "DuplicateCapability", "{dup:?}");
+    assert!(dup.message.contains("bao-cao"), "{}", dup.message);
+    let deployments: Api<Deployment> = Api::namespaced(w.kube.clone(), "svc-bao-cao-2");
+    assert!(deployments
+        .list(&Default::default())
+        .await?
+        .items
+        .is_empty());
+
+    // The central one runs once, restricted; the per-province one once per province.
+    let ready = eventually("bao-cao to run", || {
+        let s = services.clone();
+        async move {
+            let o = s.get_opt("bao-cao").await.ok()??;
+            let st = o.status?;
+            (ready_condition(&st.conditions)?.status == "True").then_some(st)
+        }
+    })
+    .await?;
+    assert_eq!((ready.instances, ready.ready_replicas), (1, 2));
+    let d: Deployment = Api::namespaced(w.kube.clone(), "svc-bao-cao")
+        .get("bao-cao")
+        .await?;
+    let pod = d.spec.template.spec.context("pod spec")?;
+    let sc = pod.containers[0]
+        .security_context
+        .clone()
+        .context("security context")?;
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        sc.capabilities.and_then(|c| c.drop),
+        Some(vec!["ALL".to_string()])
+    );
+    assert!(pod.containers[0]
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .is_some());
+    let meetings: Api<Deployment> = Api::namespaced(w.kube.clone(), "svc-hop-truc-tuyen");
+    let names = eventually("one meeting instance per province", || {
+        let m = meetings.clone();
+        async move {
+            let mut n: Vec<String> = m
+                .list(&Default::default())
+                .await
+                .ok()?
+                .items
+                .iter()
+                .map(|d| d.name_any())
+                .collect();
+            n.sort();
+            (n.len() == 2).then_some(n)
+        }
+    })
+    .await?;
+    assert_eq!(names, ["hop-truc-tuyen-ha-noi", "hop-truc-tuyen-hue"]);
+
+    // Hà Nội subscribes: a database of its own, a binding Secret, egress opened,
+    // and the service admits its namespace and lists it.
+    let subs: Api<ndc_crds::ServiceSubscription> = Api::namespaced(w.kube.clone(), "ha-noi");
+    subs.create(&PostParams::default(), &subscription("ha-noi", "bao-cao"))
+        .await?;
+    let bound = eventually("ha-noi's subscription to be bound", || {
+        let s = subs.clone();
+        async move {
+            let o = s.get_opt("bao-cao").await.ok()??;
+            let st = o.status?;
+            (ready_condition(&st.conditions)?.status == "True").then_some(st)
+        }
+    })
+    .await?;
+    let secret: Secret = Api::namespaced(w.kube.clone(), "ha-noi")
+        .get(bound.binding_secret.as_deref().context("binding secret")?)
+        .await?;
+    let data = secret.string_data.context("binding data")?;
+    assert_eq!(
+        data["endpoint"],
+        "http://bao-cao.svc-bao-cao.svc.cluster.local"
+    );
+    assert!(data.contains_key("database_password"), "{:?}", data.keys());
+    let np: NetworkPolicy = Api::namespaced(w.kube.clone(), "ha-noi")
+        .get("ndc-allow-bao-cao")
+        .await?;
+    assert!(serde_json::to_string(&np)?.contains("svc-bao-cao"));
+    let registry: Api<ConfigMap> = Api::namespaced(w.kube.clone(), "svc-bao-cao");
+    eventually("the tenant registry to list ha-noi", || {
+        let r = registry.clone();
+        async move {
+            let cm = r.get_opt("tenant-registry").await.ok()??;
+            (cm.data?.get("subscribers.txt")? == "ha-noi").then_some(())
+        }
+    })
+    .await?;
+    let admits: NetworkPolicy = Api::namespaced(w.kube.clone(), "svc-bao-cao")
+        .get("ndc-allow-subscribers")
+        .await?;
+    assert!(serde_json::to_string(&admits)?.contains("ha-noi"));
+
+    // Ba Đình is a commune: reporting does not serve communes.
+    let bd: Api<ndc_crds::ServiceSubscription> = Api::namespaced(w.kube.clone(), "ba-dinh");
+    bd.create(&PostParams::default(), &subscription("ba-dinh", "bao-cao"))
+        .await?;
+    let c = eventually("ba-dinh's subscription to be refused", || {
+        let s = bd.clone();
+        async move {
+            let o = s.get_opt("bao-cao").await.ok()??;
+            let c = ready_condition(&o.status?.conditions)?.clone();
+            (c.status == "False").then_some(c)
+        }
+    })
+    .await?;
+    assert_eq!(c.reason, "Refused");
+    assert!(c.message.contains("commune"), "{}", c.message);
+
+    // Unsubscribing: the control plane forgets it, the per-tenant database is released (retained).
+    subs.delete("bao-cao", &DeleteParams::default()).await?;
+    eventually("the subscription to go", || {
+        let s = subs.clone();
+        async move { s.get_opt("bao-cao").await.ok()?.is_none().then_some(()) }
+    })
+    .await?;
+    let left = w
+        .ndc
+        .call(|ch| {
+            let a = w.ndc.auth();
+            async move {
+                ndc_api::catalog::catalog_client::CatalogClient::with_interceptor(ch, a)
+                    .list_subscriptions(ndc_api::catalog::ListSubscriptionsRequest::default())
+                    .await
+            }
+        })
+        .await?
+        .into_inner()
+        .subscriptions;
+    assert!(left.is_empty(), "{left:?}");
+    Ok(())
+}

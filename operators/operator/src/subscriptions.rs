@@ -1,0 +1,441 @@
+//! Subscriptions: a `ServiceSubscription` in a tenant namespace subscribes
+//! that tenant to a shared service through the control plane (which checks
+//! the service's scope against the tenant's level, and its dependencies),
+//! provisions the per-tenant resources the service declares as claims of
+//! the tenant, and hands the tenant a binding Secret (endpoint and
+//! credentials) with an egress NetworkPolicy opening the way to the service.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::finalizer::{finalizer, Event};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use ndc_api::catalog::catalog_client::CatalogClient;
+use ndc_api::catalog::{self as cpb};
+use ndc_api::claims::claims_client::ClaimsClient;
+use ndc_api::claims::{self as pb};
+use ndc_crds::{labels, ServiceSubscription, SharedService, SubscriptionStatus, Tenant};
+use serde_json::json;
+use tonic::Code;
+use tracing::warn;
+
+use crate::tenants::MANAGER;
+use crate::{conditions, quantity, Context, Error, Stop};
+
+pub const FINALIZER: &str = "ndc.gov.vn/subscription";
+
+fn pp() -> PatchParams {
+    PatchParams::apply(MANAGER).force()
+}
+
+async fn set_status(
+    api: &Api<ServiceSubscription>,
+    o: &ServiceSubscription,
+    status: SubscriptionStatus,
+) -> Result<(), Error> {
+    let same = o.status.as_ref().is_some_and(|old| {
+        old.phase == status.phase
+            && old.binding_secret == status.binding_secret
+            && old.observed_generation == status.observed_generation
+            && old.conditions.len() == status.conditions.len()
+            && old.conditions.iter().zip(&status.conditions).all(|(a, b)| {
+                a.status == b.status && a.reason == b.reason && a.message == b.message
+            })
+    });
+    if !same {
+        api.patch_status(
+            &o.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+fn failed(o: &ServiceSubscription, reason: &str, message: String) -> SubscriptionStatus {
+    let generation = o.meta().generation;
+    SubscriptionStatus {
+        observed_generation: generation.unwrap_or(0),
+        phase: "Failed".into(),
+        conditions: vec![conditions::not_ready(reason, message, generation)],
+        binding_secret: None,
+    }
+}
+
+/// A per-tenant resource of a subscription: its claim name and kind.
+fn resources(service: &str, s: &SharedService) -> Vec<(String, &'static str, String)> {
+    let mut v = Vec::new();
+    if let Some(size) = &s.spec.per_tenant.database {
+        v.push((format!("{service}-db"), "database", size.clone()));
+    }
+    if let Some(size) = &s.spec.per_tenant.bucket {
+        v.push((format!("{service}-files"), "bucket", size.clone()));
+    }
+    v
+}
+
+/// Ensures a claim exists for the tenant; returns it once Ready with its
+/// credentials, `Ok(None)` while it is being provisioned.
+async fn ensure_claim(
+    ctx: &Context,
+    tenant: &str,
+    name: &str,
+    kind: &str,
+    size: &str,
+) -> Result<Result<Option<BTreeMap<String, String>>, String>, Error> {
+    let c = &ctx.ndc;
+    let r = pb::ClaimRef {
+        uid: String::new(),
+        tenant: tenant.into(),
+        kind: kind.into(),
+        name: name.into(),
+    };
+    let got = c
+        .call(|ch| {
+            let (a, r) = (c.auth(), r.clone());
+            async move { ClaimsClient::with_interceptor(ch, a).get(r).await }
+        })
+        .await;
+    let claim = match got {
+        Ok(resp) => resp.into_inner().claim.unwrap_or_default(),
+        Err(s) if s.code() == Code::NotFound => {
+            let bytes = match quantity::bytes(size) {
+                Ok(b) => b,
+                Err(m) => return Ok(Err(m)),
+            };
+            let spec = if kind == "database" {
+                pb::create_claim_request::Spec::Database(pb::DatabaseSpec {
+                    size_bytes: bytes,
+                    connection_limit: 0,
+                })
+            } else {
+                pb::create_claim_request::Spec::Bucket(pb::BucketSpec {
+                    size_bytes: bytes,
+                    versioning: false,
+                    retention_days: 0,
+                })
+            };
+            let req = pb::CreateClaimRequest {
+                tenant: tenant.into(),
+                name: name.into(),
+                spec: Some(spec),
+                deletion_policy: "retain".into(),
+            };
+            match c
+                .write(|ch, a| {
+                    let req = req.clone();
+                    async move { ClaimsClient::with_interceptor(ch, a).create(req).await }
+                })
+                .await
+            {
+                Ok(_) => return Ok(Ok(None)),
+                Err(s) if matches!(s.code(), Code::FailedPrecondition | Code::InvalidArgument) => {
+                    return Ok(Err(format!("its {kind} {name}: {}", s.message())))
+                }
+                Err(s) => return Err(s.into()),
+            }
+        }
+        Err(s) => return Err(s.into()),
+    };
+    if claim.phase == "Failed" {
+        let m = claim
+            .conditions
+            .iter()
+            .map(|k| k.message.clone())
+            .next()
+            .unwrap_or_default();
+        return Ok(Err(format!("its {kind} {name} failed: {m}")));
+    }
+    if claim.phase != "Ready" || claim.observed_credentials != claim.credentials_generation {
+        return Ok(Ok(None));
+    }
+    let cref = pb::ClaimRef {
+        uid: claim.uid.clone(),
+        ..Default::default()
+    };
+    let creds = c
+        .call(|ch| {
+            let (a, r) = (c.auth(), cref.clone());
+            async move { ClaimsClient::with_interceptor(ch, a).credentials(r).await }
+        })
+        .await?
+        .into_inner();
+    Ok(Ok(Some(creds.values.into_iter().collect())))
+}
+
+async fn apply(o: Arc<ServiceSubscription>, ctx: &Context) -> Result<Action, Error> {
+    let ns = o.namespace().unwrap_or_default();
+    let api: Api<ServiceSubscription> = Api::namespaced(ctx.kube.clone(), &ns);
+    let service = o.spec.service.clone();
+    let nss: Api<Namespace> = Api::all(ctx.kube.clone());
+    let Some(tenant) = nss
+        .get_opt(&ns)
+        .await?
+        .and_then(|n| n.labels().get(labels::TENANT).cloned())
+    else {
+        let m = format!(
+            "namespace {ns} belongs to no tenant: create the subscription in your tenant's namespace (labelled {}=<tenant>)",
+            labels::TENANT
+        );
+        set_status(&api, &o, failed(&o, "NotInTenantNamespace", m)).await?;
+        return Ok(Action::await_change());
+    };
+    let Some(shared) = Api::<SharedService>::all(ctx.kube.clone())
+        .get_opt(&service)
+        .await?
+    else {
+        let m = format!("there is no shared service {service}: see `kubectl get sharedservices` or `ndc catalog`");
+        set_status(&api, &o, failed(&o, "NoSuchService", m)).await?;
+        return Ok(Action::requeue(Duration::from_secs(30)));
+    };
+    // The control plane checks scope and dependencies.
+    let req = cpb::SubscribeRequest {
+        tenant: tenant.clone(),
+        service: service.clone(),
+    };
+    let c = &ctx.ndc;
+    if let Err(s) = c
+        .write(|ch, a| {
+            let req = req.clone();
+            async move { CatalogClient::with_interceptor(ch, a).subscribe(req).await }
+        })
+        .await
+    {
+        if matches!(
+            s.code(),
+            Code::FailedPrecondition
+                | Code::NotFound
+                | Code::PermissionDenied
+                | Code::InvalidArgument
+        ) {
+            let m = format!(
+                "the control plane refused the subscription: {}",
+                s.message()
+            );
+            set_status(&api, &o, failed(&o, "Refused", m)).await?;
+            return Ok(Action::requeue(Duration::from_secs(30)));
+        }
+        return Err(s.into());
+    }
+    // Per-tenant resources, as claims of the tenant.
+    let mut binding: BTreeMap<String, String> = BTreeMap::new();
+    let mut pending = Vec::new();
+    for (name, kind, size) in resources(&service, &shared) {
+        match ensure_claim(ctx, &tenant, &name, kind, &size).await? {
+            Ok(Some(values)) => {
+                for (k, v) in values {
+                    binding.insert(format!("{kind}_{k}"), v);
+                }
+            }
+            Ok(None) => pending.push(format!("{kind} {name}")),
+            Err(m) => {
+                let m = format!(
+                    "{service} needs per-tenant resources and {m}; raise the tenant's quota (ndc tenant update) or free some"
+                );
+                set_status(&api, &o, failed(&o, "ResourcesRefused", m)).await?;
+                return Ok(Action::requeue(Duration::from_secs(30)));
+            }
+        }
+    }
+    if !pending.is_empty() {
+        let generation = o.meta().generation;
+        let status = SubscriptionStatus {
+            observed_generation: generation.unwrap_or(0),
+            phase: "Provisioning".into(),
+            conditions: vec![conditions::not_ready(
+                "Provisioning",
+                format!("waiting for {}", pending.join(", ")),
+                generation,
+            )],
+            binding_secret: None,
+        };
+        set_status(&api, &o, status).await?;
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
+    // Where the service answers for this tenant.
+    let svc_ns = crate::services::namespace_of(&service);
+    let instance = if shared.spec.topology == "per-province" {
+        let t = Api::<Tenant>::all(ctx.kube.clone())
+            .get_opt(&tenant)
+            .await?;
+        let province = t.and_then(|t| {
+            if t.spec.level == "province" {
+                Some(t.name_any())
+            } else {
+                t.spec.ancestors.get(1).cloned()
+            }
+        });
+        match province {
+            Some(p) => format!("{service}-{p}"),
+            None => service.clone(),
+        }
+    } else {
+        service.clone()
+    };
+    binding.insert("service".into(), service.clone());
+    binding.insert(
+        "endpoint".into(),
+        format!("http://{instance}.{svc_ns}.svc.cluster.local"),
+    );
+    binding.insert("tenant".into(), tenant.clone());
+    let secret_name = format!("{service}-binding");
+    let owner = o.controller_owner_ref(&()).map(|r| vec![r]);
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {
+            "name": secret_name, "namespace": ns,
+            "labels": { labels::MANAGED_BY: labels::OPERATOR, labels::SERVICE: service },
+            "ownerReferences": owner,
+        },
+        "type": "Opaque",
+        "stringData": binding,
+    }))
+    .map_err(|e| Error::Other(e.to_string()))?;
+    Api::<Secret>::namespaced(ctx.kube.clone(), &ns)
+        .patch(&secret_name, &pp(), &Patch::Apply(&secret))
+        .await?;
+    let np_name = format!("ndc-allow-{service}");
+    let np: NetworkPolicy = serde_json::from_value(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {
+            "name": np_name, "namespace": ns,
+            "labels": { labels::MANAGED_BY: labels::OPERATOR, labels::SERVICE: service },
+            "ownerReferences": owner,
+        },
+        "spec": {
+            "podSelector": {},
+            "policyTypes": ["Egress"],
+            "egress": [{ "to": [{ "namespaceSelector": { "matchLabels": {
+                "kubernetes.io/metadata.name": svc_ns,
+            }}}]}],
+        },
+    }))
+    .map_err(|e| Error::Other(e.to_string()))?;
+    Api::<NetworkPolicy>::namespaced(ctx.kube.clone(), &ns)
+        .patch(&np_name, &pp(), &Patch::Apply(&np))
+        .await?;
+    let generation = o.meta().generation;
+    let status = SubscriptionStatus {
+        observed_generation: generation.unwrap_or(0),
+        phase: "Bound".into(),
+        conditions: vec![conditions::ready(
+            "Bound",
+            format!("{tenant} uses {service}; endpoint and credentials in Secret {secret_name}"),
+            generation,
+        )],
+        binding_secret: Some(secret_name),
+    };
+    set_status(&api, &o, status).await?;
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// Unsubscribes; the per-tenant claims are released under their policy
+/// (retain: the data stays with the tenant).
+async fn cleanup(o: Arc<ServiceSubscription>, ctx: &Context) -> Result<Action, Error> {
+    let ns = o.namespace().unwrap_or_default();
+    let nss: Api<Namespace> = Api::all(ctx.kube.clone());
+    let Some(tenant) = nss
+        .get_opt(&ns)
+        .await?
+        .and_then(|n| n.labels().get(labels::TENANT).cloned())
+    else {
+        return Ok(Action::await_change());
+    };
+    let service = o.spec.service.clone();
+    let c = &ctx.ndc;
+    let req = cpb::SubscribeRequest {
+        tenant: tenant.clone(),
+        service: service.clone(),
+    };
+    match c
+        .write(|ch, a| {
+            let req = req.clone();
+            async move {
+                CatalogClient::with_interceptor(ch, a)
+                    .unsubscribe(req)
+                    .await
+            }
+        })
+        .await
+    {
+        Ok(_) => {}
+        Err(s) if s.code() == Code::NotFound => {}
+        Err(s) => return Err(s.into()),
+    }
+    for (name, kind) in [
+        (format!("{service}-db"), "database"),
+        (format!("{service}-files"), "bucket"),
+    ] {
+        let req = pb::DeleteClaimRequest {
+            claim: Some(pb::ClaimRef {
+                uid: String::new(),
+                tenant: tenant.clone(),
+                kind: kind.into(),
+                name,
+            }),
+            purge: false,
+        };
+        match c
+            .write(|ch, a| {
+                let req = req.clone();
+                async move { ClaimsClient::with_interceptor(ch, a).delete(req).await }
+            })
+            .await
+        {
+            Ok(_) => {}
+            Err(s) if s.code() == Code::NotFound => {}
+            Err(s) => return Err(s.into()),
+        }
+    }
+    Ok(Action::await_change())
+}
+
+async fn reconcile(o: Arc<ServiceSubscription>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = o.namespace().unwrap_or_default();
+    let api: Api<ServiceSubscription> = Api::namespaced(ctx.kube.clone(), &ns);
+    let work = finalizer(&api, FINALIZER, o, |event| async {
+        match event {
+            Event::Apply(o) => apply(o, &ctx).await,
+            Event::Cleanup(o) => cleanup(o, &ctx).await,
+        }
+    });
+    ctx.observed("subscriptions", async { work.await.map_err(Error::from) })
+        .await
+}
+
+fn error_policy(o: Arc<ServiceSubscription>, e: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::debug!(name = %o.name_any(), error = %e, "subscription reconcile: retrying");
+    Action::requeue(Duration::from_secs(1))
+}
+
+pub async fn controller(ctx: Arc<Context>, stop: Stop) {
+    let client = ctx.kube.clone();
+    Controller::new(
+        Api::<ServiceSubscription>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<Secret>::all(client.clone()),
+        watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::OPERATOR)),
+    )
+    .owns(
+        Api::<NetworkPolicy>::all(client),
+        watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::OPERATOR)),
+    )
+    .graceful_shutdown_on(stop)
+    .run(reconcile, error_policy, ctx)
+    .for_each(|r| async move {
+        if let Err(e) = r {
+            warn!(error = %e, "subscription controller");
+        }
+    })
+    .await;
+}
