@@ -6,17 +6,29 @@
 //! This crate must not depend on rocksdb or the control plane: objects live
 //! in memory for the life of the process.
 //!
-//! So far: discovery (`/version`, `/api`, `/apis`, each group version) and
+//! Served: discovery (`/version`, `/api`, `/apis`, each group version) and
 //! the kinds in [`KINDS`] (core, apps, policy, networking, rbac,
 //! coordination, events, apiextensions) and every kind a
-//! CustomResourceDefinition defines, with create, get, list (label and field
-//! selectors, `limit`/`continue`), replace, delete and watch (from a
-//! `resourceVersion`, bookmarks, `410 Gone`); `uid`, `resourceVersion`,
+//! CustomResourceDefinition defines, with create, get, list (equality- and
+//! set-based label selectors, field selectors on name and namespace,
+//! `limit`/`continue`), replace, patch (merge, JSON, strategic as merge,
+//! server-side apply with field ownership, conflicts and `force`), the
+//! `status` subresource, delete and watch (from a `resourceVersion`,
+//! bookmarks, streaming lists, `410 Gone`); `uid`, `resourceVersion`,
 //! `generation` and `creationTimestamp`; `409 Conflict` on a stale
 //! `resourceVersion`, `AlreadyExists`, `NotFound` and `Invalid`, each with a
-//! `Status` body; deleting a namespace deletes what is in it; OpenAPI v3
-//! documents (operations only) so kubectl validates on the server. Bodies
-//! are JSON only (kubectl's typed commands send protobuf: use manifests).
+//! `Status` body; finalizers, owner-reference garbage collection; deleting
+//! a namespace deletes what is in it; OpenAPI v3 documents (operations
+//! only) so kubectl validates on the server, and an empty OpenAPI v2
+//! document. Simulated controllers: Services get cluster IPs, Deployments
+//! and StatefulSets report their replicas ready (after
+//! [`Simulator::ready_delay`]). Bodies are JSON only (kubectl's typed
+//! commands such as `kubectl create namespace` send protobuf: use
+//! manifests).
+//!
+//! For tests: [`Simulator::start`] serves on a free port and hands back a
+//! [`Running`] (`url()`, `write_kubeconfig()`, `compact()`, `stop()`). As a
+//! process: `ndc-kube-sim --listen 127.0.0.1:0 --kubeconfig PATH`.
 
 mod fields;
 mod objects;
@@ -361,7 +373,7 @@ fn resource_list(kinds: &[Kind], group: &str, version: &str) -> Option<Value> {
         .map(|k| {
             json!({
                 "name": k.plural, "singularName": k.singular(), "namespaced": k.namespaced, "kind": k.kind,
-                "verbs": ["create", "delete", "get", "list", "update", "watch"],
+                "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
                 "shortNames": k.short_names,
             })
         })
