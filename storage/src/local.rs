@@ -94,6 +94,52 @@ fn free_ports(n: usize) -> Result<Vec<u16>> {
         .map_err(|e| Error::backend("finding a free port on 127.0.0.1", e))
 }
 
+/// What a local server was started with, kept in its directory so the
+/// next start reuses the same ports and secrets (and, for PostgreSQL, the
+/// same cluster): clients and stored endpoints stay valid.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Saved {
+    ports: Vec<u16>,
+    secrets: Vec<String>,
+}
+
+const SAVED: &str = "ndc-local.json";
+
+fn load_saved(dir: &Path, ports: usize, secrets: usize) -> Option<Saved> {
+    let text = fs::read_to_string(dir.join(SAVED)).ok()?;
+    let s: Saved = serde_json::from_str(&text).ok()?;
+    (s.ports.len() == ports && s.secrets.len() == secrets).then_some(s)
+}
+
+fn store_saved(dir: &Path, s: &Saved) -> Result<()> {
+    let path = dir.join(SAVED);
+    let text =
+        serde_json::to_string(s).map_err(|e| Error::backend("encoding the local state", e))?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| io_error(format!("writing {}", path.display()), e))?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| io_error(format!("writing {}", path.display()), e))
+}
+
+/// The saved ports if they are all free again, else new free ones.
+fn reuse_ports(saved: Option<&Saved>, n: usize) -> Result<Vec<u16>> {
+    if let Some(s) = saved {
+        let free = s
+            .ports
+            .iter()
+            .all(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok());
+        if free {
+            return Ok(s.ports.clone());
+        }
+    }
+    free_ports(n)
+}
+
 /// The last `max` bytes of a log file, for error messages.
 fn log_tail(path: &Path, max: u64) -> String {
     let Ok(mut f) = File::open(path) else {
@@ -218,9 +264,21 @@ impl LocalGarage {
         for d in [&meta, &data] {
             fs::create_dir_all(d).map_err(|e| io_error(format!("creating {}", d.display()), e))?;
         }
-        let ports = free_ports(3)?;
+        // A second start in the same directory keeps its ports and secrets.
+        let saved = load_saved(&dir, 3, 2);
+        let ports = reuse_ports(saved.as_ref(), 3)?;
         let (rpc, s3, admin) = (ports[0], ports[1], ports[2]);
-        let admin_token = random_hex(32)?;
+        let (admin_token, rpc_secret) = match &saved {
+            Some(s) => (s.secrets[0].clone(), s.secrets[1].clone()),
+            None => (random_hex(32)?, random_hex(32)?),
+        };
+        store_saved(
+            &dir,
+            &Saved {
+                ports: ports.clone(),
+                secrets: vec![admin_token.clone(), rpc_secret.clone()],
+            },
+        )?;
         let toml = format!(
             "metadata_dir = {meta}\n\
              data_dir = {data}\n\
@@ -239,7 +297,6 @@ impl LocalGarage {
              admin_token = \"{admin_token}\"\n",
             meta = toml_str(path_str(&meta)?),
             data = toml_str(path_str(&data)?),
-            rpc_secret = random_hex(32)?,
             region = toml_str(LOCAL_GARAGE_REGION),
         );
         let config_path = dir.join("garage.toml");
@@ -381,7 +438,14 @@ impl LocalPostgres {
                 .map_err(|e| io_error(format!("setting the mode of {}", p.display()), e))
         };
         set_mode(&data, 0o700)?;
-        let password = random_hex(24)?;
+        // A second start in the same directory reuses the cluster, its
+        // superuser password and, if free, its port.
+        let saved = load_saved(&dir, 1, 1);
+        let existing = data.join("PG_VERSION").exists() && saved.is_some();
+        let password = match &saved {
+            Some(s) if existing => s.secrets[0].clone(),
+            _ => random_hex(24)?,
+        };
         let pwfile = dir.join("pwfile");
         fs::write(&pwfile, format!("{password}\n"))
             .map_err(|e| io_error(format!("writing {}", pwfile.display()), e))?;
@@ -411,20 +475,23 @@ impl LocalPostgres {
             }
         };
 
-        let out = cmd("initdb")
-            .arg("--pgdata")
-            .arg(&data)
-            .arg("--username=postgres")
-            .arg("--pwfile")
-            .arg(&pwfile)
-            .arg("--auth=scram-sha-256")
-            .arg("--encoding=UTF8")
-            .arg("--locale=C")
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| io_error("running initdb", e))?;
+        let initdb = || {
+            cmd("initdb")
+                .arg("--pgdata")
+                .arg(&data)
+                .arg("--username=postgres")
+                .arg("--pwfile")
+                .arg(&pwfile)
+                .arg("--auth=scram-sha-256")
+                .arg("--encoding=UTF8")
+                .arg("--locale=C")
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| io_error("running initdb", e))
+        };
+        let out = if existing { None } else { Some(initdb()?) };
         let _ = fs::remove_file(&pwfile);
-        if !out.status.success() {
+        if let Some(out) = out.filter(|o| !o.status.success()) {
             return Err(Error::backend(
                 "initdb",
                 format!(
@@ -440,7 +507,14 @@ impl LocalPostgres {
                    host all all 127.0.0.1/32 scram-sha-256\n";
         fs::write(data.join("pg_hba.conf"), hba).map_err(|e| io_error("writing pg_hba.conf", e))?;
 
-        let port = free_ports(1)?[0];
+        let port = reuse_ports(saved.as_ref().filter(|_| existing), 1)?[0];
+        store_saved(
+            &dir,
+            &Saved {
+                ports: vec![port],
+                secrets: vec![password.clone()],
+            },
+        )?;
         let log = dir.join("postgres.log");
         let out =
             File::create(&log).map_err(|e| io_error(format!("creating {}", log.display()), e))?;

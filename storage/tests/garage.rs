@@ -170,3 +170,30 @@ async fn stop_is_clean_and_quick_once_clients_are_gone() {
     );
     local.stop().await; // again, then on drop: nothing happens
 }
+
+#[tokio::test]
+async fn a_second_start_in_the_same_dir_keeps_buckets_and_endpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = ndc_storage::LocalGarage::start(dir.path()).await.unwrap();
+    let cfg = first.config();
+    let store = GarageStore::connect(cfg.clone()).await.unwrap();
+    let bucket = ndc_storage::BucketRequest {
+        name: "ndc-kept".into(),
+        size_quota_bytes: 0,
+        versioning: false,
+        retention_days: None,
+    };
+    store.ensure_bucket(&bucket).await.unwrap();
+    drop(store);
+    first.stop().await;
+    let mut second = ndc_storage::LocalGarage::start(dir.path()).await.unwrap();
+    assert_eq!(
+        second.config().s3_endpoint,
+        cfg.s3_endpoint,
+        "the port is reused when free"
+    );
+    let store = GarageStore::connect(second.config()).await.unwrap();
+    assert!(store.bucket_exists("ndc-kept").await.unwrap());
+    drop(store);
+    second.stop().await;
+}

@@ -1,7 +1,7 @@
 //! The database conformance suite against a real PostgreSQL server started
 //! in a temporary directory.
 
-use ndc_storage::{conformance, LocalPostgres, PostgresStore};
+use ndc_storage::{conformance, DatabaseStore, LocalPostgres, PostgresStore};
 
 async fn postgres(dir: &std::path::Path) -> LocalPostgres {
     LocalPostgres::start(dir)
@@ -41,4 +41,32 @@ async fn the_admin_needs_its_password_and_stop_stops() {
         "the server still answers after stop()"
     );
     local.stop().await; // and again, then on drop: nothing happens
+}
+
+#[tokio::test]
+async fn a_second_start_in_the_same_dir_keeps_the_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = LocalPostgres::start(dir.path()).await.unwrap();
+    let cfg = first.config();
+    let store = PostgresStore::connect(cfg.clone()).await.unwrap();
+    let req = ndc_storage::DatabaseRequest {
+        name: "ndc_kept".into(),
+        role: "ndc_kept".into(),
+        password: "kept-password-0123".into(),
+        connection_limit: 0,
+    };
+    store.ensure_database(&req).await.unwrap();
+    drop(store);
+    first.stop().await;
+    let mut second = LocalPostgres::start(dir.path()).await.unwrap();
+    assert_eq!(
+        second.config().port,
+        cfg.port,
+        "the port is reused when free"
+    );
+    assert_eq!(second.config().admin_password, cfg.admin_password);
+    let store = PostgresStore::connect(second.config()).await.unwrap();
+    assert!(store.database_exists("ndc_kept").await.unwrap());
+    drop(store);
+    second.stop().await;
 }
