@@ -1,14 +1,12 @@
 #!/usr/bin/env bash
-# ndc's main job on embedded defaults: builds `ndc` (sharing the test build's
-# target dir) and runs `ndc up`. Extra arguments go to `ndc up`, e.g. --check.
+# ndc's main job on embedded defaults: installs what is missing (build
+# packages, PostgreSQL, Garage: see scripts/setup.sh), builds `ndc` (sharing
+# the test build's target dir) and runs `ndc up` in ./ndc-data. Extra
+# arguments go to `ndc up`, e.g. --check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ndc-target}"
-if ! command -v protoc >/dev/null 2>&1 || ! dpkg -s libclang-dev >/dev/null 2>&1; then
-  echo "==> installing build packages: protobuf-compiler libclang-dev clang"
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends protobuf-compiler libprotobuf-dev libclang-dev clang
-fi
+# shellcheck source=scripts/setup.sh
+source scripts/setup.sh
+ndc_setup
 exec cargo run --quiet --locked --bin ndc -- up "$@"

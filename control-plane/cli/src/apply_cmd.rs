@@ -73,19 +73,43 @@ pub async fn run(args: ApplyArgs, conn: &Conn, _format: Format) -> Result<(), Cl
             )
         })?
     };
-    // Every document is checked before anything is sent.
-    let docs = parse(&text).map_err(|e| {
-        CliError::Refused(
-            anyhow::anyhow!(e).context(format!("{} was not applied", args.file.display())),
-        )
-    })?;
     let c = client(conn).await?;
+    apply_text(&c, &text, &args.file.display().to_string(), true).await?;
+    Ok(())
+}
+
+/// What applying a file did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub created: usize,
+    pub updated: usize,
+    pub unchanged: usize,
+}
+
+/// Creates or updates the tenants `text` describes; every document is
+/// checked before anything is sent. `verbose` prints a line per tenant.
+pub async fn apply_text(
+    c: &ndc_api::Client,
+    text: &str,
+    source: &str,
+    verbose: bool,
+) -> Result<Applied, CliError> {
+    let docs = parse(text).map_err(|e| {
+        CliError::Refused(anyhow::anyhow!(e).context(format!("{source} was not applied")))
+    })?;
+    let mut done = Applied::default();
+    let say = |line: String| {
+        if verbose {
+            println!("{line}");
+        }
+    };
     for d in docs {
         let id = d.spec.id.clone();
-        match tenant_cmd::get(&c, &id).await? {
+        match tenant_cmd::get(c, &id).await? {
             None => {
-                tenant_cmd::create(&c, d.spec, d.decision).await?;
-                println!("tenant/{id} created");
+                tenant_cmd::create(c, d.spec, d.decision).await?;
+                done.created += 1;
+                say(format!("tenant/{id} created"));
             }
             Some(current) => {
                 let spec = ndc_tenants::validate_spec(d.spec)
@@ -103,7 +127,8 @@ pub async fn run(args: ApplyArgs, conn: &Conn, _format: Format) -> Result<(), Cl
                     && current.deletion_protection == spec.deletion_protection
                     && current.security_level == spec.security_level;
                 if same {
-                    println!("tenant/{id} unchanged");
+                    done.unchanged += 1;
+                    say(format!("tenant/{id} unchanged"));
                     continue;
                 }
                 let req = pb::UpdateTenantRequest {
@@ -123,11 +148,12 @@ pub async fn run(args: ApplyArgs, conn: &Conn, _format: Format) -> Result<(), Cl
                 })
                 .await
                 .map_err(|s| status(format!("cannot update tenant {id}"), s))?;
-                println!("tenant/{id} updated");
+                done.updated += 1;
+                say(format!("tenant/{id} updated"));
             }
         }
     }
-    Ok(())
+    Ok(done)
 }
 
 #[cfg(test)]
