@@ -425,37 +425,6 @@ async fn bad_input_is_refused_and_changes_nothing() -> Result<()> {
     Ok(())
 }
 
-/// `ndc up --check`: the README's main command, on a free port.
-#[tokio::test]
-async fn ndc_up_runs_and_stops_cleanly() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let (code, out, err) = ndc(&[
-        "up",
-        "--data-dir",
-        data.to_str().context("utf-8 path")?,
-        "--listen",
-        "127.0.0.1:0",
-        "--check",
-    ])?;
-    ensure!(code == 0, "ndc up --check failed ({code}): {out}{err}");
-    ensure!(out.contains("checked and stopped cleanly"), "{out}");
-    ensure!(err.contains("[3/3]"), "progress is shown: {err}");
-    // A second run finds the existing data and starts again.
-    let (code, out, err) = ndc(&[
-        "up",
-        "--data-dir",
-        data.to_str().context("utf-8 path")?,
-        "--listen",
-        "127.0.0.1:0",
-        "--check",
-    ])?;
-    ensure!(code == 0, "second ndc up failed ({code}): {out}{err}");
-    // It started on another port: it says so and records the new address.
-    ensure!(err.contains("last served on another address"), "{err}");
-    Ok(())
-}
-
 /// Writes that arrive together share a log entry; compare-and-swap still has
 /// exactly one winner among racing clients, and every change is watched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -70,6 +70,13 @@ pub(crate) fn claim_to_pb(c: &Claim, mod_revision: u64) -> pb::Claim {
     }
 }
 
+fn claim_response(claim: &Claim, revision: u64) -> Response<pb::ClaimResponse> {
+    Response::new(pb::ClaimResponse {
+        claim: Some(claim_to_pb(claim, revision)),
+        revision,
+    })
+}
+
 fn spec_from_pb(spec: Option<pb::create_claim_request::Spec>) -> Result<ClaimSpec, Status> {
     let spec = match spec {
         Some(pb::create_claim_request::Spec::Bucket(b)) => ClaimSpec::Bucket(BucketSpec {
@@ -272,10 +279,7 @@ impl Claims for ClaimsService {
                 rid,
             )
             .await?;
-        Ok(Response::new(pb::ClaimResponse {
-            claim: Some(claim_to_pb(&claim, revision)),
-            revision,
-        }))
+        Ok(claim_response(&claim, revision))
     }
 
     async fn get(
@@ -403,10 +407,7 @@ impl Claims for ClaimsService {
                 rid,
             )
             .await?;
-        Ok(Response::new(pb::ClaimResponse {
-            claim: Some(claim_to_pb(&claim, revision)),
-            revision,
-        }))
+        Ok(claim_response(&claim, revision))
     }
 
     #[instrument(skip_all)]
@@ -436,10 +437,7 @@ impl Claims for ClaimsService {
                 rid,
             )
             .await?;
-        Ok(Response::new(pb::ClaimResponse {
-            claim: Some(claim_to_pb(&claim, revision)),
-            revision,
-        }))
+        Ok(claim_response(&claim, revision))
     }
 
     async fn credentials(

@@ -30,3 +30,15 @@ pub fn ready(reason: &str, message: String, generation: Option<i64>) -> Conditio
 pub fn not_ready(reason: &str, message: String, generation: Option<i64>) -> Condition {
     condition("False", reason, message, generation)
 }
+
+/// Whether two condition lists say the same (times aside), so a status
+/// that is only repeated is not written again.
+pub fn same(a: &[Condition], b: &[Condition]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.type_ == y.type_
+                && x.status == y.status
+                && x.reason == y.reason
+                && x.message == y.message
+        })
+}

@@ -101,10 +101,7 @@ async fn set_status(
             && old.ready_replicas == status.ready_replicas
             && old.subscribers == status.subscribers
             && old.observed_generation == status.observed_generation
-            && old.conditions.len() == status.conditions.len()
-            && old.conditions.iter().zip(&status.conditions).all(|(a, b)| {
-                a.status == b.status && a.reason == b.reason && a.message == b.message
-            })
+            && conditions::same(&old.conditions, &status.conditions)
     });
     if !same {
         api.patch_status(

@@ -44,10 +44,7 @@ async fn set_status(
         old.phase == status.phase
             && old.binding_secret == status.binding_secret
             && old.observed_generation == status.observed_generation
-            && old.conditions.len() == status.conditions.len()
-            && old.conditions.iter().zip(&status.conditions).all(|(a, b)| {
-                a.status == b.status && a.reason == b.reason && a.message == b.message
-            })
+            && conditions::same(&old.conditions, &status.conditions)
     });
     if !same {
         api.patch_status(

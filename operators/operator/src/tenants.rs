@@ -396,6 +396,15 @@ async fn reconcile_tenant(t: Arc<Tenant>, ctx: &Context) -> Result<Action, Error
     };
     let pp = apply_params();
     let nss: Api<Namespace> = Api::all(ctx.kube.clone());
+    // A namespace whose tenant left (merged, renamed) belongs to its heir
+    // now: a reconcile that was already under way must not take it back.
+    let former = nss
+        .get_opt(&ns)
+        .await?
+        .and_then(|n| n.annotations().get("ndc.gov.vn/former-tenant").cloned());
+    if former.as_deref() == Some(id.as_str()) {
+        return Ok(Action::await_change());
+    }
     let namespace: Namespace = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Namespace",
         "metadata": { "name": ns, "labels": namespace_labels(&t) },

@@ -272,9 +272,17 @@ async fn tenants_become_namespaces_with_their_guard_rails_and_drift_is_repaired(
         async move { tenants.get_opt("hue").await.ok()?.is_none().then_some(()) }
     })
     .await?;
-    let ns: Namespace = Api::all(w.kube.clone()).get("hue").await?;
-    assert_eq!(ns.labels()["ndc.gov.vn/tenant"], "ha-noi");
+    let nss: Api<Namespace> = Api::all(w.kube.clone());
+    let ns = eventually("hue's namespace to be re-homed to ha-noi", || {
+        let nss = nss.clone();
+        async move {
+            let ns = nss.get_opt("hue").await.ok()??;
+            (ns.labels().get("ndc.gov.vn/tenant")? == "ha-noi").then_some(ns)
+        }
+    })
+    .await?;
     assert!(ns.metadata.deletion_timestamp.is_none());
+    assert_eq!(ns.annotations()["ndc.gov.vn/former-tenant"], "hue");
     Ok(())
 }
 
