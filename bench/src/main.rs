@@ -1,6 +1,9 @@
 //! `ndc-bench`: benchmarks for capacity planners.
 
 mod procs;
+mod report;
+mod rollout;
+mod scale;
 mod stats;
 mod store;
 
@@ -18,6 +21,10 @@ struct Cli {
 enum Command {
     /// The replicated store: a 3-node ndc cluster and a 3-node etcd cluster, same workload, one table.
     Store(store::StoreArgs),
+    /// The control plane alone at national scale: 100,000 tenants, 1,000,000 claims.
+    Scale(scale::ScaleArgs),
+    /// The national rollout end to end: tenants, namespaces, buckets, databases, subscriptions.
+    Rollout(rollout::RolloutArgs),
 }
 
 #[tokio::main]
@@ -25,6 +32,8 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Store(args) => store::run(args).await,
+        Command::Scale(args) => scale::run(args).await,
+        Command::Rollout(args) => rollout::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,746 @@
+//! `ndc-bench rollout`: the national rollout end to end. Every tenant
+//! (central bodies, 34 provinces, communes) is created in a 3-node control
+//! plane; the operator gives it a namespace on the Kubernetes simulator,
+//! and a bucket (Garage), a database (PostgreSQL) and the subscriptions its
+//! level allows are asked for. A tenant's latency runs from its creation
+//! request until every one of its objects is Ready.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use futures::StreamExt;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::ResourceExt;
+use ndc_api::tenants::tenants_client::TenantsClient;
+use ndc_crds::{Database, ObjectBucket, ServiceSubscription, SharedService};
+use ndc_tenants::{Branch, Level, Quota, TenantSpec};
+
+use crate::{report, stats};
+
+const SERVICES: &str = include_str!("../../samples/national/services.yaml");
+const PROVINCES: usize = 34;
+const CENTRAL: usize = 19;
+const COMMUNES: usize = 3321;
+
+#[derive(clap::Args, Debug)]
+pub struct RolloutArgs {
+    /// Fraction of the communes (and at least one of each other level) to roll out.
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+    /// Tenants rolled out at once.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Give up after this long.
+    #[arg(long, default_value_t = 1800)]
+    pub timeout_secs: u64,
+    /// Where the report goes (default bench/reports/<date>-rollout).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+fn quota(cores: u64, stores: u64) -> Quota {
+    Quota {
+        cpu_millis: cores * 1000,
+        memory_bytes: cores << 31,
+        storage_bytes: stores * (64 << 30),
+        buckets: stores,
+        databases: stores,
+        namespaces: stores,
+    }
+}
+
+fn spec(
+    id: String,
+    name: String,
+    level: Level,
+    parent: &str,
+    code: Option<String>,
+    q: Quota,
+) -> TenantSpec {
+    TenantSpec {
+        id,
+        display_name: name,
+        level,
+        branch: Branch::State,
+        parent: Some(parent.into()),
+        admin_code: code,
+        security_level: 2,
+        labels: BTreeMap::new(),
+        quota: q,
+        deletion_protection: false,
+    }
+}
+
+/// The tenants of the rollout, parents first.
+fn tenants(scale: f64) -> Vec<TenantSpec> {
+    let communes = ((COMMUNES as f64 * scale).round() as usize).max(1);
+    let provinces = PROVINCES.min(communes.max(1)).max(1);
+    let central = ((CENTRAL as f64 * scale.max(0.1)).round() as usize).clamp(1, CENTRAL);
+    let commune_q = quota(4, 8);
+    let mut out = Vec::new();
+    for i in 0..central {
+        out.push(spec(
+            format!("bo-{i:02}"),
+            format!("Bộ số {}", i + 1),
+            Level::Central,
+            "vn",
+            None,
+            quota(64, 16),
+        ));
+    }
+    let per = communes.div_ceil(provinces);
+    for p in 0..provinces {
+        let here = per.min(communes.saturating_sub(p * per));
+        let q = quota(64 + 4 * here as u64, 16 + 8 * here as u64);
+        out.push(spec(
+            format!("tinh-{p:02}"),
+            format!("Tỉnh số {}", p + 1),
+            Level::Province,
+            "vn",
+            Some(format!("{:02}", p + 1)),
+            q,
+        ));
+    }
+    for c in 0..communes {
+        let p = c / per;
+        out.push(spec(
+            format!("xa-{c:04}"),
+            format!("Xã số {}", c + 1),
+            Level::Commune,
+            &format!("tinh-{p:02}"),
+            Some(format!("{:05}", 10_000 + c)),
+            commune_q,
+        ));
+    }
+    out
+}
+
+fn level_rank(l: &str) -> u8 {
+    match l {
+        "central" => 0,
+        "province" => 1,
+        _ => 2,
+    }
+}
+
+/// The workload services a tenant at `level` may subscribe to: its level in
+/// scope, every dependency offered at its level, one instance reachable.
+fn allowed(services: &[SharedService], level: Level) -> Vec<String> {
+    let rank = level_rank(level.as_str());
+    let covers = |s: &SharedService| {
+        level_rank(&s.spec.scope.from) <= rank && rank <= level_rank(&s.spec.scope.to)
+    };
+    services
+        .iter()
+        .filter(|s| s.spec.workload.is_some() && covers(s))
+        .filter(|s| !(level == Level::Central && s.spec.topology == "per-province"))
+        .filter(|s| {
+            s.spec.depends_on.iter().all(|d| {
+                services
+                    .iter()
+                    .any(|o| o.spec.capability == *d && covers(o))
+            })
+        })
+        .map(|s| s.name_any())
+        .collect()
+}
+
+/// Resident memory of a process, from /proc.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// This process and its children (Garage, PostgreSQL and its workers), by name.
+fn processes() -> Vec<(String, u32)> {
+    let me = std::process::id();
+    let mut out = vec![("ndc (3 nodes, operator, simulator)".to_string(), me)];
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    let mut parents: HashMap<u32, u32> = HashMap::new();
+    let mut names: HashMap<u32, String> = HashMap::new();
+    for e in dir.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[open + 1..close].to_string();
+        let ppid = stat[close + 2..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        parents.insert(pid, ppid);
+        names.insert(pid, name);
+    }
+    let descends = |mut pid: u32| {
+        for _ in 0..8 {
+            match parents.get(&pid) {
+                Some(&p) if p == me => return true,
+                Some(&p) if p > 1 => pid = p,
+                _ => return false,
+            }
+        }
+        false
+    };
+    for (pid, name) in &names {
+        if *pid != me && descends(*pid) {
+            out.push((name.clone(), *pid));
+        }
+    }
+    out
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+struct Sample {
+    at_s: f64,
+    tenants_ready: usize,
+    revision: u64,
+    rss_mib: BTreeMap<String, f64>,
+}
+
+pub async fn run(args: RolloutArgs) -> Result<()> {
+    if !(args.scale > 0.0 && args.scale <= 1.0) {
+        bail!("--scale must be in (0, 1], e.g. 0.1 for a tenth of the communes");
+    }
+    let dir = tempfile::tempdir()?;
+    eprintln!("rollout: starting Garage, PostgreSQL, a 3-node control plane, the simulator and the operator");
+    let garage = ndc_storage::LocalGarage::start(&dir.path().join("garage")).await?;
+    let postgres = ndc_storage::LocalPostgres::start(&dir.path().join("postgres")).await?;
+    let key = dir.path().join("secrets.key");
+    ndc_server::SecretsKey::create_file(&key)?;
+    let mut nodes = Vec::new();
+    let mut first_addr = String::new();
+    for id in 1..=3u64 {
+        let mut cfg = ndc_server::NodeConfig::new(
+            id,
+            "127.0.0.1:0".parse()?,
+            dir.path().join(format!("n{id}")),
+        );
+        if id == 1 {
+            cfg.init = true;
+        } else {
+            cfg.join = Some(first_addr.clone());
+        }
+        cfg.secrets = Some(ndc_server::SecretsKey::load(&key).map_err(anyhow::Error::msg)?);
+        cfg.provisioning =
+            ndc_server::Provisioning::connect(ndc_server::provisioner::BackendsFile {
+                garage: Some(garage.config()),
+                postgres: Some(postgres.config()),
+                backup_bucket: Some("ndc-backups".into()),
+            })
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let node = ndc_server::start(cfg).await?;
+        if !node.wait_for_leader(Duration::from_secs(60)).await {
+            bail!("node {id} saw no leader");
+        }
+        if id == 1 {
+            first_addr = node.addr.clone();
+        }
+        nodes.push(node);
+    }
+    let endpoints: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    let sim = ndc_kube_sim::Simulator::new().start().await?;
+    let kube = kube::Client::try_from(kube::Config::new(sim.url().parse()?))?;
+    let pp = PatchParams::apply("ndc-bench").force();
+    let crds: Api<ndc_crds::CustomResourceDefinition> = Api::all(kube.clone());
+    for (_, crd) in ndc_crds::all() {
+        crds.patch(&crd.name_any(), &pp, &Patch::Apply(&crd))
+            .await?;
+    }
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let op_client = ndc_api::Client::connect(&endpoints, None).await?;
+    let op_kube = kube.clone();
+    let operator = tokio::spawn(async move {
+        ndc_operator::run(op_kube, op_client, async {
+            let _ = stop_rx.await;
+        })
+        .await
+    });
+
+    // The root and the catalogue.
+    let mut tc = TenantsClient::new(ndc_api::client::channel(&endpoints[0])?);
+    let all = tenants(args.scale);
+    let root = TenantSpec {
+        id: "vn".into(),
+        display_name: "Việt Nam".into(),
+        level: Level::Central,
+        branch: Branch::State,
+        parent: None,
+        admin_code: None,
+        security_level: 4,
+        labels: BTreeMap::new(),
+        quota: quota(1_000_000, 1_000_000),
+        deletion_protection: true,
+    };
+    tc.create(ndc_api::tenants::CreateTenantRequest {
+        spec: Some(ndc_api::convert::spec_to_pb(&root)),
+        decision: String::new(),
+    })
+    .await?;
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(SERVICES)?;
+    let services: Vec<SharedService> = docs
+        .into_iter()
+        .filter(|d| d["kind"] == "SharedService")
+        .map(serde_json::from_value)
+        .collect::<std::result::Result<_, _>>()?;
+    let ss_api: Api<SharedService> = Api::all(kube.clone());
+    for s in &services {
+        ss_api.patch(&s.name_any(), &pp, &Patch::Apply(s)).await?;
+    }
+    let objects_per_level: HashMap<Level, usize> =
+        [Level::Central, Level::Province, Level::Commune]
+            .into_iter()
+            .map(|l| (l, 2 + allowed(&services, l).len()))
+            .collect();
+    let total_objects: usize = all.iter().map(|t| objects_per_level[&t.level]).sum();
+    eprintln!(
+        "rollout: {} tenants ({} objects: a bucket, a database and the subscriptions each level allows)",
+        all.len(),
+        total_objects
+    );
+
+    // Per tenant: when it was asked for, when everything of it was Ready.
+    let started: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let done: Arc<Mutex<HashMap<String, Duration>>> = Arc::default();
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs(args.timeout_secs);
+    let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
+    let not_ready: Arc<Mutex<Vec<String>>> = Arc::default();
+    let first_revision = ndc_revision(&endpoints[0]).await.unwrap_or(0);
+
+    // The monitor: one list per kind a second decides which tenants are ready.
+    let peak: Arc<Mutex<BTreeMap<String, f64>>> = Arc::default();
+    let monitor = {
+        let peak_shared = peak.clone();
+        let (kube, started, done, samples) =
+            (kube.clone(), started.clone(), done.clone(), samples.clone());
+        let not_ready = not_ready.clone();
+        let want = objects_per_level.clone();
+        let levels: HashMap<String, Level> = all.iter().map(|t| (t.id.clone(), t.level)).collect();
+        let addr = endpoints[0].clone();
+        let total = all.len();
+        tokio::spawn(async move {
+            let peak = peak_shared;
+            loop {
+                let mut ready: HashMap<String, usize> = HashMap::new();
+                let mut waiting: Vec<String> = Vec::new();
+                let mut count =
+                    |what: String, ns: Option<String>, c: Option<&Vec<ndc_crds::Condition>>| {
+                        let r = c.and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
+                        match (ns, r) {
+                            (Some(ns), Some(r)) if r.status == "True" => {
+                                *ready.entry(ns).or_default() += 1
+                            }
+                            (ns, r) => waiting.push(format!(
+                                "{what} -n {}: {}",
+                                ns.unwrap_or_default(),
+                                r.map(|r| format!("{} ({})", r.message, r.reason))
+                                    .unwrap_or_else(|| "no status yet".into())
+                            )),
+                        }
+                    };
+                let lp = ListParams::default();
+                if let Ok(l) = Api::<ObjectBucket>::all(kube.clone()).list(&lp).await {
+                    for o in l {
+                        count(
+                            format!("objectbucket/{}", o.name_any()),
+                            o.namespace(),
+                            o.status.as_ref().map(|s| &s.conditions),
+                        );
+                    }
+                }
+                if let Ok(l) = Api::<Database>::all(kube.clone()).list(&lp).await {
+                    for o in l {
+                        count(
+                            format!("database/{}", o.name_any()),
+                            o.namespace(),
+                            o.status.as_ref().map(|s| &s.conditions),
+                        );
+                    }
+                }
+                if let Ok(l) = Api::<ServiceSubscription>::all(kube.clone())
+                    .list(&lp)
+                    .await
+                {
+                    for o in l {
+                        count(
+                            format!("servicesubscription/{}", o.name_any()),
+                            o.namespace(),
+                            o.status.as_ref().map(|s| &s.conditions),
+                        );
+                    }
+                }
+                let now = Instant::now();
+                {
+                    let started = started.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut done = done.lock().unwrap_or_else(|e| e.into_inner());
+                    for (ns, n) in &ready {
+                        let Some(level) = levels.get(ns) else {
+                            continue;
+                        };
+                        if *n >= want[level] && !done.contains_key(ns) {
+                            if let Some(s) = started.get(ns) {
+                                done.insert(ns.clone(), now - *s);
+                            }
+                        }
+                    }
+                }
+                let mut rss = BTreeMap::new();
+                for (name, pid) in processes() {
+                    if let Some(k) = rss_kib(pid) {
+                        *rss.entry(name.clone()).or_insert(0.0) += k as f64 / 1024.0;
+                    }
+                }
+                {
+                    let mut peak = peak.lock().unwrap_or_else(|e| e.into_inner());
+                    for (k, v) in &rss {
+                        let p = peak.entry(k.clone()).or_insert(0.0);
+                        *p = p.max(*v);
+                    }
+                }
+                let n_done = done.lock().map(|d| d.len()).unwrap_or(0);
+                let sample = Sample {
+                    at_s: t0.elapsed().as_secs_f64(),
+                    tenants_ready: n_done,
+                    revision: ndc_revision(&addr).await.unwrap_or(0),
+                    rss_mib: rss,
+                };
+                eprintln!(
+                    "  {:>6.1}s  tenants ready {n_done}/{total}  revision {}",
+                    sample.at_s, sample.revision
+                );
+                samples
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(sample);
+                *not_ready.lock().unwrap_or_else(|e| e.into_inner()) = waiting;
+                if n_done >= total {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+
+    // The rollout itself.
+    let kube_ref = &kube;
+    let endpoints_ref = &endpoints;
+    let services_ref = &services;
+    // Parents first (central bodies and provinces), then the communes.
+    let mut results: Vec<Result<()>> = Vec::new();
+    for phase in [
+        all.iter()
+            .filter(|t| t.level != Level::Commune)
+            .cloned()
+            .collect::<Vec<_>>(),
+        all.iter()
+            .filter(|t| t.level == Level::Commune)
+            .cloned()
+            .collect(),
+    ] {
+        let r: Vec<Result<()>> = futures::stream::iter(phase)
+            .map(|t| {
+                let started = started.clone();
+                async move {
+                    started
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(t.id.clone(), Instant::now());
+                    roll_out(kube_ref, &endpoints_ref[0], services_ref, &t).await
+                }
+            })
+            .buffer_unordered(args.concurrency)
+            .collect()
+            .await;
+        results.extend(r);
+    }
+    let errors: Vec<String> = results
+        .into_iter()
+        .filter_map(|r| r.err())
+        .map(|e| format!("{e:#}"))
+        .collect();
+    if !errors.is_empty() {
+        eprintln!(
+            "rollout: {} tenant(s) failed, first: {}",
+            errors.len(),
+            errors[0]
+        );
+    }
+    let requested = t0.elapsed();
+    let mut monitor = monitor;
+    tokio::select! {
+        _ = &mut monitor => {}
+        _ = tokio::time::sleep_until(deadline.into()) => monitor.abort(),
+    }
+    let peak = peak.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let total_time = t0.elapsed();
+    let last_revision = ndc_revision(&endpoints[0]).await.unwrap_or(0);
+
+    let latencies: Vec<Duration> = done
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .copied()
+        .collect();
+    let figures = stats::figures(latencies.clone(), all.len() - latencies.len(), total_time);
+    let samples = samples.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let writes_per_sec =
+        (last_revision.saturating_sub(first_revision)) as f64 / total_time.as_secs_f64();
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("bench/reports/{}-rollout", report::today())));
+    write_report(
+        &out,
+        &args,
+        all.len(),
+        total_objects,
+        &figures,
+        requested,
+        writes_per_sec,
+        &peak,
+        &samples,
+        &latencies,
+        &errors,
+        &not_ready.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+    )?;
+    eprintln!("rollout: report in {}", out.display());
+
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), operator).await;
+    let _ = sim.stop().await;
+    for n in nodes {
+        let _ = n.shutdown().await;
+    }
+    let (mut postgres, mut garage) = (postgres, garage);
+    postgres.stop().await;
+    garage.stop().await;
+    Ok(())
+}
+
+async fn ndc_revision(addr: &str) -> Result<u64> {
+    let ch = ndc_api::client::channel(addr)?;
+    let s = ndc_api::cluster::cluster_client::ClusterClient::new(ch)
+        .status(ndc_api::cluster::StatusRequest {})
+        .await?
+        .into_inner();
+    Ok(s.applied_index)
+}
+
+/// One tenant: created, its namespace awaited, its objects asked for.
+async fn roll_out(
+    kube: &kube::Client,
+    addr: &str,
+    services: &[SharedService],
+    t: &TenantSpec,
+) -> Result<()> {
+    let mut tc = TenantsClient::new(ndc_api::client::channel(addr)?);
+    tc.create(ndc_api::tenants::CreateTenantRequest {
+        spec: Some(ndc_api::convert::spec_to_pb(t)),
+        decision: String::new(),
+    })
+    .await
+    .with_context(|| format!("creating tenant {}", t.id))?;
+    let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(kube.clone());
+    let until = Instant::now() + Duration::from_secs(300);
+    while nss.get_opt(&t.id).await?.is_none() {
+        if Instant::now() > until {
+            bail!("namespace {} did not appear", t.id);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pp = PatchParams::apply("ndc-bench").force();
+    let mut b = ObjectBucket::new(
+        "tai-lieu",
+        ndc_crds::ObjectBucketSpec {
+            size: "1Gi".into(),
+            versioning: false,
+            retention_days: None,
+            deletion_policy: ndc_crds::DeletionPolicy::Retain,
+            purge_on_delete: false,
+        },
+    );
+    b.metadata.namespace = Some(t.id.clone());
+    Api::<ObjectBucket>::namespaced(kube.clone(), &t.id)
+        .patch("tai-lieu", &pp, &Patch::Apply(&b))
+        .await?;
+    let mut d = Database::new(
+        "du-lieu",
+        ndc_crds::DatabaseSpec {
+            size: "1Gi".into(),
+            connection_limit: 10,
+            deletion_policy: ndc_crds::DeletionPolicy::Retain,
+        },
+    );
+    d.metadata.namespace = Some(t.id.clone());
+    Api::<Database>::namespaced(kube.clone(), &t.id)
+        .patch("du-lieu", &pp, &Patch::Apply(&d))
+        .await?;
+    for s in allowed(services, t.level) {
+        let mut sub =
+            ServiceSubscription::new(&s, ndc_crds::ServiceSubscriptionSpec { service: s.clone() });
+        sub.metadata.namespace = Some(t.id.clone());
+        Api::<ServiceSubscription>::namespaced(kube.clone(), &t.id)
+            .patch(&s, &pp, &Patch::Apply(&sub))
+            .await?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_report(
+    out: &std::path::Path,
+    args: &RolloutArgs,
+    tenants: usize,
+    objects: usize,
+    f: &stats::Figures,
+    requested: Duration,
+    writes_per_sec: f64,
+    peak: &BTreeMap<String, f64>,
+    samples: &[Sample],
+    latencies: &[Duration],
+    errors: &[String],
+    not_ready: &[String],
+) -> Result<()> {
+    std::fs::create_dir_all(out)?;
+    // Latency histogram: tenants per 1-second bucket of latency.
+    let mut hist: BTreeMap<u64, usize> = BTreeMap::new();
+    for l in latencies {
+        *hist.entry(l.as_secs()).or_default() += 1;
+    }
+    let hist_pts: Vec<(f64, f64)> = hist.iter().map(|(k, v)| (*k as f64, *v as f64)).collect();
+    let series = |name: &str, points: Vec<(f64, f64)>| report::Series {
+        name: name.to_string(),
+        points,
+    };
+    std::fs::write(
+        out.join("latency.svg"),
+        report::line_chart(
+            "Tenants by latency (request → every object Ready)",
+            "seconds",
+            "tenants",
+            &[series("tenants", hist_pts)],
+            &[],
+        ),
+    )?;
+    let ready_pts: Vec<(f64, f64)> = samples
+        .iter()
+        .map(|s| (s.at_s, s.tenants_ready as f64))
+        .collect();
+    let rev_pts: Vec<(f64, f64)> = samples
+        .iter()
+        .map(|s| (s.at_s, s.revision as f64))
+        .collect();
+    std::fs::write(
+        out.join("throughput.svg"),
+        report::line_chart(
+            "Progress over time",
+            "seconds",
+            "count",
+            &[
+                series("tenants ready", ready_pts),
+                series("control-plane log index", rev_pts),
+            ],
+            &[],
+        ),
+    )?;
+    let names: Vec<String> = peak.keys().cloned().collect();
+    let mem_series: Vec<report::Series> = names
+        .iter()
+        .map(|n| {
+            series(
+                n,
+                samples
+                    .iter()
+                    .map(|s| (s.at_s, s.rss_mib.get(n).copied().unwrap_or(0.0)))
+                    .collect(),
+            )
+        })
+        .collect();
+    std::fs::write(
+        out.join("memory.svg"),
+        report::line_chart("Resident memory", "seconds", "MiB", &mem_series, &[]),
+    )?;
+    let figures = serde_json::json!({
+        "scale": args.scale, "tenants": tenants, "objects": objects, "concurrency": args.concurrency,
+        "seconds": f.seconds, "requests_seconds": requested.as_secs_f64(),
+        "tenants_ready": f.ops, "tenants_not_ready": f.errors,
+        "tenants_per_sec": f.ops_per_sec, "p50_ms": f.p50_ms, "p99_ms": f.p99_ms, "max_ms": f.max_ms,
+        "control_plane_entries_per_sec": writes_per_sec, "peak_rss_mib": peak, "errors": errors,
+        "samples": samples,
+    });
+    std::fs::write(
+        out.join("figures.json"),
+        serde_json::to_string_pretty(&figures)?,
+    )?;
+    let mut md = format!(
+        "# National rollout (scale {})\n\n{} tenants, {} objects (a bucket, a database and the subscriptions each level allows), {} at a time, against a 3-node control plane, the operator on the Kubernetes simulator, Garage and PostgreSQL, all on this machine.\n\n| figure | value |\n|---|---|\n| total time | {:.1} s |\n| tenants ready | {} of {} |\n| tenants per second | {:.2} |\n| latency p50 / p99 / max (request → every object Ready) | {:.0} / {:.0} / {:.0} ms |\n| control-plane log entries per second | {:.1} |\n",
+        args.scale, tenants, objects, args.concurrency, f.seconds, f.ops, tenants, f.ops_per_sec, f.p50_ms, f.p99_ms, f.max_ms, writes_per_sec
+    );
+    md.push_str("\n| process | peak resident memory |\n|---|---|\n");
+    md.push_str("| (processes of one name are summed; PostgreSQL's shared buffers count once per worker) | |\n");
+    for (k, v) in peak {
+        md.push_str(&format!("| {k} | {v:.0} MiB |\n"));
+    }
+    if !errors.is_empty() {
+        md.push_str(&format!(
+            "\n{} tenant(s) failed to roll out; the first: `{}`\n",
+            errors.len(),
+            errors[0]
+        ));
+    }
+    if !not_ready.is_empty() {
+        md.push_str(&format!(
+            "\n{} object(s) were not Ready at the end; the first:\n\n",
+            not_ready.len()
+        ));
+        for n in not_ready.iter().take(10) {
+            md.push_str(&format!("- {n}\n"));
+        }
+    }
+    md.push_str("\n![latency](latency.svg)\n\n![progress](throughput.svg)\n\n![memory](memory.svg)\n\nRaw figures: `figures.json`.\n");
+    std::fs::write(out.join("report.md"), md)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rollout_has_every_level_and_valid_tenants() {
+        let t = tenants(0.01);
+        assert!(t.iter().any(|t| t.level == Level::Central));
+        assert_eq!(t.iter().filter(|t| t.level == Level::Province).count(), 33);
+        assert_eq!(t.iter().filter(|t| t.level == Level::Commune).count(), 33);
+        for s in &t {
+            ndc_tenants::validate_spec(s.clone()).expect("valid");
+        }
+        let full = tenants(1.0);
+        assert_eq!(
+            full.iter().filter(|t| t.level == Level::Commune).count(),
+            COMMUNES
+        );
+        assert_eq!(
+            full.iter().filter(|t| t.level == Level::Province).count(),
+            PROVINCES
+        );
+    }
+}
