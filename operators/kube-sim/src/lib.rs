@@ -212,6 +212,8 @@ pub struct Simulator {
     custom: Arc<Mutex<Vec<Kind>>>,
     /// How long simulated workloads take to report their replicas ready.
     ready_delay: std::time::Duration,
+    /// Requests served, by verb and resource (see [`Simulator::request_counts`]).
+    requests: Arc<Mutex<std::collections::BTreeMap<String, u64>>>,
 }
 
 /// A `Status` failure body, as the API server sends it. `kind` is what
@@ -650,6 +652,7 @@ pub(crate) async fn handle(
                         .map(str::to_string)
                 })
                 .unwrap_or_else(|| "unknown".to_string());
+            sim.count_request(&method, name.is_some(), plural, status_only, &uri);
             match (method, name) {
                 (Method::GET, None)
                     if matches!(

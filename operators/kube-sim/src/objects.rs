@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::http::StatusCode;
@@ -25,13 +26,53 @@ const WATCH_HISTORY: usize = 10_000;
 /// [`COMPACTED`] is no change: it tells open watches that the history was
 /// forgotten, and they end with `410 Expired`; one whose `kind` is
 /// [`STOPPING`] ends them without a word (the server is stopping).
-#[derive(Clone, Debug)]
+/// Changes are shared by every watcher (`Arc`), and each is serialised
+/// once, by the first watcher that sends it.
+#[derive(Debug)]
 struct Change {
     revision: u64,
     plural: String,
     namespace: String,
     kind: &'static str,
     object: Value,
+    line: std::sync::OnceLock<Bytes>,
+}
+
+impl Change {
+    fn new(
+        revision: u64,
+        plural: &str,
+        namespace: &str,
+        kind: &'static str,
+        object: Value,
+    ) -> Self {
+        Change {
+            revision,
+            plural: plural.to_string(),
+            namespace: namespace.to_string(),
+            kind,
+            object,
+            line: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The watch event line: `{"type": kind, "object": object}`.
+    fn line(&self) -> Bytes {
+        self.line
+            .get_or_init(|| event_line(self.kind, &self.object))
+            .clone()
+    }
+}
+
+/// One watch event, newline-terminated.
+fn event_line(kind: &str, object: &Value) -> Bytes {
+    // `kind` is one of the event types (plain ASCII words).
+    let mut v = format!("{{\"type\":\"{kind}\",\"object\":").into_bytes();
+    if serde_json::to_writer(&mut v, object).is_err() {
+        v.extend_from_slice(b"null");
+    }
+    v.extend_from_slice(b"}\n");
+    Bytes::from(v)
 }
 
 /// The `kind` of the marker [`Simulator::compact`] sends to open watches.
@@ -44,8 +85,8 @@ pub(crate) struct Objects {
     revision: u64,
     uids: u64,
     items: BTreeMap<Key, Value>,
-    history: std::collections::VecDeque<Change>,
-    live: tokio::sync::broadcast::Sender<Change>,
+    history: std::collections::VecDeque<Arc<Change>>,
+    live: tokio::sync::broadcast::Sender<Arc<Change>>,
     /// The server is stopping: watches end once they have sent their backlog.
     stopping: bool,
 }
@@ -67,13 +108,7 @@ impl Default for Objects {
 impl Objects {
     /// Records a change at the current revision for watchers.
     fn record(&mut self, kind: &'static str, plural: &str, namespace: &str, object: Value) {
-        let change = Change {
-            revision: self.revision,
-            plural: plural.to_string(),
-            namespace: namespace.to_string(),
-            kind,
-            object,
-        };
+        let change = Arc::new(Change::new(self.revision, plural, namespace, kind, object));
         if self.history.len() >= self.history_limit {
             self.history.pop_front();
         }
@@ -265,6 +300,53 @@ impl Simulator {
         sim
     }
 
+    /// Requests served so far, by verb and resource: `"patch
+    /// objectbuckets/status" → 1200`. Verbs are those of the API server's
+    /// audit log (get, list, watch, create, update, patch, delete).
+    pub fn request_counts(&self) -> BTreeMap<String, u64> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn count_request(
+        &self,
+        method: &axum::http::Method,
+        named: bool,
+        plural: &str,
+        status_only: bool,
+        uri: &axum::http::Uri,
+    ) {
+        use axum::http::Method;
+        let verb = match (method, named) {
+            (&Method::GET, false)
+                if uri
+                    .query()
+                    .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1")) =>
+            {
+                "watch"
+            }
+            (&Method::GET, false) => "list",
+            (&Method::GET, true) => "get",
+            (&Method::POST, _) => "create",
+            (&Method::PUT, _) => "update",
+            (&Method::PATCH, _) => "patch",
+            (&Method::DELETE, _) => "delete",
+            _ => "other",
+        };
+        let key = format!(
+            "{verb} {plural}{}",
+            if status_only { "/status" } else { "" }
+        );
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_default() += 1;
+    }
+
     /// Deployments and StatefulSets report their replicas ready `delay`
     /// after each new generation (created, or spec changed) instead of at
     /// once; until then none are ready. The change is an ordinary update:
@@ -282,13 +364,7 @@ impl Simulator {
     pub fn compact(&self) {
         let mut o = self.objects.lock().unwrap_or_else(|e| e.into_inner());
         o.history.clear();
-        let marker = Change {
-            revision: o.revision,
-            plural: String::new(),
-            namespace: String::new(),
-            kind: COMPACTED,
-            object: Value::Null,
-        };
+        let marker = Arc::new(Change::new(o.revision, "", "", COMPACTED, Value::Null));
         let _ = o.live.send(marker);
     }
 
@@ -297,13 +373,7 @@ impl Simulator {
     fn end_watches(&self) {
         let mut o = self.objects.lock().unwrap_or_else(|e| e.into_inner());
         o.stopping = true;
-        let marker = Change {
-            revision: o.revision,
-            plural: String::new(),
-            namespace: String::new(),
-            kind: STOPPING,
-            object: Value::Null,
-        };
+        let marker = Arc::new(Change::new(o.revision, "", "", STOPPING, Value::Null));
         let _ = o.live.send(marker);
     }
 
@@ -481,22 +551,23 @@ impl Simulator {
         // Bookmarks are objects of the watched kind with only a resourceVersion.
         let (kind_name, api_version) = (kind.kind, kind.api_version());
         let ns = ns.map(str::to_string);
-        let wanted = move |c: &Change| {
-            c.plural == plural
-                && ns.as_ref().is_none_or(|n| &c.namespace == n)
+        let wanted_object = move |p: &str, n: &str, object: &Value| {
+            p == plural
+                && ns.as_ref().is_none_or(|want| n == want)
                 && labels
                     .iter()
-                    .all(|r| r.matches(&c.object["metadata"]["labels"]))
+                    .all(|r| r.matches(&object["metadata"]["labels"]))
                 && fields.iter().all(|(f, want, eq)| {
                     let got = match f.as_str() {
-                        "metadata.name" => c.object["metadata"]["name"].as_str(),
-                        _ => c.object["metadata"]["namespace"].as_str(),
+                        "metadata.name" => object["metadata"]["name"].as_str(),
+                        _ => object["metadata"]["namespace"].as_str(),
                     }
                     .unwrap_or("");
                     (got == want) == *eq
                 })
         };
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(256);
+        let mut expired = false;
         let (backlog, mut live, mut at, stopping) = {
             let o = self.objects.lock().unwrap_or_else(|e| e.into_inner());
             let live = o.live.subscribe();
@@ -505,40 +576,35 @@ impl Simulator {
                 .front()
                 .map(|c| c.revision)
                 .unwrap_or(o.revision + 1);
-            let backlog: Vec<(String, Value)> = if from == 0 {
+            let backlog: Vec<Bytes> = if from == 0 {
                 o.items
                     .iter()
-                    .map(|((p, n, _), v)| Change {
-                        revision: 0,
-                        plural: p.clone(),
-                        namespace: n.clone(),
-                        kind: "ADDED",
-                        object: v.clone(),
-                    })
-                    .filter(|c| wanted(c))
-                    .map(|c| ("ADDED".to_string(), c.object))
+                    .filter(|((p, n, _), v)| wanted_object(p, n, v))
+                    .map(|(_, v)| event_line("ADDED", v))
                     .collect()
             } else if from + 1 < oldest && from < o.revision {
                 let gone = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                     "message": format!("too old resource version: {from} ({})", oldest.saturating_sub(1)),
                     "reason": "Expired", "code": 410});
-                vec![("ERROR".to_string(), gone)]
+                expired = true;
+                vec![event_line("ERROR", &gone)]
             } else {
                 o.history
                     .iter()
-                    .filter(|c| c.revision > from && wanted(c))
-                    .map(|c| (c.kind.to_string(), c.object.clone()))
+                    .filter(|c| {
+                        c.revision > from && wanted_object(&c.plural, &c.namespace, &c.object)
+                    })
+                    .map(|c| c.line())
                     .collect()
             };
             (backlog, live, o.revision.max(from), o.stopping)
         };
-        let expired = backlog.first().is_some_and(|(t, _)| t == "ERROR");
-        let line =
-            |t: &str, obj: &Value| Bytes::from(format!("{}\n", json!({"type": t, "object": obj})));
+        let wanted = move |c: &Change| wanted_object(&c.plural, &c.namespace, &c.object);
+        let line = event_line;
         tokio::spawn(async move {
             let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-            for (t, obj) in &backlog {
-                if tx.send(Ok(line(t, obj))).await.is_err() {
+            for l in backlog {
+                if tx.send(Ok(l)).await.is_err() {
                     return;
                 }
             }
@@ -578,7 +644,7 @@ impl Simulator {
                         }
                         Ok(c) => {
                             at = at.max(c.revision);
-                            if c.revision > from && wanted(&c) && tx.send(Ok(line(c.kind, &c.object))).await.is_err() {
+                            if c.revision > from && wanted(&c) && tx.send(Ok(c.line())).await.is_err() {
                                 return;
                             }
                         }
@@ -874,6 +940,12 @@ impl Simulator {
                 status_only,
             );
         }
+        // As the API server does: a write that changes nothing (but the
+        // times in managedFields) is not stored, keeps the resourceVersion
+        // and wakes no watcher.
+        if unchanged(&current, &obj) {
+            return (StatusCode::OK, Json(current)).into_response();
+        }
         o.revision += 1;
         // As the API server does: only a spec change is a new generation.
         let changed_spec = obj.get("spec") != current.get("spec");
@@ -1016,4 +1088,30 @@ impl Simulator {
         }
         obj
     }
+}
+
+/// Whether `new` would store nothing new over `current`: equal but for the
+/// server's own fields (resourceVersion, generation, kind, apiVersion) and
+/// the times in managedFields.
+fn unchanged(current: &Value, new: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("apiVersion");
+            o.remove("kind");
+        }
+        if let Some(m) = v["metadata"].as_object_mut() {
+            m.remove("resourceVersion");
+            m.remove("generation");
+            if let Some(Value::Array(fields)) = m.get_mut("managedFields") {
+                for f in fields {
+                    if let Some(f) = f.as_object_mut() {
+                        f.remove("time");
+                    }
+                }
+            }
+        }
+        v
+    };
+    strip(current) == strip(new)
 }
