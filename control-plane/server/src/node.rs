@@ -45,6 +45,7 @@ pub(crate) struct Node {
     pub(crate) secrets: Option<crate::secrets::SecretsKey>,
     /// Where the leader provisions claims.
     pub(crate) provisioning: crate::provisioner::Provisioning,
+    pub(crate) provisioner_stats: crate::provisioner::Stats,
 }
 
 pub(crate) fn unavailable_no_leader() -> Status {

@@ -8,11 +8,11 @@
 //! A failure is written to the claim's status with its reason, and the
 //! claim is tried again with a backoff (1 s doubling to 60 s).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use ndc_storage::{BucketRequest, DatabaseRequest, DatabaseStore, ObjectStore, S3Credentials};
 use ndc_store::claims::{
     Claim, ClaimKind, ClaimOp, ClaimRequest, ClaimSpec, ClaimStatus, Condition, DeletionPolicy,
@@ -42,7 +42,8 @@ const MAX_RETRY: Duration = Duration::from_secs(60);
 /// Longest a pass over one claim may take before it is abandoned (and
 /// retried), so one stuck backend call does not hold up every claim.
 const PASS_TIMEOUT: Duration = Duration::from_secs(300);
-/// How often the leader looks at claims even when nothing changed (retries).
+/// How often the leader looks at its queue even when nothing changed
+/// (retries whose backoff has passed).
 const RESCAN: Duration = Duration::from_millis(500);
 
 fn actor() -> Actor {
@@ -50,6 +51,76 @@ fn actor() -> Actor {
         name: "provisioner".into(),
         roles: vec![Role::Provisioner],
     }
+}
+
+/// Counters of the provisioner's work on this node, for benchmarks and
+/// operators: how much it did and where its time went.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    full_scans: AtomicU64,
+    passes: AtomicU64,
+    failed_passes: AtomicU64,
+    status_writes: AtomicU64,
+    pass_micros: AtomicU64,
+    object_store_micros: AtomicU64,
+    database_micros: AtomicU64,
+    bucket_passes: AtomicU64,
+    database_passes: AtomicU64,
+    status_write_micros: AtomicU64,
+    max_queue: AtomicU64,
+}
+
+/// A reading of [`Stats`]. Times are summed over passes that ran at once,
+/// so they can exceed the wall-clock time.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct ProvisionerStats {
+    /// Times the leader read every claim (on taking over, or after falling
+    /// behind the change feed).
+    pub full_scans: u64,
+    pub passes: u64,
+    pub failed_passes: u64,
+    pub status_writes: u64,
+    pub pass_seconds: f64,
+    /// Passes over bucket claims, and their time in the object store.
+    pub bucket_passes: u64,
+    pub object_store_seconds: f64,
+    /// Passes over database claims, and their time in the database server.
+    pub database_passes: u64,
+    pub database_seconds: f64,
+    pub status_write_seconds: f64,
+    /// The most claims waiting for a pass at once.
+    pub max_queue: u64,
+}
+
+impl Stats {
+    pub(crate) fn read(&self) -> ProvisionerStats {
+        let secs = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e6;
+        ProvisionerStats {
+            full_scans: self.full_scans.load(Ordering::Relaxed),
+            passes: self.passes.load(Ordering::Relaxed),
+            failed_passes: self.failed_passes.load(Ordering::Relaxed),
+            status_writes: self.status_writes.load(Ordering::Relaxed),
+            pass_seconds: secs(&self.pass_micros),
+            bucket_passes: self.bucket_passes.load(Ordering::Relaxed),
+            object_store_seconds: secs(&self.object_store_micros),
+            database_passes: self.database_passes.load(Ordering::Relaxed),
+            database_seconds: secs(&self.database_micros),
+            status_write_seconds: secs(&self.status_write_micros),
+            max_queue: self.max_queue.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn add_time(counter: &AtomicU64, since: Instant) {
+    counter.fetch_add(since.elapsed().as_micros() as u64, Ordering::Relaxed);
+}
+
+/// Times a backend call into `counter`.
+async fn timed<T>(counter: &AtomicU64, f: impl std::future::Future<Output = T>) -> T {
+    let start = Instant::now();
+    let r = f.await;
+    add_time(counter, start);
+    r
 }
 
 /// What one pass over a claim ended with.
@@ -83,76 +154,181 @@ fn condition(status: bool, reason: &str, message: String) -> Condition {
     }
 }
 
+/// The claims that have not converged, oldest first, as the leader last
+/// saw them. Filled by one full read when the node becomes leader, then
+/// kept current from the store's change feed, so a pass never waits for
+/// a scan of every claim.
+#[derive(Default)]
+struct Queue {
+    /// (created revision, uid) → the claim.
+    claims: BTreeMap<(u64, String), Claim>,
+    /// uid → created revision.
+    index: HashMap<String, u64>,
+    /// The revision the queue reflects; older changes are ignored.
+    revision: u64,
+    loaded: bool,
+}
+
+impl Queue {
+    fn clear(&mut self) {
+        *self = Queue::default();
+    }
+
+    fn remove(&mut self, uid: &str) -> Option<Claim> {
+        let created = self.index.remove(uid)?;
+        self.claims.remove(&(created, uid.to_string()))
+    }
+
+    /// Takes a claim as it now is; returns the version it replaced.
+    fn put(&mut self, claim: Claim) -> Option<Claim> {
+        let old = self.remove(&claim.uid);
+        if !claim.converged() {
+            self.index.insert(claim.uid.clone(), claim.created_revision);
+            self.claims
+                .insert((claim.created_revision, claim.uid.clone()), claim);
+        }
+        old
+    }
+
+    /// Applies a batch of changes from the feed. Returns the uids whose
+    /// request changed (spec, credentials, deletion): their backoff ends.
+    fn apply(&mut self, b: &ndc_store::WatchBatch) -> Vec<String> {
+        let mut renewed = Vec::new();
+        match b {
+            ndc_store::WatchBatch::Reset { .. } => self.loaded = false,
+            ndc_store::WatchBatch::Changes { revision, events } => {
+                if !self.loaded || *revision <= self.revision {
+                    return renewed;
+                }
+                self.revision = *revision;
+                for e in events.iter() {
+                    let Some(uid) = e.key.strip_prefix(ndc_store::claims::CLAIMS_PREFIX) else {
+                        continue;
+                    };
+                    if e.kind == ndc_store::EventKind::Delete {
+                        self.remove(uid);
+                        continue;
+                    }
+                    match serde_json::from_slice::<Claim>(&e.object.value) {
+                        Ok(c) => {
+                            let basis = StatusBasis::of(&c);
+                            if self.put(c).is_none_or(|old| StatusBasis::of(&old) != basis) {
+                                renewed.push(uid.to_string());
+                            }
+                        }
+                        Err(err) => {
+                            warn!(%uid, error = %err, "unreadable claim in the change feed; reading every claim again");
+                            self.loaded = false;
+                        }
+                    }
+                }
+            }
+        }
+        renewed
+    }
+}
+
 pub(crate) async fn run(node: Arc<Node>) {
     let mut notices = node.reader.subscribe();
     let mut tick = tokio::time::interval(RESCAN);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut queue = Queue::default();
     // uid → (not before, next delay)
     let mut retry: HashMap<String, (Instant, Duration)> = HashMap::new();
-    let touches_claims = |b: &ndc_store::WatchBatch| match b {
-        ndc_store::WatchBatch::Changes { events, .. } => events
-            .iter()
-            .any(|e| e.key.starts_with(ndc_store::claims::CLAIMS_PREFIX)),
-        ndc_store::WatchBatch::Reset { .. } => true,
-    };
+    let mut running: tokio::task::JoinSet<(String, bool)> = tokio::task::JoinSet::new();
+    let mut busy: HashSet<String> = HashSet::new();
+    let stats = &node.provisioner_stats;
     loop {
+        let mut renewed = Vec::new();
         tokio::select! {
             _ = tick.tick() => {}
+            Some(done) = running.join_next(), if !running.is_empty() => {
+                if let Ok((uid, ok)) = done {
+                    busy.remove(&uid);
+                    if ok {
+                        retry.remove(&uid);
+                    } else {
+                        let delay = retry.get(&uid).map_or(FIRST_RETRY, |(_, d)| *d);
+                        retry.insert(uid, (Instant::now() + delay, (delay * 2).min(MAX_RETRY)));
+                    }
+                }
+            }
             r = notices.recv() => match r {
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                // Other changes (tenants, the audit log...) are not our business.
-                Ok(b) if !touches_claims(&b) => continue,
-                _ => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => queue.loaded = false,
+                Ok(b) => renewed.extend(queue.apply(&b)),
             }
         }
-        // One pass for everything that changed meanwhile.
-        while notices.try_recv().is_ok() {}
+        // Everything else that changed meanwhile.
+        loop {
+            match notices.try_recv() {
+                Ok(b) => renewed.extend(queue.apply(&b)),
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => queue.loaded = false,
+                Err(_) => break,
+            }
+        }
+        for uid in renewed {
+            retry.remove(&uid);
+        }
         if node.metrics().current_leader != Some(node.id) || node.retired_at().is_some() {
+            // Passes under way finish (their reports are fenced); nothing new starts.
+            queue.clear();
             retry.clear();
             continue;
         }
-        // Everything committed before this point is applied here.
-        if node.read_barrier(false).await.is_err() {
-            continue;
-        }
-        let Ok((claims, _)) = node.reader.claims() else {
-            continue;
-        };
-        let now = Instant::now();
-        retry.retain(|uid, _| claims.iter().any(|c| &c.uid == uid && !c.converged()));
-        let todo: Vec<Claim> = claims
-            .into_iter()
-            .filter(|c| !c.converged())
-            .filter(|c| retry.get(&c.uid).is_none_or(|(at, _)| *at <= now))
-            .collect();
-        if todo.is_empty() {
-            continue;
-        }
-        let results: Vec<(String, bool)> = futures::stream::iter(todo)
-            .map(|c| {
-                let node = node.clone();
-                async move {
-                    let uid = c.uid.clone();
-                    match tokio::time::timeout(PASS_TIMEOUT, pass(&node, c)).await {
-                        Ok(ok) => (uid, ok),
-                        Err(_) => {
-                            warn!(%uid, "a provisioning pass took longer than {PASS_TIMEOUT:?}; abandoned, retried later");
-                            (uid, false)
-                        }
-                    }
-                }
-            })
-            .buffer_unordered(PARALLEL)
-            .collect()
-            .await;
-        let now = Instant::now();
-        for (uid, ok) in results {
-            if ok {
-                retry.remove(&uid);
-            } else {
-                let delay = retry.get(&uid).map_or(FIRST_RETRY, |(_, d)| *d);
-                retry.insert(uid, (now + delay, (delay * 2).min(MAX_RETRY)));
+        if !queue.loaded {
+            // Everything committed before this point is applied here.
+            if node.read_barrier(false).await.is_err() {
+                continue;
             }
+            let Ok((claims, revision)) = node.reader.claims() else {
+                continue;
+            };
+            stats.full_scans.fetch_add(1, Ordering::Relaxed);
+            queue.clear();
+            for c in claims {
+                queue.put(c);
+            }
+            queue.revision = revision;
+            queue.loaded = true;
+            retry.retain(|uid, _| queue.index.contains_key(uid));
+        }
+        stats
+            .max_queue
+            .fetch_max(queue.claims.len() as u64, Ordering::Relaxed);
+        if busy.len() >= PARALLEL {
+            continue;
+        }
+        let now = Instant::now();
+        let next: Vec<Claim> = queue
+            .claims
+            .values()
+            .filter(|c| !busy.contains(&c.uid))
+            .filter(|c| retry.get(&c.uid).is_none_or(|(at, _)| *at <= now))
+            .take(PARALLEL - busy.len())
+            .cloned()
+            .collect();
+        for c in next {
+            busy.insert(c.uid.clone());
+            let node = node.clone();
+            running.spawn(async move {
+                let uid = c.uid.clone();
+                let start = Instant::now();
+                let ok = match tokio::time::timeout(PASS_TIMEOUT, pass(&node, c)).await {
+                    Ok(ok) => ok,
+                    Err(_) => {
+                        warn!(%uid, "a provisioning pass took longer than {PASS_TIMEOUT:?}; abandoned, retried later");
+                        false
+                    }
+                };
+                let stats = &node.provisioner_stats;
+                add_time(&stats.pass_micros, start);
+                stats.passes.fetch_add(1, Ordering::Relaxed);
+                if !ok {
+                    stats.failed_passes.fetch_add(1, Ordering::Relaxed);
+                }
+                (uid, ok)
+            });
         }
     }
 }
@@ -160,10 +336,16 @@ pub(crate) async fn run(node: Arc<Node>) {
 /// One pass over one claim: act, then record the outcome. Returns whether
 /// the claim needs no retry.
 async fn pass(node: &Node, claim: Claim) -> bool {
+    let stats = &node.provisioner_stats;
+    let (backend_time, passes) = match claim.kind() {
+        ClaimKind::Bucket => (&stats.object_store_micros, &stats.bucket_passes),
+        ClaimKind::Database => (&stats.database_micros, &stats.database_passes),
+    };
+    passes.fetch_add(1, Ordering::Relaxed);
     let outcome = if claim.deletion.is_some() {
-        delete(node, &claim).await
+        timed(backend_time, delete(node, &claim)).await
     } else {
-        provision(node, &claim).await
+        timed(backend_time, provision(node, &claim)).await
     };
     let (op, ok) = match outcome {
         Ok(Done::Status(status)) => (
@@ -215,7 +397,13 @@ async fn pass(node: &Node, claim: Claim) -> bool {
         at_ms: crate::node::now_ms(),
         op,
     };
-    match node.write(ndc_store::Command::Claim(Box::new(req))).await {
+    stats.status_writes.fetch_add(1, Ordering::Relaxed);
+    let written = timed(
+        &stats.status_write_micros,
+        node.write(ndc_store::Command::Claim(Box::new(req))),
+    )
+    .await;
+    match written {
         Ok(ndc_store::Response::Claim { .. }) => ok,
         Ok(other) => {
             warn!(uid = %claim.uid, "claim status not recorded: {other:?}");

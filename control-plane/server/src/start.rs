@@ -212,6 +212,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         retired_marker,
         secrets: config.secrets.clone(),
         provisioning: config.provisioning.clone(),
+        provisioner_stats: Default::default(),
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -430,6 +431,12 @@ impl RunningNode {
 
     pub fn is_leader(&self) -> bool {
         self.node.metrics().state == ServerState::Leader
+    }
+
+    /// What this node's provisioner has done so far (it works only while
+    /// the node leads).
+    pub fn provisioner_stats(&self) -> crate::provisioner::ProvisionerStats {
+        self.node.provisioner_stats.read()
     }
 
     /// Waits until this node sees a leader, or the timeout passes.
