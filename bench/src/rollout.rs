@@ -24,6 +24,8 @@ const SERVICES: &str = include_str!("../../samples/national/services.yaml");
 const PROVINCES: usize = 34;
 const CENTRAL: usize = 19;
 const COMMUNES: usize = 3321;
+/// The provisioner's passes at once (its `PARALLEL`), for the report.
+const PARALLEL_PASSES: usize = 8;
 
 #[derive(clap::Args, Debug)]
 pub struct RolloutArgs {
@@ -222,6 +224,11 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
     eprintln!("rollout: starting Garage, PostgreSQL, a 3-node control plane, the simulator and the operator");
     let garage = ndc_storage::LocalGarage::start(&dir.path().join("garage")).await?;
     let postgres = ndc_storage::LocalPostgres::start(&dir.path().join("postgres")).await?;
+    let probe = probe(&garage.config(), &postgres.config()).await?;
+    eprintln!(
+        "rollout: one Garage admin call takes {:.1} ms, one PostgreSQL database (create and drop) {:.0} ms, measured alone",
+        probe.garage_admin_call_ms, probe.postgres_database_ms
+    );
     let key = dir.path().join("secrets.key");
     ndc_server::SecretsKey::create_file(&key)?;
     let mut nodes = Vec::new();
@@ -500,6 +507,13 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
         .copied()
         .collect();
     let figures = stats::figures(latencies.clone(), all.len() - latencies.len(), total_time);
+    // Where the work went: the provisioners (only a leader's works) and
+    // the requests the simulated API server answered.
+    let provisioner = nodes
+        .iter()
+        .map(|n| n.provisioner_stats())
+        .fold(ndc_server::ProvisionerStats::default(), add_stats);
+    let requests = sim.simulator().request_counts();
     let samples = samples.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let writes_per_sec =
         (last_revision.saturating_sub(first_revision)) as f64 / total_time.as_secs_f64();
@@ -520,6 +534,9 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
         &latencies,
         &errors,
         &not_ready.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        &provisioner,
+        &requests,
+        &probe,
     )?;
     eprintln!("rollout: report in {}", out.display());
 
@@ -533,6 +550,71 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
     postgres.stop().await;
     garage.stop().await;
     Ok(())
+}
+
+/// What one backend call costs here with nothing else running (medians).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct Probe {
+    /// One call to Garage's admin API (`GetClusterHealth`). Garage checks
+    /// the admin token of every call with Argon2, which costs CPU.
+    garage_admin_call_ms: f64,
+    /// One database with its role created, then dropped.
+    postgres_database_ms: f64,
+}
+
+async fn probe(
+    garage: &ndc_storage::GarageConfig,
+    postgres: &ndc_storage::PostgresConfig,
+) -> Result<Probe> {
+    use ndc_storage::DatabaseStore;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut admin = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        ndc_storage::garage::is_healthy(garage).await?;
+        admin.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let pg = ndc_storage::PostgresStore::connect(postgres.clone()).await?;
+    let mut dbs = Vec::new();
+    for i in 0..5 {
+        let name = format!("ndc_probe_{i}");
+        let t = Instant::now();
+        pg.ensure_database(&ndc_storage::DatabaseRequest {
+            name: name.clone(),
+            role: name.clone(),
+            password: ndc_storage::generate_password()?,
+            connection_limit: 0,
+        })
+        .await?;
+        pg.drop_database(&name, &name).await?;
+        dbs.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(Probe {
+        garage_admin_call_ms: median(admin),
+        postgres_database_ms: median(dbs),
+    })
+}
+
+fn add_stats(
+    a: ndc_server::ProvisionerStats,
+    b: ndc_server::ProvisionerStats,
+) -> ndc_server::ProvisionerStats {
+    ndc_server::ProvisionerStats {
+        full_scans: a.full_scans + b.full_scans,
+        passes: a.passes + b.passes,
+        failed_passes: a.failed_passes + b.failed_passes,
+        status_writes: a.status_writes + b.status_writes,
+        pass_seconds: a.pass_seconds + b.pass_seconds,
+        bucket_passes: a.bucket_passes + b.bucket_passes,
+        object_store_seconds: a.object_store_seconds + b.object_store_seconds,
+        database_passes: a.database_passes + b.database_passes,
+        database_seconds: a.database_seconds + b.database_seconds,
+        status_write_seconds: a.status_write_seconds + b.status_write_seconds,
+        max_queue: a.max_queue.max(b.max_queue),
+    }
 }
 
 async fn ndc_revision(addr: &str) -> Result<u64> {
@@ -618,6 +700,9 @@ fn write_report(
     latencies: &[Duration],
     errors: &[String],
     not_ready: &[String],
+    provisioner: &ndc_server::ProvisionerStats,
+    requests: &BTreeMap<String, u64>,
+    probe: &Probe,
 ) -> Result<()> {
     std::fs::create_dir_all(out)?;
     // Latency histogram: tenants per 1-second bucket of latency.
@@ -684,6 +769,7 @@ fn write_report(
         "tenants_ready": f.ops, "tenants_not_ready": f.errors,
         "tenants_per_sec": f.ops_per_sec, "p50_ms": f.p50_ms, "p99_ms": f.p99_ms, "max_ms": f.max_ms,
         "control_plane_entries_per_sec": writes_per_sec, "peak_rss_mib": peak, "errors": errors,
+        "provisioner": provisioner, "kubernetes_requests": requests, "backend_probe": probe,
         "samples": samples,
     });
     std::fs::write(
@@ -698,6 +784,25 @@ fn write_report(
     md.push_str("| (processes of one name are summed; PostgreSQL's shared buffers count once per worker) | |\n");
     for (k, v) in peak {
         md.push_str(&format!("| {k} | {v:.0} MiB |\n"));
+    }
+    let p = provisioner;
+    let per = |secs: f64, n: u64| if n == 0 { 0.0 } else { secs / n as f64 };
+    md.push_str(&format!(
+        "\n## Where the time went\n\nThe provisioner (summed over its passes, which run {PARALLEL_PASSES} at once):\n\n| figure | value |\n|---|---|\n| passes (failed) | {} ({}) |\n| seconds in passes | {:.1} |\n| bucket passes: seconds in Garage (per pass) | {} : {:.1} ({:.2}) |\n| database passes: seconds in PostgreSQL (per pass) | {} : {:.1} ({:.2}) |\n| status writes (seconds) | {} ({:.1}) |\n| full reads of every claim | {} |\n| most claims waiting at once | {} |\n",
+        p.passes, p.failed_passes, p.pass_seconds, p.bucket_passes, p.object_store_seconds, per(p.object_store_seconds, p.bucket_passes), p.database_passes, p.database_seconds, per(p.database_seconds, p.database_passes), p.status_writes, p.status_write_seconds, p.full_scans, p.max_queue
+    ));
+    md.push_str(&format!(
+        "\nMeasured alone before the rollout: one Garage admin-API call {:.1} ms; one PostgreSQL database and role created and dropped {:.0} ms.\n",
+        probe.garage_admin_call_ms, probe.postgres_database_ms
+    ));
+    let mut by_count: Vec<(&String, &u64)> = requests.iter().collect();
+    by_count.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let total: u64 = requests.values().sum();
+    md.push_str(&format!(
+        "\nRequests the Kubernetes API (the simulator) answered: {total} in all; the most frequent:\n\n| request | count |\n|---|---|\n"
+    ));
+    for (k, v) in by_count.iter().take(12) {
+        md.push_str(&format!("| {k} | {v} |\n"));
     }
     if !errors.is_empty() {
         md.push_str(&format!(

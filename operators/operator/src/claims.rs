@@ -7,11 +7,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::BoxStream;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{finalizer, Event};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use ndc_api::claims::claims_client::ClaimsClient;
@@ -23,10 +25,14 @@ use serde_json::json;
 use tonic::Code;
 use tracing::warn;
 
+use crate::feed::{ClaimFeed, Waiter};
 use crate::tenants::MANAGER;
 use crate::{conditions, quantity, Context, Error, Stop};
 
 pub const FINALIZER: &str = "ndc.gov.vn/claim";
+/// How long an object waiting on its claim waits for the claim feed before
+/// it asks the control plane itself.
+pub(crate) const WAIT_FALLBACK: Duration = Duration::from_secs(5);
 
 /// What differs between the two claim kinds.
 pub trait ClaimObject:
@@ -45,10 +51,20 @@ pub trait ClaimObject:
     fn policy(&self) -> DeletionPolicy;
     fn purge(&self) -> bool;
     fn claim_status(&self) -> Option<&ClaimStatus>;
+    /// How the claim feed names an object of this kind.
+    fn waiter(r: ObjectRef<Self>) -> Waiter;
+    /// The feed's triggers for this kind's controller.
+    fn triggers(feed: &ClaimFeed) -> BoxStream<'static, ObjectRef<Self>>;
 }
 
 impl ClaimObject for ObjectBucket {
     const KIND: &'static str = "bucket";
+    fn waiter(r: ObjectRef<Self>) -> Waiter {
+        Waiter::Bucket(r)
+    }
+    fn triggers(feed: &ClaimFeed) -> BoxStream<'static, ObjectRef<Self>> {
+        feed.bucket_triggers().boxed()
+    }
     fn spec_pb(&self) -> Result<pb::create_claim_request::Spec, String> {
         Ok(pb::create_claim_request::Spec::Bucket(pb::BucketSpec {
             size_bytes: quantity::bytes(&self.spec.size)?,
@@ -69,6 +85,12 @@ impl ClaimObject for ObjectBucket {
 
 impl ClaimObject for Database {
     const KIND: &'static str = "database";
+    fn waiter(r: ObjectRef<Self>) -> Waiter {
+        Waiter::Database(r)
+    }
+    fn triggers(feed: &ClaimFeed) -> BoxStream<'static, ObjectRef<Self>> {
+        feed.database_triggers().boxed()
+    }
     fn spec_pb(&self) -> Result<pb::create_claim_request::Spec, String> {
         Ok(pb::create_claim_request::Spec::Database(pb::DatabaseSpec {
             size_bytes: quantity::bytes(&self.spec.size)?,
@@ -195,6 +217,9 @@ async fn apply<K: ClaimObject>(o: Arc<K>, ctx: &Context) -> Result<Action, Error
         kind: K::KIND.into(),
         name: name.clone(),
     };
+    // Registered before the claim is read, so no change is missed between.
+    ctx.claim_feed
+        .wait(&tenant, K::KIND, &name, K::waiter(ObjectRef::from_obj(&*o)));
     let claim = match get_claim(ctx, by_name.clone()).await? {
         Some(c) => c,
         None => {
@@ -276,11 +301,14 @@ async fn apply<K: ClaimObject>(o: Arc<K>, ctx: &Context) -> Result<Action, Error
         status.conditions = vec![conditions::not_ready(reason, message, generation)];
     }
     set_status(&api, &o, status).await?;
-    Ok(if ready {
-        Action::requeue(Duration::from_secs(300))
+    // Until it is ready, a change of the claim reconciles this object at
+    // once; the timer is only a safety net.
+    if ready {
+        ctx.claim_feed.done(&tenant, K::KIND, &name);
+        Ok(Action::requeue(Duration::from_secs(300)))
     } else {
-        Action::requeue(Duration::from_millis(500))
-    })
+        Ok(Action::requeue(WAIT_FALLBACK))
+    }
 }
 
 /// Writes the credentials Secret, owned by the claim object.
@@ -416,6 +444,7 @@ pub async fn controller<K: ClaimObject>(ctx: Arc<Context>, stop: Stop) {
                 labels::OPERATOR
             )),
         )
+        .reconcile_on(K::triggers(&ctx.claim_feed))
         .graceful_shutdown_on(stop)
         .run(reconcile::<K>, error_policy::<K>, ctx)
         .for_each(|r| async move {

@@ -20,6 +20,7 @@
 
 pub mod claims;
 mod conditions;
+pub mod feed;
 pub mod leader;
 pub mod metrics;
 pub mod quantity;
@@ -36,6 +37,8 @@ pub struct Context {
     pub kube: kube::Client,
     pub ndc: NdcClient,
     pub metrics: metrics::Metrics,
+    /// Objects waiting on control-plane claims (see [`feed`]).
+    pub claim_feed: feed::ClaimFeed,
 }
 
 impl Context {
@@ -124,6 +127,7 @@ pub async fn run_with(
         kube: kube.clone(),
         ndc,
         metrics: metrics.clone(),
+        claim_feed: feed::ClaimFeed::default(),
     });
     let stop: Stop = shutdown.boxed().shared();
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
@@ -146,6 +150,7 @@ pub async fn run_with(
             async move {
                 let tasks: Vec<futures::future::BoxFuture<'static, ()>> = vec![
                     tenants::follow_control_plane(ctx.clone(), stop.clone()).boxed(),
+                    feed::follow(ctx.clone(), stop.clone()).boxed(),
                     tenants::controller(ctx.clone(), stop.clone()).boxed(),
                     claims::controller::<ndc_crds::ObjectBucket>(ctx.clone(), stop.clone()).boxed(),
                     claims::controller::<ndc_crds::Database>(ctx.clone(), stop.clone()).boxed(),

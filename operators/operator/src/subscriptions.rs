@@ -15,6 +15,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{finalizer, Event};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use ndc_api::catalog::catalog_client::CatalogClient;
@@ -26,6 +27,7 @@ use serde_json::json;
 use tonic::Code;
 use tracing::warn;
 
+use crate::feed::Waiter;
 use crate::tenants::MANAGER;
 use crate::{conditions, quantity, Context, Error, Stop};
 
@@ -225,7 +227,13 @@ async fn apply(o: Arc<ServiceSubscription>, ctx: &Context) -> Result<Action, Err
     // Per-tenant resources, as claims of the tenant.
     let mut binding: BTreeMap<String, String> = BTreeMap::new();
     let mut pending = Vec::new();
-    for (name, kind, size) in resources(&service, &shared) {
+    let needs = resources(&service, &shared);
+    // A change of any of them reconciles this subscription at once.
+    let me = Waiter::Subscription(ObjectRef::from_obj(&*o));
+    for (name, kind, _) in &needs {
+        ctx.claim_feed.wait(&tenant, kind, name, me.clone());
+    }
+    for (name, kind, size) in needs.iter().cloned() {
         match ensure_claim(ctx, &tenant, &name, kind, &size).await? {
             Ok(Some(values)) => {
                 for (k, v) in values {
@@ -255,7 +263,10 @@ async fn apply(o: Arc<ServiceSubscription>, ctx: &Context) -> Result<Action, Err
             binding_secret: None,
         };
         set_status(&api, &o, status).await?;
-        return Ok(Action::requeue(Duration::from_millis(500)));
+        return Ok(Action::requeue(crate::claims::WAIT_FALLBACK));
+    }
+    for (name, kind, _) in &needs {
+        ctx.claim_feed.done(&tenant, kind, name);
     }
     // Where the service answers for this tenant.
     let svc_ns = crate::services::namespace_of(&service);
@@ -427,6 +438,7 @@ pub async fn controller(ctx: Arc<Context>, stop: Stop) {
         Api::<NetworkPolicy>::all(client),
         watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::OPERATOR)),
     )
+    .reconcile_on(ctx.claim_feed.subscription_triggers())
     .graceful_shutdown_on(stop)
     .run(reconcile, error_policy, ctx)
     .for_each(|r| async move {

@@ -1,0 +1,241 @@
+//! The claim feed: the operator follows the control plane's claims and, when
+//! one changes, reconciles at once the objects waiting on it (a bucket, a
+//! database, or a subscription's per-tenant resources), instead of asking
+//! the control plane about each waiting object on a timer.
+//!
+//! A waiting object registers the claim it waits on, by tenant, kind and
+//! name. The timers stay, slower, as a safety net (a watch that broke, a
+//! tenant merged meanwhile).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use kube::runtime::reflector::ObjectRef;
+use ndc_api::kv::kv_client::KvClient;
+use ndc_api::kv::{Consistency, ListRequest, WatchRequest};
+use ndc_crds::{Database, ObjectBucket, ServiceSubscription};
+use tokio::sync::broadcast;
+use tracing::warn;
+
+use crate::{Context, Error, Stop};
+
+const CLAIMS_PREFIX: &str = "/ndc/claims/";
+/// Triggers kept for a controller that is busy; one that falls further
+/// behind is caught by its timers.
+const BACKLOG: usize = 16_384;
+
+/// A claim as the feed names it: tenant, kind (`bucket` or `database`), name.
+pub type ClaimKey = (String, String, String);
+
+/// An object that waits on a claim.
+#[derive(Clone, Debug)]
+pub enum Waiter {
+    Bucket(ObjectRef<ObjectBucket>),
+    Database(ObjectRef<Database>),
+    Subscription(ObjectRef<ServiceSubscription>),
+}
+
+/// Who waits on which claim, and the triggers of each controller.
+pub struct ClaimFeed {
+    waiting: Mutex<HashMap<ClaimKey, Waiter>>,
+    buckets: broadcast::Sender<ObjectRef<ObjectBucket>>,
+    databases: broadcast::Sender<ObjectRef<Database>>,
+    subscriptions: broadcast::Sender<ObjectRef<ServiceSubscription>>,
+}
+
+impl Default for ClaimFeed {
+    fn default() -> Self {
+        ClaimFeed {
+            waiting: Mutex::default(),
+            buckets: broadcast::channel(BACKLOG).0,
+            databases: broadcast::channel(BACKLOG).0,
+            subscriptions: broadcast::channel(BACKLOG).0,
+        }
+    }
+}
+
+fn key(tenant: &str, kind: &str, name: &str) -> ClaimKey {
+    (tenant.to_string(), kind.to_string(), name.to_string())
+}
+
+/// The triggers of one channel, as a stream for `Controller::reconcile_on`.
+fn stream<T: Clone + Send + 'static>(
+    tx: &broadcast::Sender<T>,
+) -> impl Stream<Item = T> + Send + 'static {
+    futures::stream::unfold(tx.subscribe(), |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(v) => return Some((v, rx)),
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+}
+
+impl ClaimFeed {
+    /// `w` waits on the claim `name` of kind `kind` of `tenant`.
+    pub fn wait(&self, tenant: &str, kind: &str, name: &str, w: Waiter) {
+        self.lock().insert(key(tenant, kind, name), w);
+    }
+
+    /// Nobody waits on that claim any more.
+    pub fn done(&self, tenant: &str, kind: &str, name: &str) {
+        self.lock().remove(&key(tenant, kind, name));
+    }
+
+    /// Claims waited on now.
+    pub fn waiting(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ClaimKey, Waiter>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reconciles whoever waits on this claim.
+    fn changed(&self, k: &ClaimKey) {
+        let Some(w) = self.lock().get(k).cloned() else {
+            return;
+        };
+        // No receiver (a controller not running yet) is not an error.
+        let _sent = match w {
+            Waiter::Bucket(r) => self.buckets.send(r).is_ok(),
+            Waiter::Database(r) => self.databases.send(r).is_ok(),
+            Waiter::Subscription(r) => self.subscriptions.send(r).is_ok(),
+        };
+    }
+
+    pub fn bucket_triggers(&self) -> impl Stream<Item = ObjectRef<ObjectBucket>> + Send + 'static {
+        stream(&self.buckets)
+    }
+
+    pub fn database_triggers(&self) -> impl Stream<Item = ObjectRef<Database>> + Send + 'static {
+        stream(&self.databases)
+    }
+
+    pub fn subscription_triggers(
+        &self,
+    ) -> impl Stream<Item = ObjectRef<ServiceSubscription>> + Send + 'static {
+        stream(&self.subscriptions)
+    }
+}
+
+/// The feed's key of a claim from its stored JSON.
+fn claim_key(value: &[u8]) -> Option<ClaimKey> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        tenant: String,
+        name: String,
+        spec: HashMap<String, serde::de::IgnoredAny>,
+    }
+    let h: Head = serde_json::from_slice(value).ok()?;
+    let kind = h.spec.into_keys().next()?;
+    Some((h.tenant, kind, h.name))
+}
+
+/// Follows the control plane's claims until `stop`, watching again after a
+/// break (changes missed meanwhile are caught by the controllers' timers).
+pub async fn follow(ctx: Arc<Context>, stop: Stop) {
+    let work = async {
+        loop {
+            if let Err(e) = follow_once(&ctx).await {
+                warn!(error = %e, "following the control plane's claims failed; watching again shortly");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    };
+    tokio::select! {
+        _ = stop => {}
+        _ = work => {}
+    }
+}
+
+async fn follow_once(ctx: &Context) -> Result<(), Error> {
+    let auth = ctx.ndc.auth();
+    // Only the revision: what changes from now on matters.
+    let revision = ctx
+        .ndc
+        .call(|ch| {
+            let a = auth.clone();
+            async move {
+                KvClient::with_interceptor(ch, a)
+                    .list(ListRequest {
+                        prefix: CLAIMS_PREFIX.into(),
+                        start_after: String::new(),
+                        limit: 1,
+                        consistency: Consistency::Linearizable as i32,
+                    })
+                    .await
+            }
+        })
+        .await?
+        .into_inner()
+        .revision;
+    let mut stream = ctx
+        .ndc
+        .call(|ch| {
+            let a = auth.clone();
+            async move {
+                KvClient::with_interceptor(ch, a)
+                    .max_decoding_message_size(256 * 1024 * 1024)
+                    .watch(WatchRequest {
+                        prefix: CLAIMS_PREFIX.into(),
+                        start_revision: revision + 1,
+                    })
+                    .await
+            }
+        })
+        .await?
+        .into_inner();
+    // Everyone waiting may have missed a change while the watch was down.
+    let all: Vec<ClaimKey> = ctx.claim_feed.lock().keys().cloned().collect();
+    for k in &all {
+        ctx.claim_feed.changed(k);
+    }
+    while let Some(msg) = stream.next().await {
+        for e in &msg?.events {
+            if let Some(k) = e.object.as_ref().and_then(|o| claim_key(&o.value)) {
+                ctx.claim_feed.changed(&k);
+            }
+        }
+    }
+    Err(Error::Other("the control plane's claim watch ended".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_is_named_by_tenant_kind_and_name() {
+        let v = br#"{"uid":"u1","tenant":"t1","name":"docs","spec":{"bucket":{"size_bytes":1}},"status":{}}"#;
+        assert_eq!(
+            claim_key(v),
+            Some(("t1".into(), "bucket".into(), "docs".into()))
+        );
+        assert_eq!(claim_key(b"{}"), None);
+        assert_eq!(claim_key(b"not json"), None);
+    }
+
+    #[tokio::test]
+    async fn a_change_reaches_only_the_object_that_waits_on_it() {
+        let feed = ClaimFeed::default();
+        let mut buckets = Box::pin(feed.bucket_triggers());
+        let r = ObjectRef::<ObjectBucket>::new("docs").within("t1");
+        feed.wait("t1", "bucket", "docs", Waiter::Bucket(r.clone()));
+        feed.changed(&key("t1", "bucket", "other"));
+        feed.changed(&key("t1", "bucket", "docs"));
+        assert_eq!(buckets.next().await, Some(r));
+        feed.done("t1", "bucket", "docs");
+        assert_eq!(feed.waiting(), 0);
+        // Nobody waits on docs now: the next trigger is the next waiter's.
+        feed.changed(&key("t1", "bucket", "docs"));
+        let r2 = ObjectRef::<ObjectBucket>::new("files").within("t2");
+        feed.wait("t2", "bucket", "files", Waiter::Bucket(r2.clone()));
+        feed.changed(&key("t2", "bucket", "files"));
+        assert_eq!(buckets.next().await, Some(r2));
+    }
+}
