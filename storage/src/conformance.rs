@@ -314,6 +314,62 @@ pub async fn object_store(store: &dyn ObjectStore) -> Outcome {
         "remove_key b",
         store.remove_key(&creds_b.access_key_id).await,
     )?;
+
+    // A claim's whole pass in one call: twice changes nothing, and after a
+    // rotation only the new key is left.
+    let c = format!("{prefix}-c");
+    let creds_c1 = ok("credentials", generate_s3_credentials())?;
+    let creds_c2 = ok("credentials", generate_s3_credentials())?;
+    let removed = ok(
+        "ensure_bucket_with_key c",
+        store
+            .ensure_bucket_with_key(&bucket(&c, 1 << 20), "tenant-c", &creds_c1)
+            .await,
+    )?;
+    expect!(
+        removed.is_empty(),
+        "a new bucket had keys to remove: {removed:?}"
+    );
+    let removed = ok(
+        "ensure_bucket_with_key c again",
+        store
+            .ensure_bucket_with_key(&bucket(&c, 1 << 20), "tenant-c", &creds_c1)
+            .await,
+    )?;
+    expect!(removed.is_empty(), "a repeated pass removed {removed:?}");
+    let client_c1 = tenant(&creds_c1);
+    let put = client_c1
+        .put_object()
+        .bucket(&c)
+        .key("k")
+        .body(ByteStream::from(b"c".to_vec()))
+        .send()
+        .await;
+    ok(
+        "tenant c puts into its bucket",
+        put.map_err(aws_sdk_s3::error::DisplayErrorContext),
+    )?;
+    let removed = ok(
+        "ensure_bucket_with_key c rotated",
+        store
+            .ensure_bucket_with_key(&bucket(&c, 1 << 20), "tenant-c", &creds_c2)
+            .await,
+    )?;
+    expect!(
+        removed == [creds_c1.access_key_id.clone()],
+        "a rotation removed {removed:?}, not the earlier key"
+    );
+    refused(&client_c1, &c, "tenant c's earlier key after rotation").await?;
+    let keys = list(&tenant(&creds_c2), &c).await?;
+    expect!(
+        keys == ["k"],
+        "the rotated key lists {keys:?} in bucket {c}"
+    );
+    ok("delete_bucket c", store.delete_bucket(&c, true).await)?;
+    ok(
+        "remove_key c",
+        store.remove_key(&creds_c2.access_key_id).await,
+    )?;
     Ok(())
 }
 

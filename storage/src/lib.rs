@@ -87,6 +87,25 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// own, so no earlier key of the bucket survives a rotation however it
     /// was interrupted. Returns the keys removed.
     async fn remove_other_keys(&self, bucket: &str, keep: &str) -> Result<Vec<String>>;
+    /// A claim's whole pass in one call: [`ensure_bucket`], then
+    /// [`ensure_key`] for `creds` on it, then [`remove_other_keys`] keeping
+    /// `creds`. Returns the keys removed. A store may do it in fewer round
+    /// trips than the three calls it stands for.
+    ///
+    /// [`ensure_bucket`]: ObjectStore::ensure_bucket
+    /// [`ensure_key`]: ObjectStore::ensure_key
+    /// [`remove_other_keys`]: ObjectStore::remove_other_keys
+    async fn ensure_bucket_with_key(
+        &self,
+        req: &BucketRequest,
+        key_name: &str,
+        creds: &S3Credentials,
+    ) -> Result<Vec<String>> {
+        self.ensure_bucket(req).await?;
+        self.ensure_key(&req.name, key_name, creds).await?;
+        self.remove_other_keys(&req.name, &creds.access_key_id)
+            .await
+    }
     /// Writes an object with the store's own credentials (final backups).
     async fn put_object(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<()>;
     /// Whether an object exists, with the store's own credentials.

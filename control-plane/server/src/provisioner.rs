@@ -8,7 +8,7 @@
 //! A failure is written to the claim's status with its reason, and the
 //! claim is tried again with a backoff (1 s doubling to 60 s).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -157,13 +157,14 @@ fn condition(status: bool, reason: &str, message: String) -> Condition {
 /// The claims that have not converged, oldest first, as the leader last
 /// saw them. Filled by one full read when the node becomes leader, then
 /// kept current from the store's change feed, so a pass never waits for
-/// a scan of every claim.
+/// a scan of every claim. Only names are kept (a million claims fit in a
+/// few hundred MiB); a pass reads its claim as it is then.
 #[derive(Default)]
 struct Queue {
-    /// (created revision, uid) → the claim.
-    claims: BTreeMap<(u64, String), Claim>,
-    /// uid → created revision.
-    index: HashMap<String, u64>,
+    /// (created revision, uid), oldest first.
+    order: BTreeSet<(u64, String)>,
+    /// uid → created revision, and what the last change asked for.
+    index: HashMap<String, (u64, StatusBasis)>,
     /// The revision the queue reflects; older changes are ignored.
     revision: u64,
     loaded: bool,
@@ -174,20 +175,29 @@ impl Queue {
         *self = Queue::default();
     }
 
-    fn remove(&mut self, uid: &str) -> Option<Claim> {
-        let created = self.index.remove(uid)?;
-        self.claims.remove(&(created, uid.to_string()))
+    fn remove(&mut self, uid: &str) -> Option<StatusBasis> {
+        let (created, basis) = self.index.remove(uid)?;
+        self.order.remove(&(created, uid.to_string()));
+        Some(basis)
     }
 
-    /// Takes a claim as it now is; returns the version it replaced.
-    fn put(&mut self, claim: Claim) -> Option<Claim> {
+    /// Takes a claim as it now is; returns what the version it replaced
+    /// asked for.
+    fn put(&mut self, claim: &Claim) -> Option<StatusBasis> {
         let old = self.remove(&claim.uid);
         if !claim.converged() {
-            self.index.insert(claim.uid.clone(), claim.created_revision);
-            self.claims
-                .insert((claim.created_revision, claim.uid.clone()), claim);
+            self.index.insert(
+                claim.uid.clone(),
+                (claim.created_revision, StatusBasis::of(claim)),
+            );
+            self.order
+                .insert((claim.created_revision, claim.uid.clone()));
         }
         old
+    }
+
+    fn len(&self) -> usize {
+        self.index.len()
     }
 
     /// Applies a batch of changes from the feed. Returns the uids whose
@@ -212,7 +222,7 @@ impl Queue {
                     match serde_json::from_slice::<Claim>(&e.object.value) {
                         Ok(c) => {
                             let basis = StatusBasis::of(&c);
-                            if self.put(c).is_none_or(|old| StatusBasis::of(&old) != basis) {
+                            if self.put(&c) != Some(basis) {
                                 renewed.push(uid.to_string());
                             }
                         }
@@ -225,6 +235,44 @@ impl Queue {
             }
         }
         renewed
+    }
+}
+
+/// Claims read at once when the queue is filled.
+const LOAD_PAGE: usize = 10_000;
+
+/// Fills the queue with every claim that has not converged, a page at a
+/// time. Returns the revision of the first page, or `None` if the store
+/// could not be read.
+fn load(node: &Node, queue: &mut Queue) -> Option<u64> {
+    queue.clear();
+    let mut first = None;
+    let mut after: Option<String> = None;
+    loop {
+        let page = match node.reader.list(
+            ndc_store::claims::CLAIMS_PREFIX,
+            after.as_deref(),
+            LOAD_PAGE,
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(error = %e, "cannot read the claims to provision");
+                return None;
+            }
+        };
+        first.get_or_insert(page.revision);
+        for (key, o) in &page.items {
+            match serde_json::from_slice::<Claim>(&o.value) {
+                Ok(c) => {
+                    queue.put(&c);
+                }
+                Err(e) => warn!(%key, error = %e, "unreadable claim left out of provisioning"),
+            }
+        }
+        if !page.more {
+            return first;
+        }
+        after = page.items.last().map(|(k, _)| k.clone());
     }
 }
 
@@ -281,34 +329,46 @@ pub(crate) async fn run(node: Arc<Node>) {
             if node.read_barrier(false).await.is_err() {
                 continue;
             }
-            let Ok((claims, revision)) = node.reader.claims() else {
+            let Some(revision) = load(&node, &mut queue) else {
                 continue;
             };
             stats.full_scans.fetch_add(1, Ordering::Relaxed);
-            queue.clear();
-            for c in claims {
-                queue.put(c);
-            }
+            // Changes after the first page come from the feed again.
             queue.revision = revision;
             queue.loaded = true;
             retry.retain(|uid, _| queue.index.contains_key(uid));
         }
         stats
             .max_queue
-            .fetch_max(queue.claims.len() as u64, Ordering::Relaxed);
+            .fetch_max(queue.len() as u64, Ordering::Relaxed);
         if busy.len() >= PARALLEL {
             continue;
         }
         let now = Instant::now();
-        let next: Vec<Claim> = queue
-            .claims
-            .values()
-            .filter(|c| !busy.contains(&c.uid))
-            .filter(|c| retry.get(&c.uid).is_none_or(|(at, _)| *at <= now))
+        let next: Vec<String> = queue
+            .order
+            .iter()
+            .map(|(_, uid)| uid)
+            .filter(|uid| !busy.contains(*uid))
+            .filter(|uid| retry.get(*uid).is_none_or(|(at, _)| *at <= now))
             .take(PARALLEL - busy.len())
             .cloned()
             .collect();
-        for c in next {
+        for uid in next {
+            // The claim as it is now; one that converged or went meanwhile
+            // leaves the queue.
+            let c = match node.reader.claim(&uid) {
+                Ok((Some(c), _)) if !c.converged() => c,
+                Ok(_) => {
+                    queue.remove(&uid);
+                    continue;
+                }
+                Err(e) => {
+                    warn!(%uid, error = %e, "cannot read a claim to provision it");
+                    retry.insert(uid, (now + FIRST_RETRY, FIRST_RETRY * 2));
+                    continue;
+                }
+            };
             busy.insert(c.uid.clone());
             let node = node.clone();
             running.spawn(async move {
@@ -472,30 +532,22 @@ async fn provision(node: &Node, claim: &Claim) -> Result<Done, Failure> {
             },
         ) => {
             let objects = objects(node)?;
-            objects
-                .ensure_bucket(&BucketRequest {
-                    name: name.clone(),
-                    size_quota_bytes: b.size_bytes,
-                    versioning: b.versioning,
-                    retention_days: b.retention_days,
-                })
-                .await
-                .map_err(backend)?;
-            objects
-                .ensure_key(
-                    &name,
+            // After a rotation every earlier key goes, once the new one
+            // works, however many rotations were interrupted.
+            let removed = objects
+                .ensure_bucket_with_key(
+                    &BucketRequest {
+                        name: name.clone(),
+                        size_quota_bytes: b.size_bytes,
+                        versioning: b.versioning,
+                        retention_days: b.retention_days,
+                    },
                     &format!("{name}-g{}", claim.credentials.generation),
                     &S3Credentials {
                         access_key_id: access_key_id.clone(),
                         secret_access_key,
                     },
                 )
-                .await
-                .map_err(backend)?;
-            // After a rotation every earlier key goes, once the new one
-            // works, however many rotations were interrupted.
-            let removed = objects
-                .remove_other_keys(&name, &access_key_id)
                 .await
                 .map_err(backend)?;
             if !removed.is_empty() {
