@@ -27,13 +27,36 @@ enum Command {
     Rollout(rollout::RolloutArgs),
 }
 
+/// Resolves on the first Ctrl-C or SIGTERM, naming it.
+async fn stopped() -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return "Ctrl-C";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "Ctrl-C",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Store(args) => store::run(args).await,
-        Command::Scale(args) => scale::run(args).await,
-        Command::Rollout(args) => rollout::run(args).await,
+    let run = async {
+        match cli.command {
+            Command::Store(args) => store::run(args).await,
+            Command::Scale(args) => scale::run(args).await,
+            Command::Rollout(args) => rollout::run(args).await,
+        }
+    };
+    // Ctrl-C or SIGTERM ends the run, and dropping it stops the servers it
+    // started (Garage, PostgreSQL, etcd) rather than leaving them behind.
+    let result = tokio::select! {
+        r = run => r,
+        s = stopped() => Err(anyhow::anyhow!("stopped by {s}; no report was written")),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use futures::StreamExt;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::ResourceExt;
 use ndc_api::tenants::tenants_client::TenantsClient;
 use ndc_crds::{Database, ObjectBucket, ServiceSubscription, SharedService};
@@ -332,12 +332,35 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
     let not_ready: Arc<Mutex<Vec<String>>> = Arc::default();
     let first_revision = ndc_revision(&endpoints[0]).await.unwrap_or(0);
 
-    // The monitor: one list per kind a second decides which tenants are ready.
+    // The monitor: every second, which tenants have every object Ready,
+    // from watches on the three kinds (a list a second would cost more than
+    // the work measured, at full scale).
+    let objects: Arc<Mutex<Readiness>> = Arc::default();
+    let watches = vec![
+        tokio::spawn(follow::<ObjectBucket>(
+            kube.clone(),
+            "objectbucket",
+            objects.clone(),
+            |o| o.status.as_ref().map(|s| s.conditions.clone()),
+        )),
+        tokio::spawn(follow::<Database>(
+            kube.clone(),
+            "database",
+            objects.clone(),
+            |o| o.status.as_ref().map(|s| s.conditions.clone()),
+        )),
+        tokio::spawn(follow::<ServiceSubscription>(
+            kube.clone(),
+            "servicesubscription",
+            objects.clone(),
+            |o| o.status.as_ref().map(|s| s.conditions.clone()),
+        )),
+    ];
     let peak: Arc<Mutex<BTreeMap<String, f64>>> = Arc::default();
     let monitor = {
+        let objects = objects.clone();
         let peak_shared = peak.clone();
-        let (kube, started, done, samples) =
-            (kube.clone(), started.clone(), done.clone(), samples.clone());
+        let (started, done, samples) = (started.clone(), done.clone(), samples.clone());
         let not_ready = not_ready.clone();
         let want = objects_per_level.clone();
         let levels: HashMap<String, Level> = all.iter().map(|t| (t.id.clone(), t.level)).collect();
@@ -346,54 +369,7 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
         tokio::spawn(async move {
             let peak = peak_shared;
             loop {
-                let mut ready: HashMap<String, usize> = HashMap::new();
-                let mut waiting: Vec<String> = Vec::new();
-                let mut count =
-                    |what: String, ns: Option<String>, c: Option<&Vec<ndc_crds::Condition>>| {
-                        let r = c.and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
-                        match (ns, r) {
-                            (Some(ns), Some(r)) if r.status == "True" => {
-                                *ready.entry(ns).or_default() += 1
-                            }
-                            (ns, r) => waiting.push(format!(
-                                "{what} -n {}: {}",
-                                ns.unwrap_or_default(),
-                                r.map(|r| format!("{} ({})", r.message, r.reason))
-                                    .unwrap_or_else(|| "no status yet".into())
-                            )),
-                        }
-                    };
-                let lp = ListParams::default();
-                if let Ok(l) = Api::<ObjectBucket>::all(kube.clone()).list(&lp).await {
-                    for o in l {
-                        count(
-                            format!("objectbucket/{}", o.name_any()),
-                            o.namespace(),
-                            o.status.as_ref().map(|s| &s.conditions),
-                        );
-                    }
-                }
-                if let Ok(l) = Api::<Database>::all(kube.clone()).list(&lp).await {
-                    for o in l {
-                        count(
-                            format!("database/{}", o.name_any()),
-                            o.namespace(),
-                            o.status.as_ref().map(|s| &s.conditions),
-                        );
-                    }
-                }
-                if let Ok(l) = Api::<ServiceSubscription>::all(kube.clone())
-                    .list(&lp)
-                    .await
-                {
-                    for o in l {
-                        count(
-                            format!("servicesubscription/{}", o.name_any()),
-                            o.namespace(),
-                            o.status.as_ref().map(|s| &s.conditions),
-                        );
-                    }
-                }
+                let (ready, waiting) = objects.lock().unwrap_or_else(|e| e.into_inner()).tally();
                 let now = Instant::now();
                 {
                     let started = started.lock().unwrap_or_else(|e| e.into_inner());
@@ -447,6 +423,9 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
     };
 
     // The rollout itself.
+    let namespaces: Arc<Namespaces> = Arc::default();
+    let namespace_watch = tokio::spawn(namespaces.clone().follow(kube.clone()));
+    let namespaces_ref = &*namespaces;
     let kube_ref = &kube;
     let endpoints_ref = &endpoints;
     let services_ref = &services;
@@ -470,7 +449,14 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .insert(t.id.clone(), Instant::now());
-                    roll_out(kube_ref, &endpoints_ref[0], services_ref, &t).await
+                    roll_out(
+                        kube_ref,
+                        namespaces_ref,
+                        &endpoints_ref[0],
+                        services_ref,
+                        &t,
+                    )
+                    .await
                 }
             })
             .buffer_unordered(args.concurrency)
@@ -490,11 +476,15 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
             errors[0]
         );
     }
+    namespace_watch.abort();
     let requested = t0.elapsed();
     let mut monitor = monitor;
     tokio::select! {
         _ = &mut monitor => {}
         _ = tokio::time::sleep_until(deadline.into()) => monitor.abort(),
+    }
+    for w in &watches {
+        w.abort();
     }
     let peak = peak.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let total_time = t0.elapsed();
@@ -550,6 +540,118 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
     postgres.stop().await;
     garage.stop().await;
     Ok(())
+}
+
+/// The Ready condition of every object of the rollout, by kind, namespace
+/// and name, as the watches last saw it.
+#[derive(Default)]
+struct Readiness {
+    objects: HashMap<(&'static str, String, String), Option<ndc_crds::Condition>>,
+}
+
+impl Readiness {
+    /// Ready objects per namespace, and a line for each object not Ready.
+    fn tally(&self) -> (HashMap<String, usize>, Vec<String>) {
+        let mut ready: HashMap<String, usize> = HashMap::new();
+        let mut waiting = Vec::new();
+        for ((kind, ns, name), c) in &self.objects {
+            match c {
+                Some(c) if c.status == "True" => *ready.entry(ns.clone()).or_default() += 1,
+                c => waiting.push(format!(
+                    "{kind}/{name} -n {ns}: {}",
+                    c.as_ref()
+                        .map(|c| format!("{} ({})", c.message, c.reason))
+                        .unwrap_or_else(|| "no status yet".into())
+                )),
+            }
+        }
+        waiting.sort();
+        (ready, waiting)
+    }
+}
+
+/// Keeps `objects` current for one kind, from a watch.
+async fn follow<K>(
+    kube: kube::Client,
+    kind: &'static str,
+    objects: Arc<Mutex<Readiness>>,
+    conditions: fn(&K) -> Option<Vec<ndc_crds::Condition>>,
+) where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + 'static,
+{
+    use kube::runtime::{watcher, WatchStreamExt};
+    let stream = watcher(Api::<K>::all(kube), watcher::Config::default())
+        .default_backoff()
+        .applied_objects();
+    futures::pin_mut!(stream);
+    while let Some(o) = stream.next().await {
+        let Ok(o) = o else { continue };
+        let ready = conditions(&o).and_then(|c| c.into_iter().find(|c| c.type_ == "Ready"));
+        objects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .objects
+            .insert(
+                (kind, o.namespace().unwrap_or_default(), o.name_any()),
+                ready,
+            );
+    }
+}
+
+/// The namespaces that exist, from a watch, and a wake-up when one appears.
+#[derive(Default)]
+struct Namespaces {
+    names: Mutex<std::collections::HashSet<String>>,
+    appeared: tokio::sync::Notify,
+}
+
+impl Namespaces {
+    async fn follow(self: Arc<Self>, kube: kube::Client) {
+        use kube::runtime::{watcher, WatchStreamExt};
+        let stream = watcher(
+            Api::<k8s_openapi::api::core::v1::Namespace>::all(kube),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .applied_objects();
+        futures::pin_mut!(stream);
+        while let Some(o) = stream.next().await {
+            let Ok(o) = o else { continue };
+            self.names
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(o.name_any());
+            self.appeared.notify_waiters();
+        }
+    }
+
+    /// Waits until namespace `name` exists, at most until `until`.
+    async fn wait(&self, name: &str, until: Instant) -> Result<()> {
+        loop {
+            let appeared = self.appeared.notified();
+            futures::pin_mut!(appeared);
+            appeared.as_mut().enable();
+            if self
+                .names
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(name)
+            {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(until.into(), appeared)
+                .await
+                .is_err()
+            {
+                bail!("namespace {name} did not appear");
+            }
+        }
+    }
 }
 
 /// What one backend call costs here with nothing else running (medians).
@@ -629,6 +731,7 @@ async fn ndc_revision(addr: &str) -> Result<u64> {
 /// One tenant: created, its namespace awaited, its objects asked for.
 async fn roll_out(
     kube: &kube::Client,
+    namespaces: &Namespaces,
     addr: &str,
     services: &[SharedService],
     t: &TenantSpec,
@@ -640,14 +743,9 @@ async fn roll_out(
     })
     .await
     .with_context(|| format!("creating tenant {}", t.id))?;
-    let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(kube.clone());
-    let until = Instant::now() + Duration::from_secs(300);
-    while nss.get_opt(&t.id).await?.is_none() {
-        if Instant::now() > until {
-            bail!("namespace {} did not appear", t.id);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    namespaces
+        .wait(&t.id, Instant::now() + Duration::from_secs(300))
+        .await?;
     let pp = PatchParams::apply("ndc-bench").force();
     let mut b = ObjectBucket::new(
         "tai-lieu",
