@@ -25,7 +25,7 @@ const PROVINCES: usize = 34;
 const CENTRAL: usize = 19;
 const COMMUNES: usize = 3321;
 /// The provisioner's passes at once (its `PARALLEL`), for the report.
-const PARALLEL_PASSES: usize = 8;
+const PARALLEL_PASSES: usize = 16;
 
 #[derive(clap::Args, Debug)]
 pub struct RolloutArgs {

@@ -127,32 +127,12 @@ async fn drive(queue: Arc<Mutex<Queue>>, in_flight: Arc<Semaphore>, raft: Raft) 
                     q.running = false;
                     return;
                 }
-                let mut n = 0;
-                let mut bytes = 0;
-                let mut keys = std::collections::HashSet::new();
-                while n < q.waiting.len() && n < MAX_BATCH {
-                    let cmd = &q.waiting[n].0;
-                    let size = approx_size(cmd);
-                    if n > 0 && bytes + size > MAX_BATCH_BYTES {
-                        break;
-                    }
-                    // Changes in one entry share its revision: two commands
-                    // touching the same key must not, or a compare-and-swap
-                    // on that revision could pass over a write it never saw.
-                    let touched = touched_keys(cmd);
-                    let exclusive = |ks: &[String]| ks.iter().any(|k| k == EVERYTHING);
-                    if n > 0
-                        && (exclusive(&touched)
-                            || keys.contains(EVERYTHING)
-                            || touched.iter().any(|k| keys.contains(k)))
-                    {
-                        break;
-                    }
-                    keys.extend(touched);
-                    bytes += size;
-                    n += 1;
+                let taken = pick(q.waiting.iter().map(|(c, _)| c));
+                let mut batch = Vec::with_capacity(taken.len());
+                for (removed, at) in taken.into_iter().enumerate() {
+                    batch.push(q.waiting.remove(at - removed));
                 }
-                q.waiting.drain(..n).collect()
+                batch
             }
             Err(_) => return,
         };
@@ -199,6 +179,38 @@ async fn drive(queue: Arc<Mutex<Queue>>, in_flight: Arc<Semaphore>, raft: Raft) 
             .instrument(tracing::debug_span!("proposal")),
         );
     }
+}
+
+/// Which waiting commands (by position) travel in the next entry. The
+/// oldest always goes; later ones join it unless they clash with what is
+/// already in, and those that clash wait, in order, for a later entry.
+/// Commands waiting together were sent concurrently, so none is owed an
+/// order, and the oldest going first means none waits forever.
+fn pick<'a>(waiting: impl Iterator<Item = &'a Command>) -> Vec<usize> {
+    let mut taken = Vec::new();
+    let mut bytes = 0;
+    let mut keys = std::collections::HashSet::new();
+    for (i, cmd) in waiting.enumerate() {
+        if taken.len() == MAX_BATCH || keys.contains(EVERYTHING) {
+            break;
+        }
+        let size = approx_size(cmd);
+        // Changes in one entry share its revision: two commands touching
+        // the same key must not, or a compare-and-swap on that revision
+        // could pass over a write it never saw.
+        let touched = touched_keys(cmd);
+        let clashes = !taken.is_empty()
+            && (bytes + size > MAX_BATCH_BYTES
+                || touched.iter().any(|k| k == EVERYTHING)
+                || touched.iter().any(|k| keys.contains(k)));
+        if clashes {
+            continue;
+        }
+        keys.extend(touched);
+        bytes += size;
+        taken.push(i);
+    }
+    taken
 }
 
 /// Bytes a command carries, roughly: its keys and values.
@@ -285,5 +297,46 @@ fn touched_keys(cmd: &Command) -> Vec<String> {
             ));
             keys
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndc_store::{Op, Txn};
+
+    fn put(key: &str) -> Command {
+        Command::Txn(Txn {
+            compares: vec![],
+            ops: vec![Op::Put {
+                key: key.into(),
+                value: vec![1],
+            }],
+        })
+    }
+
+    #[test]
+    fn an_entry_takes_what_does_not_clash_and_leaves_the_rest_in_order() {
+        // Two writes under the reserved prefix clash, as do two on one key.
+        let waiting = [
+            put("a"),
+            put("/ndc/tenants/x"),
+            put("b"),
+            put("/ndc/tenants/y"),
+            put("a"),
+            put("c"),
+        ];
+        assert_eq!(pick(waiting.iter()), vec![0, 1, 2, 5]);
+        let rest = [put("/ndc/tenants/y"), put("a")];
+        assert_eq!(pick(rest.iter()), vec![0, 1]);
+    }
+
+    #[test]
+    fn the_oldest_always_goes_and_the_batch_is_bounded() {
+        let many: Vec<Command> = (0..MAX_BATCH + 10).map(|i| put(&format!("k{i}"))).collect();
+        assert_eq!(pick(many.iter()).len(), MAX_BATCH);
+        let same = [put("k"), put("k"), put("k")];
+        assert_eq!(pick(same.iter()), vec![0]);
+        assert!(pick(std::iter::empty()).is_empty());
     }
 }
