@@ -224,10 +224,15 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
     eprintln!("rollout: starting Garage, PostgreSQL, a 3-node control plane, the simulator and the operator");
     let garage = ndc_storage::LocalGarage::start(&dir.path().join("garage")).await?;
     let postgres = ndc_storage::LocalPostgres::start(&dir.path().join("postgres")).await?;
-    let probe = probe(&garage.config(), &postgres.config()).await?;
+    let probe = probe(
+        &garage.config(),
+        &postgres.config(),
+        &dir.path().join("postgres"),
+    )
+    .await?;
     eprintln!(
-        "rollout: one Garage admin call takes {:.1} ms, one PostgreSQL database (create and drop) {:.0} ms, measured alone",
-        probe.garage_admin_call_ms, probe.postgres_database_ms
+        "rollout: measured alone, one Garage admin call takes {:.1} ms; one PostgreSQL database {:.0} ms and {:.1} MiB of disk",
+        probe.garage_admin_call_ms, probe.postgres_database_ms, probe.postgres_database_mib
     );
     let key = dir.path().join("secrets.key");
     ndc_server::SecretsKey::create_file(&key)?;
@@ -660,13 +665,17 @@ struct Probe {
     /// One call to Garage's admin API (`GetClusterHealth`). Garage checks
     /// the admin token of every call with Argon2, which costs CPU.
     garage_admin_call_ms: f64,
-    /// One database with its role created, then dropped.
+    /// One database with its role created.
     postgres_database_ms: f64,
+    /// What the data directory grows by per empty database (a copy of
+    /// the template, and its WAL until a checkpoint).
+    postgres_database_mib: f64,
 }
 
 async fn probe(
     garage: &ndc_storage::GarageConfig,
     postgres: &ndc_storage::PostgresConfig,
+    postgres_dir: &std::path::Path,
 ) -> Result<Probe> {
     use ndc_storage::DatabaseStore;
     let median = |mut v: Vec<f64>| {
@@ -681,8 +690,10 @@ async fn probe(
     }
     let pg = ndc_storage::PostgresStore::connect(postgres.clone()).await?;
     let mut dbs = Vec::new();
-    for i in 0..5 {
-        let name = format!("ndc_probe_{i}");
+    const PROBES: u64 = 5;
+    let before = crate::scale::dir_size(postgres_dir);
+    let names: Vec<String> = (0..PROBES).map(|i| format!("ndc_probe_{i}")).collect();
+    for name in &names {
         let t = Instant::now();
         pg.ensure_database(&ndc_storage::DatabaseRequest {
             name: name.clone(),
@@ -691,12 +702,16 @@ async fn probe(
             connection_limit: 0,
         })
         .await?;
-        pg.drop_database(&name, &name).await?;
         dbs.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let grown = crate::scale::dir_size(postgres_dir).saturating_sub(before);
+    for name in &names {
+        pg.drop_database(name, name).await?;
     }
     Ok(Probe {
         garage_admin_call_ms: median(admin),
         postgres_database_ms: median(dbs),
+        postgres_database_mib: grown as f64 / PROBES as f64 / (1 << 20) as f64,
     })
 }
 
@@ -890,8 +905,8 @@ fn write_report(
         p.passes, p.failed_passes, p.pass_seconds, p.bucket_passes, p.object_store_seconds, per(p.object_store_seconds, p.bucket_passes), p.database_passes, p.database_seconds, per(p.database_seconds, p.database_passes), p.status_writes, p.status_write_seconds, p.full_scans, p.max_queue
     ));
     md.push_str(&format!(
-        "\nMeasured alone before the rollout: one Garage admin-API call {:.1} ms; one PostgreSQL database and role created and dropped {:.0} ms.\n",
-        probe.garage_admin_call_ms, probe.postgres_database_ms
+        "\nMeasured alone before the rollout: one Garage admin-API call {:.1} ms; one PostgreSQL database and its role created in {:.0} ms, taking {:.1} MiB of disk.\n",
+        probe.garage_admin_call_ms, probe.postgres_database_ms, probe.postgres_database_mib
     ));
     let mut by_count: Vec<(&String, &u64)> = requests.iter().collect();
     by_count.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));

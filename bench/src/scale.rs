@@ -429,7 +429,8 @@ fn cpu_seconds() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn dir_size(p: &Path) -> u64 {
+/// Bytes under a directory (or of a file).
+pub(crate) fn dir_size(p: &Path) -> u64 {
     let Ok(rd) = std::fs::read_dir(p) else {
         return std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     };

@@ -8,7 +8,7 @@
 //! A failure is written to the claim's status with its reason, and the
 //! claim is tried again with a backoff (1 s doubling to 60 s).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -156,17 +156,39 @@ fn condition(status: bool, reason: &str, message: String) -> Condition {
     }
 }
 
-/// The claims that have not converged, oldest first, as the leader last
-/// saw them. Filled by one full read when the node becomes leader, then
-/// kept current from the store's change feed, so a pass never waits for
-/// a scan of every claim. Only names are kept (a million claims fit in a
-/// few hundred MiB); a pass reads its claim as it is then.
+/// Where a queued claim is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Waiting for a free slot, in `ready`.
+    Ready,
+    /// A pass is under way.
+    Busy,
+    /// Failed; tried again at this instant, in `later`.
+    Later(Instant),
+}
+
+struct Entry {
+    created: u64,
+    /// What the claim last asked for: a change of it ends a backoff.
+    basis: StatusBasis,
+    state: State,
+    /// The backoff after the next failure.
+    delay: Duration,
+}
+
+/// The claims that have not converged, as the leader last saw them. Filled
+/// by one read of every claim when the node becomes leader, then kept
+/// current from the store's change feed, so a pass never waits for a scan.
+/// Only names are kept (a million claims take a few hundred MiB), and a
+/// pass reads its claim as it is then. Taking the next claims and ending a
+/// backoff cost a logarithm, however many claims wait or keep failing.
 #[derive(Default)]
 struct Queue {
-    /// (created revision, uid), oldest first.
-    order: BTreeSet<(u64, String)>,
-    /// uid → created revision, and what the last change asked for.
-    index: HashMap<String, (u64, StatusBasis)>,
+    index: HashMap<String, Entry>,
+    /// Claims waiting for a slot, oldest first: (created revision, uid).
+    ready: BTreeSet<(u64, String)>,
+    /// Claims in backoff, soonest first.
+    later: BTreeSet<(Instant, String)>,
     /// The revision the queue reflects; older changes are ignored.
     revision: u64,
     loaded: bool,
@@ -177,40 +199,124 @@ impl Queue {
         *self = Queue::default();
     }
 
-    fn remove(&mut self, uid: &str) -> Option<StatusBasis> {
-        let (created, basis) = self.index.remove(uid)?;
-        self.order.remove(&(created, uid.to_string()));
-        Some(basis)
-    }
-
-    /// Takes a claim as it now is; returns what the version it replaced
-    /// asked for.
-    fn put(&mut self, claim: &Claim) -> Option<StatusBasis> {
-        let old = self.remove(&claim.uid);
-        if !claim.converged() {
-            self.index.insert(
-                claim.uid.clone(),
-                (claim.created_revision, StatusBasis::of(claim)),
-            );
-            self.order
-                .insert((claim.created_revision, claim.uid.clone()));
-        }
-        old
-    }
-
     fn len(&self) -> usize {
         self.index.len()
     }
 
-    /// Applies a batch of changes from the feed. Returns the uids whose
-    /// request changed (spec, credentials, deletion): their backoff ends.
-    fn apply(&mut self, b: &ndc_store::WatchBatch) -> Vec<String> {
-        let mut renewed = Vec::new();
+    /// Takes `uid` out of the set its state puts it in.
+    fn unlist(&mut self, uid: &str, e: &Entry) {
+        match e.state {
+            State::Ready => {
+                self.ready.remove(&(e.created, uid.to_string()));
+            }
+            State::Later(at) => {
+                self.later.remove(&(at, uid.to_string()));
+            }
+            State::Busy => {}
+        }
+    }
+
+    fn set_state(&mut self, uid: &str, state: State) {
+        let Some(e) = self.index.remove(uid) else {
+            return;
+        };
+        self.unlist(uid, &e);
+        match state {
+            State::Ready => {
+                self.ready.insert((e.created, uid.to_string()));
+            }
+            State::Later(at) => {
+                self.later.insert((at, uid.to_string()));
+            }
+            State::Busy => {}
+        }
+        self.index.insert(uid.to_string(), Entry { state, ..e });
+    }
+
+    fn remove(&mut self, uid: &str) {
+        if let Some(e) = self.index.remove(uid) {
+            self.unlist(uid, &e);
+        }
+    }
+
+    /// Takes a claim as it now is. A new claim, or one that asks for
+    /// something new, is ready at once (a backoff ends).
+    fn put(&mut self, claim: &Claim) {
+        if claim.converged() {
+            self.remove(&claim.uid);
+            return;
+        }
+        let basis = StatusBasis::of(claim);
+        match self.index.get_mut(&claim.uid) {
+            Some(e) if e.basis == basis => {}
+            Some(e) => {
+                e.basis = basis;
+                e.delay = FIRST_RETRY;
+                if matches!(e.state, State::Later(_)) {
+                    self.set_state(&claim.uid, State::Ready);
+                }
+            }
+            None => {
+                self.index.insert(
+                    claim.uid.clone(),
+                    Entry {
+                        created: claim.created_revision,
+                        basis,
+                        state: State::Ready,
+                        delay: FIRST_RETRY,
+                    },
+                );
+                self.ready
+                    .insert((claim.created_revision, claim.uid.clone()));
+            }
+        }
+    }
+
+    /// Backoffs that are over end.
+    fn wake(&mut self, now: Instant) {
+        while let Some((at, uid)) = self.later.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.set_state(&uid, State::Ready);
+        }
+    }
+
+    /// The oldest `n` ready claims, marked busy.
+    fn take(&mut self, n: usize) -> Vec<String> {
+        let uids: Vec<String> = self.ready.iter().take(n).map(|(_, u)| u.clone()).collect();
+        for uid in &uids {
+            self.set_state(uid, State::Busy);
+        }
+        uids
+    }
+
+    /// A pass ended: a failed one waits its backoff; a claim that is still
+    /// here after a good pass is looked at again (the pass reads it fresh).
+    fn done(&mut self, uid: &str, ok: bool, now: Instant) {
+        let Some(e) = self.index.get_mut(uid) else {
+            return;
+        };
+        if e.state != State::Busy {
+            return;
+        }
+        if ok {
+            e.delay = FIRST_RETRY;
+            self.set_state(uid, State::Ready);
+        } else {
+            let at = now + e.delay;
+            e.delay = (e.delay * 2).min(MAX_RETRY);
+            self.set_state(uid, State::Later(at));
+        }
+    }
+
+    /// Applies a batch of changes from the feed.
+    fn apply(&mut self, b: &ndc_store::WatchBatch) {
         match b {
             ndc_store::WatchBatch::Reset { .. } => self.loaded = false,
             ndc_store::WatchBatch::Changes { revision, events } => {
                 if !self.loaded || *revision <= self.revision {
-                    return renewed;
+                    return;
                 }
                 self.revision = *revision;
                 for e in events.iter() {
@@ -222,12 +328,7 @@ impl Queue {
                         continue;
                     }
                     match serde_json::from_slice::<Claim>(&e.object.value) {
-                        Ok(c) => {
-                            let basis = StatusBasis::of(&c);
-                            if self.put(&c) != Some(basis) {
-                                renewed.push(uid.to_string());
-                            }
-                        }
+                        Ok(c) => self.put(&c),
                         Err(err) => {
                             warn!(%uid, error = %err, "unreadable claim in the change feed; reading every claim again");
                             self.loaded = false;
@@ -236,7 +337,6 @@ impl Queue {
                 }
             }
         }
-        renewed
     }
 }
 
@@ -283,47 +383,33 @@ pub(crate) async fn run(node: Arc<Node>) {
     let mut tick = tokio::time::interval(RESCAN);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut queue = Queue::default();
-    // uid → (not before, next delay)
-    let mut retry: HashMap<String, (Instant, Duration)> = HashMap::new();
     let mut running: tokio::task::JoinSet<(String, bool)> = tokio::task::JoinSet::new();
-    let mut busy: HashSet<String> = HashSet::new();
     let stats = &node.provisioner_stats;
     loop {
-        let mut renewed = Vec::new();
         tokio::select! {
             _ = tick.tick() => {}
             Some(done) = running.join_next(), if !running.is_empty() => {
                 if let Ok((uid, ok)) = done {
-                    busy.remove(&uid);
-                    if ok {
-                        retry.remove(&uid);
-                    } else {
-                        let delay = retry.get(&uid).map_or(FIRST_RETRY, |(_, d)| *d);
-                        retry.insert(uid, (Instant::now() + delay, (delay * 2).min(MAX_RETRY)));
-                    }
+                    queue.done(&uid, ok, Instant::now());
                 }
             }
             r = notices.recv() => match r {
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => queue.loaded = false,
-                Ok(b) => renewed.extend(queue.apply(&b)),
+                Ok(b) => queue.apply(&b),
             }
         }
         // Everything else that changed meanwhile.
         loop {
             match notices.try_recv() {
-                Ok(b) => renewed.extend(queue.apply(&b)),
+                Ok(b) => queue.apply(&b),
                 Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => queue.loaded = false,
                 Err(_) => break,
             }
         }
-        for uid in renewed {
-            retry.remove(&uid);
-        }
         if node.metrics().current_leader != Some(node.id) || node.retired_at().is_some() {
             // Passes under way finish (their reports are fenced); nothing new starts.
             queue.clear();
-            retry.clear();
             continue;
         }
         if !queue.loaded {
@@ -338,25 +424,14 @@ pub(crate) async fn run(node: Arc<Node>) {
             // Changes after the first page come from the feed again.
             queue.revision = revision;
             queue.loaded = true;
-            retry.retain(|uid, _| queue.index.contains_key(uid));
         }
         stats
             .max_queue
             .fetch_max(queue.len() as u64, Ordering::Relaxed);
-        if busy.len() >= PARALLEL {
-            continue;
-        }
         let now = Instant::now();
-        let next: Vec<String> = queue
-            .order
-            .iter()
-            .map(|(_, uid)| uid)
-            .filter(|uid| !busy.contains(*uid))
-            .filter(|uid| retry.get(*uid).is_none_or(|(at, _)| *at <= now))
-            .take(PARALLEL - busy.len())
-            .cloned()
-            .collect();
-        for uid in next {
+        queue.wake(now);
+        let free = PARALLEL.saturating_sub(running.len());
+        for uid in queue.take(free) {
             // The claim as it is now; one that converged or went meanwhile
             // leaves the queue.
             let c = match node.reader.claim(&uid) {
@@ -367,11 +442,10 @@ pub(crate) async fn run(node: Arc<Node>) {
                 }
                 Err(e) => {
                     warn!(%uid, error = %e, "cannot read a claim to provision it");
-                    retry.insert(uid, (now + FIRST_RETRY, FIRST_RETRY * 2));
+                    queue.done(&uid, false, now);
                     continue;
                 }
             };
-            busy.insert(c.uid.clone());
             let node = node.clone();
             running.spawn(async move {
                 let uid = c.uid.clone();
@@ -777,5 +851,86 @@ impl Provisioning {
             databases,
             backup_bucket: file.backup_bucket,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(uid: &str, created: u64, generation: u64, ready: bool) -> Claim {
+        let phase = if ready { "ready" } else { "pending" };
+        serde_json::from_value(serde_json::json!({
+            "uid": uid, "tenant": "t", "name": uid,
+            "spec": {"bucket": {"size_bytes": 1}},
+            "deletion_policy": "retain",
+            "generation": generation, "created_revision": created,
+            "created_at_ms": 0, "created_by": "test",
+            "credentials": {"generation": 1, "nonce": "", "ciphertext": ""},
+            "status": {"phase": phase, "observed_generation": generation, "observed_credentials": 1},
+        }))
+        .expect("a claim")
+    }
+
+    #[test]
+    fn claims_are_taken_oldest_first_and_converged_ones_leave() {
+        let mut q = Queue::default();
+        q.put(&claim("c", 30, 1, false));
+        q.put(&claim("a", 10, 1, false));
+        q.put(&claim("b", 20, 1, false));
+        q.put(&claim("r", 5, 1, true));
+        assert_eq!(q.len(), 3, "a ready claim is not queued");
+        assert_eq!(q.take(2), vec!["a".to_string(), "b".to_string()]);
+        // Busy claims are not taken twice.
+        assert_eq!(q.take(5), vec!["c".to_string()]);
+        q.put(&claim("a", 10, 1, true));
+        assert_eq!(q.len(), 2);
+        // A claim still here after a good pass is looked at again.
+        q.done("b", true, Instant::now());
+        assert_eq!(q.take(5), vec!["b".to_string()]);
+    }
+
+    #[test]
+    fn a_failure_waits_its_backoff_unless_the_claim_asks_for_something_new() {
+        let mut q = Queue::default();
+        let t0 = Instant::now();
+        q.put(&claim("a", 1, 1, false));
+        assert_eq!(q.take(1).len(), 1);
+        q.done("a", false, t0);
+        q.wake(t0);
+        assert!(q.take(1).is_empty(), "taken again during its backoff");
+        q.wake(t0 + FIRST_RETRY);
+        assert_eq!(q.take(1), vec!["a".to_string()]);
+        // The second failure waits twice as long.
+        q.done("a", false, t0);
+        q.wake(t0 + FIRST_RETRY);
+        assert!(q.take(1).is_empty());
+        q.wake(t0 + FIRST_RETRY * 2);
+        assert_eq!(q.take(1), vec!["a".to_string()]);
+        // A report of the same request keeps the backoff; a new generation ends it.
+        q.done("a", false, t0);
+        q.put(&claim("a", 1, 1, false));
+        assert!(q.take(1).is_empty());
+        q.put(&claim("a", 1, 2, false));
+        assert_eq!(q.take(1), vec!["a".to_string()]);
+    }
+
+    #[test]
+    fn many_claims_in_backoff_cost_nothing_to_pass_over() {
+        let mut q = Queue::default();
+        let t0 = Instant::now();
+        for i in 0..10_000u64 {
+            q.put(&claim(&format!("f{i:05}"), i, 1, false));
+        }
+        let failing = q.take(10_000);
+        for uid in &failing {
+            q.done(uid, false, t0);
+        }
+        q.put(&claim("new", 20_000, 1, false));
+        q.wake(t0);
+        // Only the new claim is ready; the failing ones sit in `later`.
+        assert_eq!(q.ready.len(), 1);
+        assert_eq!(q.later.len(), 10_000);
+        assert_eq!(q.take(16), vec!["new".to_string()]);
     }
 }
