@@ -192,11 +192,42 @@ struct Queue {
     /// The revision the queue reflects; older changes are ignored.
     revision: u64,
     loaded: bool,
+    /// Kinds this node has no backend for: a claim of such a kind that
+    /// already says so waits for a change instead of being retried.
+    no_backend: Vec<ClaimKind>,
 }
 
 impl Queue {
+    fn new(provisioning: &Provisioning) -> Queue {
+        let mut no_backend = Vec::new();
+        if provisioning.objects.is_none() {
+            no_backend.push(ClaimKind::Bucket);
+        }
+        if provisioning.databases.is_none() {
+            no_backend.push(ClaimKind::Database);
+        }
+        Queue {
+            no_backend,
+            ..Queue::default()
+        }
+    }
+
     fn clear(&mut self) {
-        *self = Queue::default();
+        *self = Queue {
+            no_backend: std::mem::take(&mut self.no_backend),
+            ..Queue::default()
+        };
+    }
+
+    /// Whether a pass could change anything: not when the claim already
+    /// reports that its kind has no backend here (until the node is
+    /// configured with one, and restarted).
+    fn workable(&self, claim: &Claim) -> bool {
+        let reported = claim
+            .status
+            .ready_condition()
+            .is_some_and(|c| matches!(c.reason.as_str(), NO_OBJECT_STORE | NO_DATABASE_SERVER));
+        !(reported && self.no_backend.contains(&claim.kind()))
     }
 
     fn len(&self) -> usize {
@@ -242,7 +273,7 @@ impl Queue {
     /// Takes a claim as it now is. A new claim, or one that asks for
     /// something new, is ready at once (a backoff ends).
     fn put(&mut self, claim: &Claim) {
-        if claim.converged() {
+        if claim.converged() || !self.workable(claim) {
             self.remove(&claim.uid);
             return;
         }
@@ -340,6 +371,10 @@ impl Queue {
     }
 }
 
+/// Why a claim is not provisioned: its kind has no backend on this node.
+const NO_OBJECT_STORE: &str = "NoObjectStore";
+const NO_DATABASE_SERVER: &str = "NoDatabaseServer";
+
 /// Claims read at once when the queue is filled.
 const LOAD_PAGE: usize = 10_000;
 
@@ -382,7 +417,7 @@ pub(crate) async fn run(node: Arc<Node>) {
     let mut notices = node.reader.subscribe();
     let mut tick = tokio::time::interval(RESCAN);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut queue = Queue::default();
+    let mut queue = Queue::new(&node.provisioning);
     let mut running: tokio::task::JoinSet<(String, bool)> = tokio::task::JoinSet::new();
     let stats = &node.provisioner_stats;
     loop {
@@ -435,7 +470,7 @@ pub(crate) async fn run(node: Arc<Node>) {
             // The claim as it is now; one that converged or went meanwhile
             // leaves the queue.
             let c = match node.reader.claim(&uid) {
-                Ok((Some(c), _)) if !c.converged() => c,
+                Ok((Some(c), _)) if !c.converged() && queue.workable(&c) => c,
                 Ok(_) => {
                     queue.remove(&uid);
                     continue;
@@ -566,7 +601,7 @@ fn open(node: &Node, claim: &Claim) -> Result<Secret, Failure> {
 fn objects(node: &Node) -> Result<&Arc<dyn ObjectStore>, Failure> {
     node.provisioning.objects.as_ref().ok_or_else(|| {
         Failure::new(
-            "NoObjectStore",
+            NO_OBJECT_STORE,
             "no object store is configured on the control plane (ndc server --backends-file)",
         )
     })
@@ -575,7 +610,7 @@ fn objects(node: &Node) -> Result<&Arc<dyn ObjectStore>, Failure> {
 fn databases(node: &Node) -> Result<&Arc<dyn DatabaseStore>, Failure> {
     node.provisioning.databases.as_ref().ok_or_else(|| {
         Failure::new(
-            "NoDatabaseServer",
+            NO_DATABASE_SERVER,
             "no PostgreSQL server is configured on the control plane (ndc server --backends-file)",
         )
     })
@@ -913,6 +948,22 @@ mod tests {
         assert!(q.take(1).is_empty());
         q.put(&claim("a", 1, 2, false));
         assert_eq!(q.take(1), vec!["a".to_string()]);
+    }
+
+    #[test]
+    fn a_claim_that_reports_a_missing_backend_waits_for_a_change() {
+        let mut q = Queue::new(&Provisioning::default());
+        let mut c = claim("a", 1, 1, false);
+        q.put(&c);
+        assert_eq!(q.len(), 1, "not yet reported: one pass reports it");
+        c.status.phase = Phase::Failed;
+        c.status.conditions = vec![condition(false, NO_OBJECT_STORE, "none".into())];
+        q.put(&c);
+        assert_eq!(q.len(), 0);
+        // With an object store the same claim is worked on.
+        let mut q = Queue::default();
+        q.put(&c);
+        assert_eq!(q.len(), 1);
     }
 
     #[test]
