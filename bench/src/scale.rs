@@ -636,36 +636,10 @@ where
 // ---------------------------------------------------------------------------
 // The figures.
 
-/// Latency figures (`stats::Figures`, in a form the stages pass on).
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct Latency {
-    pub ops: usize,
-    pub errors: usize,
-    pub seconds: f64,
-    pub ops_per_sec: f64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
-}
-
-impl From<Figures> for Latency {
-    fn from(f: Figures) -> Self {
-        Latency {
-            ops: f.ops,
-            errors: f.errors,
-            seconds: f.seconds,
-            ops_per_sec: f.ops_per_sec,
-            p50_ms: f.p50_ms,
-            p99_ms: f.p99_ms,
-            max_ms: f.max_ms,
-        }
-    }
-}
-
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct BuildFigures {
     pub what: String,
-    pub creates: Latency,
+    pub creates: Figures,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -673,7 +647,7 @@ pub struct ListFigures {
     pub what: String,
     pub items: u64,
     pub response_bytes: u64,
-    pub latency: Latency,
+    pub latency: Figures,
 }
 
 /// What the build stage measured: one process that starts node 1, fills
@@ -696,8 +670,8 @@ pub struct BuildStage {
     /// Claims by phase, as the last full claims list saw them (with no
     /// provisioning backend the provisioner marks them Failed).
     pub claim_phases: std::collections::BTreeMap<String, u64>,
-    pub watch_delivery: Latency,
-    pub watch_write_ack: Latency,
+    pub watch_delivery: Figures,
+    pub watch_write_ack: Figures,
     pub samples: Vec<Sample>,
     pub markers: Vec<(f64, String)>,
 }
@@ -978,7 +952,7 @@ async fn stage_build(
     }
     build.push(BuildFigures {
         what: "tenants".into(),
-        creates: figures(tenant_lat, 0, tenant_time).into(),
+        creates: figures(tenant_lat, 0, tenant_time),
     });
 
     let ids: Vec<String> = (0..plan.tenants).map(|i| plan.spec(i).id).collect();
@@ -994,7 +968,7 @@ async fn stage_build(
     .await?;
     build.push(BuildFigures {
         what: "claims".into(),
-        creates: figures(lat, 0, took).into(),
+        creates: figures(lat, 0, took),
     });
     drop(ids);
     let build_seconds = build_started.elapsed().as_secs_f64();
@@ -1149,7 +1123,7 @@ async fn stage_build(
             what,
             items,
             response_bytes: size,
-            latency: f.into(),
+            latency: f,
         });
     }
     let list_peak_bytes = mem().hwm_bytes;
@@ -1221,8 +1195,8 @@ async fn stage_build(
     }
     let watch_took = watch_started.elapsed();
     watcher.abort();
-    let watch_delivery: Latency = figures(delivery, 0, watch_took).into();
-    let watch_write_ack: Latency = figures(ack, 0, watch_took).into();
+    let watch_delivery = figures(delivery, 0, watch_took);
+    let watch_write_ack = figures(ack, 0, watch_took);
     eprintln!(
         "  watch: delivery p50 {:.2} ms, p99 {:.2} ms (write acknowledged p50 {:.2} ms)",
         watch_delivery.p50_ms, watch_delivery.p99_ms, watch_write_ack.p50_ms

@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use kube::runtime::reflector::ObjectRef;
@@ -17,7 +16,6 @@ use ndc_api::kv::kv_client::KvClient;
 use ndc_api::kv::{Consistency, ListRequest, WatchRequest};
 use ndc_crds::{Database, ObjectBucket, ServiceSubscription};
 use tokio::sync::broadcast;
-use tracing::warn;
 
 use crate::{Context, Error, Stop};
 
@@ -139,18 +137,7 @@ fn claim_key(value: &[u8]) -> Option<ClaimKey> {
 /// Follows the control plane's claims until `stop`, watching again after a
 /// break (changes missed meanwhile are caught by the controllers' timers).
 pub async fn follow(ctx: Arc<Context>, stop: Stop) {
-    let work = async {
-        loop {
-            if let Err(e) = follow_once(&ctx).await {
-                warn!(error = %e, "following the control plane's claims failed; watching again shortly");
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    };
-    tokio::select! {
-        _ = stop => {}
-        _ = work => {}
-    }
+    crate::follow_until_stopped(stop, "claims", || follow_once(&ctx)).await;
 }
 
 async fn follow_once(ctx: &Context) -> Result<(), Error> {

@@ -94,6 +94,27 @@ impl From<kube::runtime::finalizer::Error<Error>> for Error {
 /// Resolves when the operator is asked to stop; cheap to clone.
 pub type Stop = futures::future::Shared<futures::future::BoxFuture<'static, ()>>;
 
+/// Runs `once` (a list-then-watch of the control plane) again a second
+/// after each time it ends, until `stop`; `what` names it in the log.
+pub(crate) async fn follow_until_stopped<F, Fut>(stop: Stop, what: &str, mut once: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), Error>>,
+{
+    let work = async {
+        loop {
+            if let Err(e) = once().await {
+                tracing::warn!(error = %e, "following the control plane's {what} failed; starting again shortly");
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    };
+    tokio::select! {
+        _ = stop => {}
+        _ = work => {}
+    }
+}
+
 /// How the operator runs beside its controllers.
 #[derive(Debug, Clone, Default)]
 pub struct Options {

@@ -86,18 +86,7 @@ fn mirror(t: &ndc_tenants::Tenant, all: &HashMap<String, ndc_tenants::Tenant>) -
 /// them, then follows the control plane's watch; lists again whenever the
 /// watch breaks or falls behind.
 pub async fn follow_control_plane(ctx: Arc<Context>, stop: Stop) {
-    let work = async {
-        loop {
-            if let Err(e) = follow_once(&ctx).await {
-                warn!(error = %e, "following the control plane's tenants failed; listing again shortly");
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    };
-    tokio::select! {
-        _ = stop => {}
-        _ = work => {}
-    }
+    crate::follow_until_stopped(stop, "tenants", || follow_once(&ctx)).await;
 }
 
 async fn follow_once(ctx: &Context) -> Result<(), Error> {
