@@ -1250,12 +1250,26 @@ async fn stage_install(
         .await
         .map_err(|e| anyhow::anyhow!("building a snapshot: {e}"))?;
     let snapshot_build_seconds = t.elapsed().as_secs_f64();
-    let snapshot_bytes = snap.snapshot.get_ref().len() as u64;
+    let snapshot_bytes = snap
+        .snapshot
+        .metadata()
+        .await
+        .context("reading the snapshot's size")?
+        .len();
     let snapshot_last_log_index = snap.meta.last_log_id.map(|l| l.index).unwrap_or(0);
     let snapshot_peak_bytes = mem().hwm_bytes;
-    let snapshot_file_bytes = std::fs::metadata(dir1.join("snapshot.bin"))
+    // The meta file and the bodies on disk (the current one, normally).
+    let snapshot_file_bytes = std::fs::metadata(dir1.join("snapshot.meta"))
         .map(|m| m.len())
-        .unwrap_or(0);
+        .unwrap_or(0)
+        + std::fs::read_dir(dir1.join("snapshots"))
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok()?.metadata().ok())
+                    .map(|m| m.len())
+                    .sum::<u64>()
+            })
+            .unwrap_or(0);
     eprintln!(
         "  snapshot: {} built in {snapshot_build_seconds:.1} s (store opened in {open_store_seconds:.1} s), up to index {}",
         bytes(snapshot_bytes),
@@ -1529,7 +1543,8 @@ fn markdown(o: &Output) -> String {
          open auth, a secrets key, no provisioning backends), fills it over gRPC on 127.0.0.1 with \
          {} requests in flight over {} connections, then times lists and a watch; **install** \
          builds a snapshot of that node's data, restarts the node on it and adds an empty second \
-         node as a learner. Node settings as shipped: snapshot every {} entries, {} entries kept \
+         node as a learner. Node settings as shipped: snapshot after at least {} entries and a tenth \
+         as many entries as objects, {} entries kept \
          behind it, {} revisions of watch history. Raw figures: `figures.json`.\n",
         o.scale,
         o.profile,

@@ -31,7 +31,9 @@ pub struct ServerArgs {
     /// Join the cluster through any existing member (as learner, then voter).
     #[arg(long, value_name = "ADDR")]
     pub join: Option<String>,
-    /// Build a snapshot after this many log entries.
+    /// Build a snapshot after at least this many log entries, and at least
+    /// a tenth as many as the state has objects (a large state is
+    /// snapshotted less often).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_every: u64,
     /// Log entries kept behind a snapshot for followers that lag a little.

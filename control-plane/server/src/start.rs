@@ -56,7 +56,9 @@ pub struct NodeConfig {
     pub init: bool,
     /// Join the cluster through this member if this node has no state yet.
     pub join: Option<String>,
-    /// Build a snapshot after this many applied entries.
+    /// Build a snapshot after at least this many applied entries, and at
+    /// least a tenth as many as the state has objects (see
+    /// [`snapshot_when_due`]).
     pub snapshot_every: u64,
     /// Entries kept in the log behind a snapshot, for followers that lag a little.
     pub keep_logs: u64,
@@ -110,6 +112,7 @@ pub struct RunningNode {
     pub addr: String,
     node: Arc<Node>,
     expiry: JoinHandle<()>,
+    snapshots: JoinHandle<()>,
     provisioner: JoinHandle<()>,
     server: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
     stop: oneshot::Sender<()>,
@@ -166,7 +169,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         election_timeout_max: config.election_timeout_ms * 2,
         // Snapshot chunks can be large and the machine busy: give them time.
         install_snapshot_timeout: 10_000,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+        // Paced by `snapshot_when_due` instead, by the size of the state.
+        snapshot_policy: SnapshotPolicy::Never,
         // Entries are up to a few MiB (a batch, or one large command): a
         // dozen per message stays under the node-to-node message limit.
         max_payload_entries: MAX_ENTRIES_PER_MESSAGE,
@@ -325,17 +329,65 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         expire_hosts(node.clone(), config.host_timeout_ms)
             .instrument(tracing::info_span!("host-expiry")),
     );
+    let snapshots = tokio::spawn(
+        snapshot_when_due(node.clone(), config.snapshot_every)
+            .instrument(tracing::info_span!("snapshots", node = config.id)),
+    );
     let provisioner = tokio::spawn(
         crate::provisioner::run(node.clone()).instrument(tracing::info_span!("provisioner")),
     );
     Ok(RunningNode {
         addr,
         expiry,
+        snapshots,
         provisioner,
         node,
         server,
         stop,
     })
+}
+
+/// Objects per log entry behind a snapshot: a snapshot is built once the
+/// log since the last one has at least a tenth as many entries as the state
+/// has objects.
+const OBJECTS_PER_SNAPSHOT_ENTRY: u64 = 10;
+
+/// Builds a snapshot once enough entries have been applied since the last.
+/// A snapshot reads and writes every object, so with a fixed count a large
+/// state would be snapshotted over and over; spacing them by the number of
+/// objects keeps that work to a fixed share of the writes. `every` is the
+/// least number of entries between two snapshots.
+async fn snapshot_when_due(node: Arc<Node>, every: u64) {
+    let mut metrics = node.raft.metrics();
+    // The applied index a snapshot was last asked at: not asked again until
+    // that one is built or `every` more entries are applied.
+    let mut asked_at = 0u64;
+    loop {
+        if metrics.changed().await.is_err() {
+            return;
+        }
+        let (applied, snapshot) = {
+            let m = metrics.borrow();
+            (
+                m.last_applied.map(|l| l.index).unwrap_or(0),
+                m.snapshot.map(|l| l.index).unwrap_or(0),
+            )
+        };
+        let since = applied.saturating_sub(snapshot);
+        if since < every || (asked_at > snapshot && applied < asked_at + every) {
+            continue;
+        }
+        let objects = node.reader.estimated_objects().unwrap_or(0);
+        if since < objects / OBJECTS_PER_SNAPSHOT_ENTRY {
+            continue;
+        }
+        info!(applied, since, objects, "building a snapshot");
+        if let Err(e) = node.raft.trigger().snapshot().await {
+            warn!(error = %e, "could not ask for a snapshot");
+            return;
+        }
+        asked_at = applied;
+    }
 }
 
 /// On the leader, marks NotReady (through Raft) the hosts whose agents
@@ -481,6 +533,7 @@ impl RunningNode {
     /// handle is dropped.
     pub async fn shutdown(self) -> Result<()> {
         self.expiry.abort();
+        self.snapshots.abort();
         self.provisioner.abort();
         let _ = self.stop.send(());
         let served = self.server.await;

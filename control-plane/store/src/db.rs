@@ -1,6 +1,6 @@
 //! Opening the RocksDB database that holds both the log and the state machine.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use rocksdb::{ColumnFamilyDescriptor, Options, DB};
@@ -29,7 +29,7 @@ pub struct Store {
 }
 
 /// Opens (or creates) the store under `dir`: the database in `dir/db`, the
-/// current snapshot in `dir/snapshot.bin`.
+/// snapshot files beside it (`snapshot.meta`, `snapshots/`).
 pub fn open(dir: &Path, history_revisions: u64) -> Result<Store> {
     std::fs::create_dir_all(dir).map_err(|source| Error::SnapshotFile {
         path: dir.to_path_buf(),
@@ -50,8 +50,7 @@ pub fn open(dir: &Path, history_revisions: u64) -> Result<Store> {
         source,
     })?;
     let db = Arc::new(db);
-    let snapshot_path: PathBuf = dir.join("snapshot.bin");
-    let state_machine = StateMachine::new(db.clone(), snapshot_path, history_revisions.max(1))?;
+    let state_machine = StateMachine::new(db.clone(), dir, history_revisions.max(1))?;
     let reader = state_machine.reader();
     Ok(Store {
         log: LogStore::new(db),

@@ -1,7 +1,5 @@
 //! Raft type configuration and the commands the state machine applies.
 
-use std::io::Cursor;
-
 use serde::{Deserialize, Serialize};
 
 pub type NodeId = u64;
@@ -14,7 +12,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

@@ -4,21 +4,19 @@
 //! apply writes the objects, the watch events, the last applied log id, the
 //! membership and the revision counters in one `WriteBatch`.
 
-use std::io::Cursor;
-use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{AnyError, Snapshot, StorageIOError};
-use rocksdb::{WriteBatch, WriteOptions, DB};
+use rocksdb::DB;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use ndc_tenants::Registry;
 
-use crate::codec::{decode, encode};
-use crate::db::{be, blocking, cf, CF_EVENTS, CF_KV, CF_SM};
+use crate::codec::decode;
+use crate::db::{blocking, cf, CF_SM};
 use crate::domain::AuditHead;
 use crate::error::{Error, Result};
 use crate::types::*;
@@ -55,20 +53,6 @@ struct Revisions {
     compacted: u64,
 }
 
-/// The payload of a snapshot: every object, raw, with the revision it is at.
-#[derive(Serialize, Deserialize)]
-struct SnapshotBody {
-    revision: u64,
-    objects: Vec<(String, Vec<u8>)>,
-}
-
-/// The snapshot as stored on disk: its meta and the payload sent to peers.
-#[derive(Serialize, Deserialize)]
-struct SnapshotFile {
-    meta: SnapshotMeta,
-    data: Vec<u8>,
-}
-
 /// The tenants in memory (rebuilt from the objects at start and after a
 /// snapshot) and the head of the audit chain.
 pub struct DomainState {
@@ -80,12 +64,10 @@ pub struct DomainState {
 pub struct StateMachine {
     domain: Arc<RwLock<DomainState>>,
     db: Arc<DB>,
-    snapshot_path: PathBuf,
+    snapshots: Arc<Snapshots>,
     history: u64,
     notices: broadcast::Sender<WatchBatch>,
     revisions: Revisions,
-    snapshot_seq: Arc<AtomicU64>,
-    on_disk: SnapshotOnDisk,
 }
 
 /// Reads objects and history for the API; shares the database.
@@ -123,20 +105,20 @@ fn read_revisions(db: &DB) -> Result<Revisions> {
 }
 
 impl StateMachine {
-    pub(crate) fn new(db: Arc<DB>, snapshot_path: PathBuf, history: u64) -> Result<Self> {
+    /// The state machine on `db`, with its snapshot files under `dir`.
+    pub(crate) fn new(db: Arc<DB>, dir: &Path, history: u64) -> Result<Self> {
+        let snapshots = Snapshots::open(dir)?;
+        finish_interrupted_install(&db, &snapshots)?;
         let revisions = read_revisions(&db)?;
         let (registry, head) = load_domain(&db)?;
         let (notices, _) = broadcast::channel(NOTICE_CHANNEL);
-        let on_disk = snapshot_on_disk(&snapshot_path)?;
         Ok(Self {
             domain: Arc::new(RwLock::new(DomainState { registry, head })),
             db,
-            snapshot_path,
+            snapshots: Arc::new(snapshots),
             history,
             notices,
             revisions,
-            snapshot_seq: Arc::new(AtomicU64::new(0)),
-            on_disk,
         })
     }
 
@@ -152,12 +134,10 @@ impl StateMachine {
         StateMachine {
             domain: self.domain.clone(),
             db: self.db.clone(),
-            snapshot_path: self.snapshot_path.clone(),
+            snapshots: self.snapshots.clone(),
             history: self.history,
             notices: self.notices.clone(),
             revisions: self.revisions,
-            snapshot_seq: self.snapshot_seq.clone(),
-            on_disk: self.on_disk.clone(),
         }
     }
 }
@@ -167,7 +147,7 @@ mod reader;
 mod snapshot;
 
 use apply::{apply_entries, load_domain};
-use snapshot::{snapshot_on_disk, write_snapshot_file, SnapshotOnDisk};
+use snapshot::{finish_interrupted_install, install_body, Snapshots};
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = StateMachine;
@@ -208,92 +188,46 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.builder()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        snapshot::begin_receiving(self.snapshots.clone()).await
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
-        let body: SnapshotBody = decode("snapshot", &data).map_err(|e| {
-            StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e))
-        })?;
+        let received = snapshot.into_std().await;
         let db = self.db.clone();
+        let snapshots = self.snapshots.clone();
         let meta_c = meta.clone();
-        let revision = body.revision;
         let domain = self.domain.clone();
-        blocking(move || {
+        let revision = blocking(move || {
+            // The body becomes the snapshot on disk first: an install cut
+            // short by a crash is redone from it at open.
+            let revision = snapshots.publish_received(&meta_c, received)?;
             // Readers see the old objects with the old tenants, or the new
-            // with the new: the lock is held across the write and the reload.
+            // with the new: the lock is held across the writes and the reload.
             let mut guard = domain
                 .write()
                 .map_err(|_| Error::Join("domain state lock poisoned".into()))?;
-            let mut batch = WriteBatch::default();
-            let kv = cf(&db, CF_KV);
-            // Keys are UTF-8, which never contains the byte 0xff.
-            batch.delete_range_cf(kv, b"".as_slice(), [0xffu8].as_slice());
-            for (k, v) in &body.objects {
-                batch.put_cf(kv, k.as_bytes(), v);
-            }
-            batch.delete_range_cf(cf(&db, CF_EVENTS), be(0), be(u64::MAX));
-            let sm = cf(&db, CF_SM);
-            batch.put_cf(
-                sm,
-                KEY_APPLIED,
-                encode("last applied", &meta_c.last_log_id)?,
-            );
-            batch.put_cf(
-                sm,
-                KEY_MEMBERSHIP,
-                encode("membership", &meta_c.last_membership)?,
-            );
-            batch.put_cf(sm, KEY_REVISION, encode("revision", &body.revision)?);
-            batch.put_cf(
-                sm,
-                KEY_COMPACTED,
-                encode("compacted revision", &body.revision)?,
-            );
-            let mut w = WriteOptions::default();
-            w.set_sync(true);
-            db.write_opt(batch, &w)?;
+            let body = snapshots.body_path(&meta_c);
+            install_body(&db, &body, &meta_c)?;
             let (registry, head) = load_domain(&db)?;
             *guard = DomainState { registry, head };
-            Ok(())
+            Ok(revision)
         })
         .await
-        .map_err(sm_write_err)?;
+        .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e)))?;
         self.revisions = Revisions {
             current: revision,
             compacted: revision,
         };
-        let file = SnapshotFile {
-            meta: meta.clone(),
-            data,
-        };
-        write_snapshot_file(self.snapshot_path.clone(), file, self.on_disk.clone())
-            .await
-            .map_err(|e| {
-                StorageIOError::write_snapshot(Some(meta.signature()), AnyError::new(&e))
-            })?;
         let _ = self.notices.send(WatchBatch::Reset { revision });
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let path = self.snapshot_path.clone();
-        let file = blocking(move || match std::fs::read(&path) {
-            Ok(bytes) => Ok(Some(decode::<SnapshotFile>("snapshot file", &bytes)?)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(Error::SnapshotFile { path, source }),
-        })
-        .await
-        .map_err(|e| StorageIOError::read_snapshot(None, AnyError::new(&e)))?;
-        Ok(file.map(|f| Snapshot {
-            meta: f.meta,
-            snapshot: Box::new(Cursor::new(f.data)),
-        }))
+        snapshot::current(self.snapshots.clone()).await
     }
 }

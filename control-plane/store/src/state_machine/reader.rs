@@ -84,6 +84,15 @@ impl StoreReader {
         Ok((claims, page.revision))
     }
 
+    /// About how many objects the store holds (RocksDB's estimate: cheap,
+    /// and within a few percent once the data has been compacted).
+    pub fn estimated_objects(&self) -> Result<u64> {
+        Ok(self
+            .db
+            .property_int_value_cf(cf(&self.db, CF_KV), "rocksdb.estimate-num-keys")?
+            .unwrap_or(0))
+    }
+
     /// The current and the compacted revision.
     pub fn revisions(&self) -> Result<(u64, u64)> {
         let r = read_revisions(&self.db)?;

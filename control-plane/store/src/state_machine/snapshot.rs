@@ -1,83 +1,445 @@
-//! Snapshots: built from a RocksDB snapshot, written to disk newest-only.
+//! Snapshots, streamed through files: built from a RocksDB snapshot straight
+//! into a file, sent to peers from that file, received into a file and
+//! installed from it in bounded batches. Memory stays flat whatever the size
+//! of the state.
+//!
+//! On disk, beside the database:
+//! - `snapshot.meta`: which body is current, and its meta;
+//! - `snapshots/<id>.snap`: the current body (older ones are removed once a
+//!   newer meta is in place; a peer still reading one keeps its open handle);
+//! - `snapshots/*.part`: a body being built or received, removed at open.
+//!
+//! A body is `MAGIC`, the revision (u64 LE), then one record per object
+//! (key length u32 LE, key, value length u32 LE, value) and an end mark
+//! (`u32::MAX`, then the record count as u64 LE), so a cut-off body is
+//! refused rather than installed in part.
 
-use std::io::Cursor;
-use std::path::PathBuf;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use openraft::{AnyError, RaftSnapshotBuilder, Snapshot, StorageIOError};
-use rocksdb::IteratorMode;
+use rocksdb::{IteratorMode, WriteBatch, WriteOptions, DB};
+use serde::{Deserialize, Serialize};
 
 use super::*;
 use crate::codec::{decode, encode};
-use crate::db::{blocking, cf, CF_KV, CF_SM};
+use crate::db::{be, blocking, cf, CF_EVENTS, CF_KV, CF_SM};
 use crate::error::{Error, Result};
 
-/// The last log id of the snapshot on disk. A snapshot is written only if
-/// it is newer: a build that started before an install finished must not
-/// replace the installed one (the log behind it is already purged).
-pub(super) type SnapshotOnDisk = Arc<std::sync::Mutex<Option<LogId>>>;
+const MAGIC: &[u8; 8] = b"ndcsnap2";
+const END: u32 = u32::MAX;
+/// Bytes of objects written to RocksDB per batch while installing.
+const INSTALL_BATCH_BYTES: usize = 32 << 20;
+/// Largest record a body may hold: far above any object the store accepts.
+const MAX_RECORD_BYTES: u32 = 64 << 20;
+const IO_BUFFER: usize = 4 << 20;
+/// Set while an install has deleted the old objects but not yet written the
+/// new applied state: at open, the install is redone from the body on disk.
+pub(super) const KEY_INSTALLING: &[u8] = b"installing";
 
-pub(super) fn snapshot_on_disk(path: &std::path::Path) -> Result<SnapshotOnDisk> {
-    let current = match std::fs::read(path) {
-        Ok(bytes) => {
-            decode::<SnapshotFile>("snapshot file", &bytes)?
-                .meta
-                .last_log_id
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(source) => {
-            return Err(Error::SnapshotFile {
-                path: path.to_path_buf(),
-                source,
-            })
-        }
-    };
-    Ok(Arc::new(std::sync::Mutex::new(current)))
+/// The meta file: the body it names is the current snapshot.
+#[derive(Serialize, Deserialize, Clone)]
+struct MetaFile {
+    meta: SnapshotMeta,
+    body: String,
+    revision: u64,
 }
 
-pub(super) async fn write_snapshot_file(
-    path: PathBuf,
-    file: SnapshotFile,
-    on_disk: SnapshotOnDisk,
-) -> Result<()> {
-    blocking(move || {
-        // Held for the whole write: snapshots reach the disk one at a time.
-        let mut current = on_disk
-            .lock()
-            .map_err(|_| Error::Join("snapshot lock poisoned".into()))?;
-        if *current >= file.meta.last_log_id && current.is_some() {
-            return Ok(());
+/// The snapshot files of one store.
+pub(super) struct Snapshots {
+    meta_path: PathBuf,
+    dir: PathBuf,
+    /// The last log id of the snapshot on disk. Held across publishing, so
+    /// bodies reach the disk one at a time and an older one never replaces
+    /// a newer one (a build that started before an install finished must
+    /// not: the log behind it is already purged).
+    on_disk: Mutex<Option<LogId>>,
+    /// The body being received, if any.
+    incoming: Mutex<Option<PathBuf>>,
+    seq: AtomicU64,
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |source| Error::SnapshotFile {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn poisoned<T>(_: T) -> Error {
+    Error::Join("snapshot lock poisoned".into())
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// A file name from a snapshot id: ids come from peers, so only plain
+/// characters are kept.
+fn body_name(snapshot_id: &str) -> String {
+    let safe: String = snapshot_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{safe}.snap")
+}
+
+impl Snapshots {
+    /// Opens the snapshot files under `store_dir`, removing unfinished
+    /// bodies and bodies no meta names.
+    pub(super) fn open(store_dir: &Path) -> Result<Self> {
+        let dir = store_dir.join("snapshots");
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let meta_path = store_dir.join("snapshot.meta");
+        // The single-file format of earlier builds: its state is in the
+        // database already, and the next snapshot replaces it.
+        let old = store_dir.join("snapshot.bin");
+        if old.exists() {
+            std::fs::remove_file(&old).map_err(io_err(&old))?;
         }
-        let bytes = encode("snapshot file", &file)?;
-        let tmp = path.with_extension("tmp");
-        let io = |source| Error::SnapshotFile {
-            path: path.clone(),
-            source,
+        let s = Self {
+            meta_path,
+            dir,
+            on_disk: Mutex::new(None),
+            incoming: Mutex::new(None),
+            seq: AtomicU64::new(0),
         };
+        let current = s.read_meta()?;
+        *s.on_disk.lock().map_err(poisoned)? = current.as_ref().and_then(|m| m.meta.last_log_id);
+        let keep = current.map(|m| m.body);
+        for entry in std::fs::read_dir(&s.dir).map_err(io_err(&s.dir))? {
+            let entry = entry.map_err(io_err(&s.dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if Some(&name) != keep.as_ref() {
+                let p = entry.path();
+                std::fs::remove_file(&p).map_err(io_err(&p))?;
+            }
+        }
+        Ok(s)
+    }
+
+    fn read_meta(&self) -> Result<Option<MetaFile>> {
+        match std::fs::read(&self.meta_path) {
+            Ok(bytes) => Ok(Some(decode("snapshot meta", &bytes)?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(Error::SnapshotFile {
+                path: self.meta_path.clone(),
+                source,
+            }),
+        }
+    }
+
+    fn part_path(&self, what: &str) -> PathBuf {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        self.dir.join(format!("{what}-{n}.part"))
+    }
+
+    /// Makes the body at `part` the current snapshot, if it is newer than
+    /// the one on disk or `always`. Returns whether it did; `part` is gone
+    /// either way (an open handle to it stays readable).
+    fn publish(&self, part: &Path, m: &MetaFile, always: bool) -> Result<bool> {
+        let mut current = self.on_disk.lock().map_err(poisoned)?;
+        let newer = current.is_none() || m.meta.last_log_id > *current;
+        if !(newer || always) {
+            std::fs::remove_file(part).map_err(io_err(part))?;
+            return Ok(false);
+        }
+        let body = self.dir.join(&m.body);
+        std::fs::rename(part, &body).map_err(io_err(&body))?;
+        sync_dir(&self.dir)?;
+        let tmp = self.meta_path.with_extension("tmp");
         {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp).map_err(io)?;
-            f.write_all(&bytes).map_err(io)?;
-            f.sync_all().map_err(io)?;
+            let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+            f.write_all(&encode("snapshot meta", m)?)
+                .map_err(io_err(&tmp))?;
+            f.sync_all().map_err(io_err(&tmp))?;
         }
-        std::fs::rename(&tmp, &path).map_err(io)?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io)?;
+        std::fs::rename(&tmp, &self.meta_path).map_err(io_err(&self.meta_path))?;
+        if let Some(parent) = self.meta_path.parent() {
+            sync_dir(parent)?;
         }
-        *current = file.meta.last_log_id;
+        *current = m.meta.last_log_id;
+        // Older bodies: a peer still sending one keeps reading its handle.
+        for entry in std::fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
+            let entry = entry.map_err(io_err(&self.dir))?;
+            let p = entry.path();
+            if p.extension().is_some_and(|e| e == "snap") && p != body {
+                std::fs::remove_file(&p).map_err(io_err(&p))?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// The current snapshot: its meta and an open handle on its body.
+    pub(super) fn current(&self) -> Result<Option<(SnapshotMeta, File)>> {
+        // Under the lock, so the body named is not replaced while opened.
+        let _guard = self.on_disk.lock().map_err(poisoned)?;
+        let Some(m) = self.read_meta()? else {
+            return Ok(None);
+        };
+        let body = self.dir.join(&m.body);
+        let f = File::open(&body).map_err(io_err(&body))?;
+        Ok(Some((m.meta, f)))
+    }
+
+    /// A new file to receive a body into.
+    pub(super) fn begin_receiving(&self) -> Result<File> {
+        let path = self.part_path("incoming");
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let earlier = self
+            .incoming
+            .lock()
+            .map_err(poisoned)?
+            .replace(path.clone());
+        // A stream that was dropped for a newer one: its file is not needed.
+        if let Some(p) = earlier {
+            let _ = std::fs::remove_file(p);
+        }
+        Ok(f)
+    }
+
+    /// Takes a received body as the current snapshot. Returns the body's
+    /// revision. `received` is normally the file from [`Self::begin_receiving`];
+    /// any other is copied.
+    pub(super) fn publish_received(&self, meta: &SnapshotMeta, mut received: File) -> Result<u64> {
+        let incoming = self.incoming.lock().map_err(poisoned)?.take();
+        let same = |p: &PathBuf| -> bool {
+            match (std::fs::metadata(p), received.metadata()) {
+                (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+                _ => false,
+            }
+        };
+        let part = match incoming {
+            Some(p) if same(&p) => p,
+            other => {
+                if let Some(p) = other {
+                    let _ = std::fs::remove_file(p);
+                }
+                let p = self.part_path("copied");
+                let mut out = File::create(&p).map_err(io_err(&p))?;
+                use std::io::Seek;
+                received
+                    .seek(std::io::SeekFrom::Start(0))
+                    .map_err(io_err(&p))?;
+                std::io::copy(&mut received, &mut out).map_err(io_err(&p))?;
+                p
+            }
+        };
+        File::open(&part)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err(&part))?;
+        // Check the whole body before the state is touched: a bad body is
+        // refused and the old state stays.
+        let revision = match read_body(&part, |_, _| Ok(())) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = std::fs::remove_file(&part);
+                return Err(e);
+            }
+        };
+        let m = MetaFile {
+            meta: meta.clone(),
+            body: body_name(&meta.snapshot_id),
+            revision,
+        };
+        self.publish(&part, &m, true)?;
+        Ok(revision)
+    }
+
+    /// Where the body of the snapshot `meta` is kept once published.
+    pub(super) fn body_path(&self, meta: &SnapshotMeta) -> PathBuf {
+        self.dir.join(body_name(&meta.snapshot_id))
+    }
+
+    /// The body of the current snapshot, for an install interrupted by a
+    /// crash.
+    fn current_body(&self) -> Result<Option<(MetaFile, PathBuf)>> {
+        Ok(self.read_meta()?.map(|m| {
+            let p = self.dir.join(&m.body);
+            (m, p)
+        }))
+    }
+}
+
+/// Writes every object of `snap` as a body into `path`; returns the
+/// revision and the number of objects.
+fn write_body(db: &DB, snap: &rocksdb::Snapshot<'_>, revision: u64, path: &Path) -> Result<u64> {
+    let io = io_err(path);
+    let file = File::create(path).map_err(&io)?;
+    let mut w = BufWriter::with_capacity(IO_BUFFER, file);
+    w.write_all(MAGIC).map_err(&io)?;
+    w.write_all(&revision.to_le_bytes()).map_err(&io)?;
+    let mut count: u64 = 0;
+    for item in snap.iterator_cf(cf(db, CF_KV), IteratorMode::Start) {
+        let (k, v) = item?;
+        for part in [&*k, &*v] {
+            let len = u32::try_from(part.len())
+                .ok()
+                .filter(|l| *l <= MAX_RECORD_BYTES)
+                .ok_or_else(|| Error::Encode {
+                    what: "snapshot record",
+                    reason: format!("{} bytes", part.len()),
+                })?;
+            w.write_all(&len.to_le_bytes()).map_err(&io)?;
+            w.write_all(part).map_err(&io)?;
+        }
+        count += 1;
+    }
+    w.write_all(&END.to_le_bytes()).map_err(&io)?;
+    w.write_all(&count.to_le_bytes()).map_err(&io)?;
+    let file = w.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(&io)?;
+    Ok(count)
+}
+
+/// Reads a body, calling `each` on every object; returns its revision.
+/// Refuses a body with a wrong header, an oversized record or no end mark.
+fn read_body(path: &Path, mut each: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<u64> {
+    let io = io_err(path);
+    let bad = |reason: String| Error::Decode {
+        what: "snapshot body",
+        reason,
+    };
+    let mut r = BufReader::with_capacity(IO_BUFFER, File::open(path).map_err(&io)?);
+    let mut magic = [0u8; 8];
+    r.read_exact(&mut magic).map_err(&io)?;
+    if &magic != MAGIC {
+        return Err(bad("not an ndc snapshot body".into()));
+    }
+    let mut u64b = [0u8; 8];
+    r.read_exact(&mut u64b).map_err(&io)?;
+    let revision = u64::from_le_bytes(u64b);
+    let mut count: u64 = 0;
+    let (mut key, mut value) = (Vec::new(), Vec::new());
+    let read_len = |r: &mut BufReader<File>, count: u64| -> Result<u32> {
+        let mut b = [0u8; 4];
+        r.read_exact(&mut b).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                bad(format!("cut off after {count} objects"))
+            } else {
+                io(e)
+            }
+        })?;
+        Ok(u32::from_le_bytes(b))
+    };
+    loop {
+        let klen = read_len(&mut r, count)?;
+        if klen == END {
+            break;
+        }
+        let vlen = {
+            if klen > MAX_RECORD_BYTES {
+                return Err(bad(format!("a key of {klen} bytes")));
+            }
+            key.resize(klen as usize, 0);
+            r.read_exact(&mut key).map_err(&io)?;
+            read_len(&mut r, count)?
+        };
+        if vlen > MAX_RECORD_BYTES {
+            return Err(bad(format!("a value of {vlen} bytes")));
+        }
+        value.resize(vlen as usize, 0);
+        r.read_exact(&mut value).map_err(&io)?;
+        each(&key, &value)?;
+        count += 1;
+    }
+    r.read_exact(&mut u64b).map_err(&io)?;
+    let expected = u64::from_le_bytes(u64b);
+    if expected != count {
+        return Err(bad(format!(
+            "{count} objects, its end mark says {expected}"
+        )));
+    }
+    if r.read(&mut [0u8; 1]).map_err(&io)? != 0 {
+        return Err(bad("bytes after the end mark".into()));
+    }
+    Ok(revision)
+}
+
+/// Replaces the whole state with the body at `path`: the old objects and
+/// history go, the new objects are written in bounded batches, and the
+/// applied state last. The install mark makes a crash in between redo the
+/// install at open rather than leave half a state.
+pub(super) fn install_body(db: &DB, path: &Path, meta: &SnapshotMeta) -> Result<u64> {
+    let kv = cf(db, CF_KV);
+    let sm = cf(db, CF_SM);
+    let mut synced = WriteOptions::default();
+    synced.set_sync(true);
+    let mut batch = WriteBatch::default();
+    batch.put_cf(
+        sm,
+        KEY_INSTALLING,
+        encode("install mark", &meta.snapshot_id)?,
+    );
+    // Keys are UTF-8, which never contains the byte 0xff.
+    batch.delete_range_cf(kv, b"".as_slice(), [0xffu8].as_slice());
+    batch.delete_range_cf(cf(db, CF_EVENTS), be(0), be(u64::MAX));
+    db.write_opt(batch, &synced)?;
+    let mut batch = WriteBatch::default();
+    let revision = read_body(path, |k, v| {
+        batch.put_cf(kv, k, v);
+        if batch.size_in_bytes() >= INSTALL_BATCH_BYTES {
+            db.write(std::mem::take(&mut batch))?;
+        }
         Ok(())
-    })
-    .await
+    })?;
+    batch.put_cf(sm, KEY_APPLIED, encode("last applied", &meta.last_log_id)?);
+    batch.put_cf(
+        sm,
+        KEY_MEMBERSHIP,
+        encode("membership", &meta.last_membership)?,
+    );
+    batch.put_cf(sm, KEY_REVISION, encode("revision", &revision)?);
+    batch.put_cf(sm, KEY_COMPACTED, encode("compacted revision", &revision)?);
+    batch.delete_cf(sm, KEY_INSTALLING);
+    // Every earlier batch went through the same write-ahead log, so this
+    // synced write makes them durable too.
+    db.write_opt(batch, &synced)?;
+    Ok(revision)
+}
+
+/// At open: finishes an install a crash interrupted, from the body on disk.
+pub(super) fn finish_interrupted_install(db: &DB, snapshots: &Snapshots) -> Result<()> {
+    if db.get_cf(cf(db, CF_SM), KEY_INSTALLING)?.is_none() {
+        return Ok(());
+    }
+    let Some((m, body)) = snapshots.current_body()? else {
+        return Err(Error::Decode {
+            what: "install mark",
+            reason: "an install was interrupted and no snapshot is on disk to redo it".into(),
+        });
+    };
+    tracing::warn!(snapshot = %m.meta.snapshot_id, "redoing a snapshot install interrupted by a stop");
+    install_body(db, &body, &m.meta)?;
+    Ok(())
+}
+
+fn to_tokio(f: File) -> Box<tokio::fs::File> {
+    Box::new(tokio::fs::File::from_std(f))
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let db = self.db.clone();
-        let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
-        let (meta, data) = blocking(move || {
+        let snapshots = self.snapshots.clone();
+        let (meta, file) = blocking(move || {
             // One RocksDB snapshot, so objects and applied state agree even
             // while apply goes on.
             let snap = db.snapshot();
@@ -94,42 +456,58 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 Some(b) => decode("revision", &b)?,
                 None => 0,
             };
-            let mut objects = Vec::new();
-            for item in snap.iterator_cf(cf(&db, CF_KV), IteratorMode::Start) {
-                let (k, v) = item?;
-                let key = String::from_utf8(k.to_vec()).map_err(|e| Error::Decode {
-                    what: "object key",
-                    reason: e.to_string(),
-                })?;
-                objects.push((key, v.to_vec()));
-            }
-            let data = encode("snapshot", &SnapshotBody { revision, objects })?;
+            let part = snapshots.part_path("build");
+            let seq = snapshots.seq.fetch_add(1, Ordering::Relaxed);
             let snapshot_id = match applied {
                 Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, seq),
                 None => format!("0-0-{seq}"),
             };
+            if let Err(e) = write_body(&db, &snap, revision, &part) {
+                let _ = std::fs::remove_file(&part);
+                return Err(e);
+            }
             let meta = SnapshotMeta {
                 last_log_id: applied,
                 last_membership: membership,
                 snapshot_id,
             };
-            Ok((meta, data))
+            // Opened before publishing: the handle outlives a rename or a
+            // removal.
+            let file = File::open(&part).map_err(io_err(&part))?;
+            let m = MetaFile {
+                meta: meta.clone(),
+                body: body_name(&meta.snapshot_id),
+                revision,
+            };
+            snapshots.publish(&part, &m, false)?;
+            Ok((meta, file))
         })
         .await
         .map_err(|e| StorageIOError::write_snapshot(None, AnyError::new(&e)))?;
-        write_snapshot_file(
-            self.snapshot_path.clone(),
-            SnapshotFile {
-                meta: meta.clone(),
-                data: data.clone(),
-            },
-            self.on_disk.clone(),
-        )
-        .await
-        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), AnyError::new(&e)))?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: to_tokio(file),
         })
     }
+}
+
+pub(super) async fn begin_receiving(
+    snapshots: Arc<Snapshots>,
+) -> Result<Box<tokio::fs::File>, StorageError> {
+    let f = blocking(move || snapshots.begin_receiving())
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(None, AnyError::new(&e)))?;
+    Ok(to_tokio(f))
+}
+
+pub(super) async fn current(
+    snapshots: Arc<Snapshots>,
+) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+    let cur = blocking(move || snapshots.current())
+        .await
+        .map_err(|e| StorageIOError::read_snapshot(None, AnyError::new(&e)))?;
+    Ok(cur.map(|(meta, f)| Snapshot {
+        meta,
+        snapshot: to_tokio(f),
+    }))
 }

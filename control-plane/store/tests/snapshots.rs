@@ -1,0 +1,211 @@
+//! Snapshots streamed through files: a body built on one store and received
+//! by another replaces its whole state; a cut-off body is refused with the
+//! old state kept; an install cut short by a crash is redone at open.
+
+use std::path::Path;
+
+use ndc_store::{Command, Op, StateMachine, Txn, TypeConfig};
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+fn put(index: u64, keys: &[(&str, &str)]) -> Entry<TypeConfig> {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(Command::Txn(Txn {
+            compares: vec![],
+            ops: keys
+                .iter()
+                .map(|(k, v)| Op::Put {
+                    key: (*k).into(),
+                    value: v.as_bytes().to_vec(),
+                })
+                .collect(),
+        })),
+    }
+}
+
+/// Every object under `/`, as (key, value, mod revision).
+fn objects(reader: &ndc_store::StoreReader) -> Vec<(String, Vec<u8>, u64)> {
+    let page = reader.list("/", None, 0).expect("list");
+    page.items
+        .into_iter()
+        .map(|(k, o)| (k, o.value, o.mod_revision))
+        .collect()
+}
+
+/// A store with `n` objects over a few entries, and a snapshot of it.
+async fn source(
+    dir: &Path,
+    n: usize,
+) -> (
+    ndc_store::Store,
+    openraft::Snapshot<TypeConfig>,
+    Vec<(String, Vec<u8>, u64)>,
+) {
+    let mut store = ndc_store::open(dir, 1000).expect("open source");
+    let values: Vec<(String, String)> = (0..n)
+        .map(|i| {
+            (
+                format!("/obj/{i:05}"),
+                format!("value {i} {}", "x".repeat(i % 300)),
+            )
+        })
+        .collect();
+    for (i, chunk) in values.chunks(100).enumerate() {
+        let kv: Vec<(&str, &str)> = chunk
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        store
+            .state_machine
+            .apply([put(i as u64 + 1, &kv)])
+            .await
+            .expect("apply");
+    }
+    let snap = store
+        .state_machine
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
+    let want = objects(&store.reader);
+    (store, snap, want)
+}
+
+/// Sends `body` into `sm` the way openraft does: a file from
+/// `begin_receiving_snapshot`, written in chunks, then installed.
+async fn send(sm: &mut StateMachine, snap: &mut openraft::Snapshot<TypeConfig>, cut: Option<u64>) {
+    let meta = snap.meta.clone();
+    let received = receive(sm, snap, cut).await;
+    sm.install_snapshot(&meta, received).await.expect("install");
+}
+
+async fn receive(
+    sm: &mut StateMachine,
+    snap: &mut openraft::Snapshot<TypeConfig>,
+    cut: Option<u64>,
+) -> Box<tokio::fs::File> {
+    let mut body = Vec::new();
+    snap.snapshot
+        .seek(std::io::SeekFrom::Start(0))
+        .await
+        .expect("seek");
+    snap.snapshot
+        .read_to_end(&mut body)
+        .await
+        .expect("read body");
+    if let Some(n) = cut {
+        body.truncate(n as usize);
+    }
+    let mut received = sm.begin_receiving_snapshot().await.expect("begin");
+    for chunk in body.chunks(1000) {
+        received.write_all(chunk).await.expect("write chunk");
+    }
+    received.shutdown().await.expect("shutdown");
+    received
+}
+
+#[tokio::test]
+async fn a_received_snapshot_replaces_the_whole_state_and_becomes_current() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_src, mut snap, want) = source(a.path(), 2500).await;
+    assert_eq!(want.len(), 2500);
+
+    let mut dst = ndc_store::open(b.path(), 1000).expect("open target");
+    // An object the snapshot does not have: it must go.
+    dst.state_machine
+        .apply([put(1, &[("/stale", "old")])])
+        .await
+        .expect("apply");
+    send(&mut dst.state_machine, &mut snap, None).await;
+
+    assert_eq!(objects(&dst.reader), want);
+    let (applied, _) = dst.state_machine.applied_state().await.expect("applied");
+    assert_eq!(applied, snap.meta.last_log_id);
+    let cur = dst
+        .state_machine
+        .get_current_snapshot()
+        .await
+        .expect("current")
+        .expect("a current snapshot");
+    assert_eq!(cur.meta, snap.meta);
+
+    // Reopened, the store has the same objects and offers the same body.
+    drop(cur);
+    drop(dst);
+    let mut again = ndc_store::open(b.path(), 1000).expect("reopen");
+    assert_eq!(objects(&again.reader), want);
+    let mut cur = again
+        .state_machine
+        .get_current_snapshot()
+        .await
+        .expect("current")
+        .expect("a current snapshot after reopening");
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    cur.snapshot.read_to_end(&mut x).await.unwrap();
+    snap.snapshot
+        .seek(std::io::SeekFrom::Start(0))
+        .await
+        .unwrap();
+    snap.snapshot.read_to_end(&mut y).await.unwrap();
+    assert_eq!(x, y, "the body kept is the body received");
+}
+
+#[tokio::test]
+async fn a_cut_off_body_is_refused_and_the_state_is_kept() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_src, mut snap, _) = source(a.path(), 500).await;
+    let len = snap.snapshot.metadata().await.unwrap().len();
+
+    let mut dst = ndc_store::open(b.path(), 1000).expect("open target");
+    dst.state_machine
+        .apply([put(1, &[("/mine", "kept")])])
+        .await
+        .expect("apply");
+    let before = objects(&dst.reader);
+    for cut in [len - 1, len - 9, len / 2, 20, 3] {
+        let meta = snap.meta.clone();
+        let received = receive(&mut dst.state_machine, &mut snap, Some(cut)).await;
+        let err = dst
+            .state_machine
+            .install_snapshot(&meta, received)
+            .await
+            .expect_err("a cut-off body must be refused");
+        assert!(!err.to_string().is_empty());
+        assert_eq!(objects(&dst.reader), before, "cut at {cut} of {len}");
+        assert!(dst
+            .state_machine
+            .get_current_snapshot()
+            .await
+            .expect("current")
+            .is_none());
+    }
+}
+
+#[tokio::test]
+async fn an_install_cut_short_is_redone_at_open() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_src, mut snap, want) = source(a.path(), 800).await;
+    {
+        let mut dst = ndc_store::open(b.path(), 1000).expect("open target");
+        send(&mut dst.state_machine, &mut snap, None).await;
+    }
+    // What a crash between deleting the old objects and writing the applied
+    // state leaves: the install mark set, objects missing.
+    {
+        let db_path = b.path().join("db");
+        let cfs = ["logs", "raft", "kv", "events", "sm"];
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &db_path, cfs)
+            .expect("open the database");
+        let sm = db.cf_handle("sm").unwrap();
+        db.put_cf(sm, b"installing", b"\x01\x00").unwrap();
+        let kv = db.cf_handle("kv").unwrap();
+        db.delete_range_cf(kv, b"/obj/00400".as_slice(), [0xffu8].as_slice())
+            .unwrap();
+        db.flush_cf(kv).unwrap();
+    }
+    let dst = ndc_store::open(b.path(), 1000).expect("reopen");
+    assert_eq!(objects(&dst.reader), want);
+}
