@@ -215,6 +215,33 @@ async fn buckets_are_provisioned_per_tenant_and_isolated() -> Result<()> {
     let list = json_as(&a, OPERATOR, &["bucket", "list"])?;
     assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
     assert_eq!(ndc_buckets(&b.garage.config()).await?, before);
+    // Listed by tenant: its own claims, or its subtree's; a tenant admin
+    // sees only its own tenants.
+    let names = |args: &[&str], token: &str| -> Result<Vec<String>> {
+        let l = json_as(&a, token, &[&["bucket", "list"], args].concat())?;
+        let mut n: Vec<String> = l
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .filter_map(|c| c["name"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        n.sort();
+        Ok(n)
+    };
+    assert_eq!(names(&["--tenant", "hue"], OPERATOR)?, ["scans"]);
+    assert_eq!(names(&["--tenant", "ha-noi"], OPERATOR)?, ["archive"]);
+    assert!(names(&["--tenant", "ba-dinh"], OPERATOR)?.is_empty());
+    assert_eq!(names(&["--tenant", "vn"], OPERATOR)?, Vec::<String>::new());
+    assert_eq!(
+        names(&["--tenant", "vn", "--subtree"], OPERATOR)?,
+        ["archive", "scans"]
+    );
+    assert_eq!(names(&[], HUE_ADMIN)?, ["scans"]);
+    let (code, _, err) = ndc_as(&a, HUE_ADMIN, &["bucket", "list", "--tenant", "ha-noi"])?;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("may not"), "{err}");
 
     // A new key works at once; the old one stops.
     let rotated = json_as(

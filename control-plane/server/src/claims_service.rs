@@ -316,49 +316,62 @@ impl Claims for ClaimsService {
             })?),
         };
         self.node.read_barrier(false).await?;
-        let page = self
-            .node
-            .reader
-            .list(claims::CLAIMS_PREFIX, None, 0)
-            .map_err(internal)?;
-        let out = self
-            .node
-            .reader
-            .with_registry(|reg| -> Result<Vec<pb::Claim>, Status> {
-                let scope: Option<std::collections::BTreeSet<String>> = match r.tenant.as_str() {
-                    "" => None,
-                    t => {
-                        let t = reg.find(t).map_err(|e| Status::not_found(e.to_string()))?;
-                        if !actor.can_read(reg, &t.id) {
-                            return Err(Status::permission_denied(format!(
-                                "{} may not read the claims of tenant {}: it is outside the caller's tenants",
-                                actor.name, t.id
-                            )));
-                        }
-                        Some(if r.subtree {
-                            reg.subtree(&t.id).iter().map(|t| t.id.clone()).collect()
-                        } else {
-                            [t.id.clone()].into()
-                        })
+        let reader = &self.node.reader;
+        // The tenants asked for (and allowed), or None for every tenant.
+        let scope = reader
+            .with_registry(
+                |reg| -> Result<Option<std::collections::BTreeSet<String>>, Status> {
+                    if r.tenant.is_empty() {
+                        return Ok(None);
                     }
-                };
-                let mut out = Vec::new();
-                for (_, o) in &page.items {
-                    let c: Claim = serde_json::from_slice(&o.value).map_err(internal)?;
-                    if kind.is_some_and(|k| k != c.kind())
-                        || scope.as_ref().is_some_and(|s| !s.contains(&c.tenant))
-                        || !actor.can_read(reg, &c.tenant)
-                    {
-                        continue;
+                    let t = reg.find(&r.tenant).map_err(|e| Status::not_found(e.to_string()))?;
+                    if !actor.can_read(reg, &t.id) {
+                        return Err(Status::permission_denied(format!(
+                            "{} may not read the claims of tenant {}: it is outside the caller's tenants",
+                            actor.name, t.id
+                        )));
                     }
-                    out.push(claim_to_pb(&c, o.mod_revision));
-                }
-                Ok(out)
-            })
+                    Ok(Some(if r.subtree {
+                        reg.subtree(&t.id).iter().map(|t| t.id.clone()).collect()
+                    } else {
+                        [t.id.clone()].into()
+                    }))
+                },
+            )
             .map_err(internal)??;
+        // A tenant's claims are read by uid from the tenant in memory; only
+        // a list of every claim reads them all.
+        let (found, revision) = match &scope {
+            Some(ids) => reader.claims_of(ids).map_err(internal)?,
+            None => {
+                let page = reader
+                    .list(claims::CLAIMS_PREFIX, None, 0)
+                    .map_err(internal)?;
+                let claims = page
+                    .items
+                    .iter()
+                    .map(|(_, o)| Ok((serde_json::from_slice(&o.value)?, o.mod_revision)))
+                    .collect::<Result<Vec<(Claim, u64)>, serde_json::Error>>()
+                    .map_err(internal)?;
+                (claims, page.revision)
+            }
+        };
+        let out = reader
+            .with_registry(|reg| {
+                found
+                    .iter()
+                    .filter(|(c, _)| {
+                        kind.is_none_or(|k| k == c.kind())
+                            && scope.as_ref().is_none_or(|s| s.contains(&c.tenant))
+                            && actor.can_read(reg, &c.tenant)
+                    })
+                    .map(|(c, rev)| claim_to_pb(c, *rev))
+                    .collect::<Vec<_>>()
+            })
+            .map_err(internal)?;
         Ok(Response::new(pb::ListClaimsResponse {
             claims: out,
-            revision: page.revision,
+            revision,
         }))
     }
 

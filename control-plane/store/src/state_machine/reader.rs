@@ -93,6 +93,42 @@ impl StoreReader {
             .unwrap_or(0))
     }
 
+    /// The claims of the tenants `ids`, in uid order, each with its
+    /// mod revision, read at one revision. The uids come from the tenants in
+    /// memory, so only those claims are read, however many others there are.
+    pub fn claims_of(
+        &self,
+        ids: &std::collections::BTreeSet<String>,
+    ) -> Result<(Vec<(Claim, u64)>, u64)> {
+        // Under the read lock, the tenants and the objects agree: apply holds
+        // the write lock across both.
+        let d = self
+            .domain
+            .read()
+            .map_err(|_| Error::Join("domain state lock poisoned".into()))?;
+        let mut uids: Vec<&String> = ids
+            .iter()
+            .filter_map(|id| d.registry.get(id))
+            .flat_map(|t| t.claims.iter())
+            .collect();
+        uids.sort();
+        let snap = self.db.snapshot();
+        let revision = match snap.get_cf(cf(&self.db, CF_SM), KEY_REVISION)? {
+            Some(b) => decode("revision", &b)?,
+            None => 0,
+        };
+        let kv = cf(&self.db, CF_KV);
+        let keys: Vec<String> = uids.iter().map(|u| claims::claim_key(u)).collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for got in snap.multi_get_cf(keys.iter().map(|k| (kv, k.as_bytes()))) {
+            if let Some(bytes) = got? {
+                let o: StoredObject = decode("object", &bytes)?;
+                out.push((decode_claim(&o.value)?, o.mod_revision));
+            }
+        }
+        Ok((out, revision))
+    }
+
     /// The current and the compacted revision.
     pub fn revisions(&self) -> Result<(u64, u64)> {
         let r = read_revisions(&self.db)?;
