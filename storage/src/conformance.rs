@@ -349,6 +349,22 @@ pub async fn object_store(store: &dyn ObjectStore) -> Outcome {
         "tenant c puts into its bucket",
         put.map_err(aws_sdk_s3::error::DisplayErrorContext),
     )?;
+    // Its key sees its bucket once, and nothing else.
+    let listed = ok(
+        "tenant c lists its buckets",
+        client_c1
+            .list_buckets()
+            .send()
+            .await
+            .map_err(aws_sdk_s3::error::DisplayErrorContext),
+    )?;
+    let names: Vec<&str> = listed.buckets().iter().filter_map(|b| b.name()).collect();
+    expect!(names == [c.as_str()], "tenant c's key lists {names:?}");
+    // The driver's key reaches it too.
+    expect!(
+        ok("object_exists c/k", store.object_exists(&c, "k").await)?,
+        "the driver's key does not see c/k"
+    );
     let removed = ok(
         "ensure_bucket_with_key c rotated",
         store

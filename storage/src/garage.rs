@@ -160,17 +160,9 @@ impl GarageStore {
         Ok(())
     }
 
-    /// Makes `creds` a key allowed to read and write `target` and nothing
-    /// else. Returns the bucket as Garage described it after the grant,
-    /// when a grant was needed.
-    async fn grant_key(
-        &self,
-        target: &BucketInfo,
-        key_name: &str,
-        creds: &S3Credentials,
-    ) -> Result<Option<BucketInfo>> {
-        // Imported first: a new claim's key does not exist yet (an existing
-        // one is read back, and its secret compared).
+    /// Imports `creds` as the key `key_name`: a new claim's key does not
+    /// exist yet; an existing one is read back, and its secret compared.
+    async fn import_checked(&self, key_name: &str, creds: &S3Credentials) -> Result<KeyInfo> {
         let key = self.admin.import_key(creds, key_name).await?;
         if key.secret_access_key.as_deref() != Some(creds.secret_access_key.as_str()) {
             return Err(Error::Config(format!(
@@ -181,17 +173,43 @@ impl GarageStore {
         if key.name != key_name || key.permissions.create_bucket {
             self.admin.update_key(&key.access_key_id, key_name).await?;
         }
+        Ok(key)
+    }
+
+    /// Makes `creds` a key allowed to read and write `target` and nothing
+    /// else. Returns the bucket as Garage described it after the grant,
+    /// when a grant was needed.
+    async fn grant_key(
+        &self,
+        target: &BucketInfo,
+        key_name: &str,
+        creds: &S3Credentials,
+    ) -> Result<Option<BucketInfo>> {
+        let key = self.import_checked(key_name, creds).await?;
+        self.grant_imported(target, &key).await
+    }
+
+    /// [`Self::grant_key`] for a key already imported. What the key holds on
+    /// `target` is read from `target`, which may be newer than `key`.
+    async fn grant_imported(
+        &self,
+        target: &BucketInfo,
+        key: &KeyInfo,
+    ) -> Result<Option<BucketInfo>> {
         // Nothing but `target`: take back what the key has elsewhere.
-        let mut current = Perm::default();
         for b in &key.buckets {
-            if b.id == target.id {
-                current = b.permissions;
-            } else if b.permissions.any() {
+            if b.id != target.id && b.permissions.any() {
                 self.admin
                     .set_bucket_key(false, &b.id, &key.access_key_id, Perm::ALL)
                     .await?;
             }
         }
+        let current = target
+            .keys
+            .iter()
+            .find(|k| k.access_key_id == key.access_key_id)
+            .map(|k| k.permissions)
+            .unwrap_or_default();
         let mut after = None;
         if !(current.read && current.write) {
             after = self
@@ -342,9 +360,10 @@ impl ObjectStore for GarageStore {
     }
 
     /// Every admin call costs Garage an Argon2 check of the admin token
-    /// (about 27 ms of CPU here), so a new claim's bucket takes five calls:
-    /// create (a lookup only if it exists), the driver's grant, the quota,
-    /// the tenant's key imported, its grant (whose answer lists the keys).
+    /// (about 27 ms of CPU here), so a new claim's bucket takes four calls:
+    /// the tenant's key imported, the bucket created with that key's grant
+    /// (a lookup instead if it exists, then a grant if the key lacks one),
+    /// the driver's grant, the quota.
     async fn ensure_bucket_with_key(
         &self,
         req: &BucketRequest,
@@ -353,14 +372,17 @@ impl ObjectStore for GarageStore {
     ) -> Result<Vec<String>> {
         check_request(req)?;
         self.refuse_system_key(&creds.access_key_id)?;
-        let bucket = self.admin.create_bucket(&req.name).await?;
+        // The key first, so that a new bucket is made with the key's grant
+        // in the same call: 4 admin calls for a new claim.
+        let key = self.import_checked(key_name, creds).await?;
+        let bucket = self
+            .admin
+            .create_bucket_granting(&req.name, Some(&key.access_key_id))
+            .await?;
         self.settle_bucket(&bucket, req).await?;
-        let info = match self.grant_key(&bucket, key_name, creds).await? {
+        let info = match self.grant_imported(&bucket, &key).await? {
             Some(info) => info,
-            None => match self.admin.bucket_by_alias(&req.name).await? {
-                Some(info) => info,
-                None => return Ok(Vec::new()),
-            },
+            None => bucket,
         };
         self.remove_keys_except(&info, &creds.access_key_id).await
     }
@@ -634,7 +656,21 @@ impl Admin {
     }
 
     async fn create_bucket(&self, alias: &str) -> Result<BucketInfo> {
-        let body = json!({ "globalAlias": alias });
+        self.create_bucket_granting(alias, None).await
+    }
+
+    /// Creates the bucket `alias`, or finds it if it exists. With `key`, a
+    /// new bucket is made with that key allowed to read and write it (and
+    /// named `alias` for it too), in the same call.
+    async fn create_bucket_granting(&self, alias: &str, key: Option<&str>) -> Result<BucketInfo> {
+        let mut body = json!({ "globalAlias": alias });
+        if let Some(k) = key {
+            body["localAlias"] = json!({
+                "accessKeyId": k,
+                "alias": alias,
+                "allow": Perm::READ_WRITE,
+            });
+        }
         match self
             .call(Method::POST, "CreateBucket", &[], Some(body))
             .await?
