@@ -420,7 +420,14 @@ async fn reconcile<K: ClaimObject>(o: Arc<K>, ctx: Arc<Context>) -> Result<Actio
     let work = finalizer(&api, FINALIZER, o, |event| async {
         match event {
             Event::Apply(o) => apply(o, &ctx).await,
-            Event::Cleanup(o) => cleanup(o, &ctx).await,
+            Event::Cleanup(o) => {
+                let me = K::waiter(ObjectRef::from_obj(&*o));
+                let done = cleanup(o, &ctx).await;
+                if done.is_ok() {
+                    ctx.claim_feed.forget(&me);
+                }
+                done
+            }
         }
     });
     ctx.observed(K::KIND, async { work.await.map_err(Error::from) })

@@ -28,7 +28,7 @@ const BACKLOG: usize = 16_384;
 pub type ClaimKey = (String, String, String);
 
 /// An object that waits on a claim.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Waiter {
     Bucket(ObjectRef<ObjectBucket>),
     Database(ObjectRef<Database>),
@@ -82,6 +82,11 @@ impl ClaimFeed {
     /// Nobody waits on that claim any more.
     pub fn done(&self, tenant: &str, kind: &str, name: &str) {
         self.lock().remove(&key(tenant, kind, name));
+    }
+
+    /// `w` is gone (deleted while it waited): it waits on nothing.
+    pub fn forget(&self, w: &Waiter) {
+        self.lock().retain(|_, v| v != w);
     }
 
     /// Claims waited on now.
@@ -223,6 +228,15 @@ mod tests {
         let r2 = ObjectRef::<ObjectBucket>::new("files").within("t2");
         feed.wait("t2", "bucket", "files", Waiter::Bucket(r2.clone()));
         feed.changed(&key("t2", "bucket", "files"));
-        assert_eq!(buckets.next().await, Some(r2));
+        assert_eq!(buckets.next().await, Some(r2.clone()));
+        // Deleted while it waits: forgotten, with what it waited on.
+        let s = ObjectRef::<ServiceSubscription>::new("sub").within("t2");
+        feed.wait("t2", "database", "svc-db", Waiter::Subscription(s.clone()));
+        feed.wait("t2", "bucket", "svc-files", Waiter::Subscription(s.clone()));
+        assert_eq!(feed.waiting(), 3);
+        feed.forget(&Waiter::Subscription(s));
+        assert_eq!(feed.waiting(), 1);
+        feed.forget(&Waiter::Bucket(r2));
+        assert_eq!(feed.waiting(), 0);
     }
 }

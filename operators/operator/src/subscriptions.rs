@@ -412,7 +412,14 @@ async fn reconcile(o: Arc<ServiceSubscription>, ctx: Arc<Context>) -> Result<Act
     let work = finalizer(&api, FINALIZER, o, |event| async {
         match event {
             Event::Apply(o) => apply(o, &ctx).await,
-            Event::Cleanup(o) => cleanup(o, &ctx).await,
+            Event::Cleanup(o) => {
+                let me = Waiter::Subscription(ObjectRef::from_obj(&*o));
+                let done = cleanup(o, &ctx).await;
+                if done.is_ok() {
+                    ctx.claim_feed.forget(&me);
+                }
+                done
+            }
         }
     });
     ctx.observed("subscriptions", async { work.await.map_err(Error::from) })
