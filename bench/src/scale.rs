@@ -79,6 +79,10 @@ pub struct ScaleArgs {
     /// Internal: when the run started (Unix seconds), so stages share a clock.
     #[arg(long, hide = true, default_value_t = 0.0)]
     pub t0: f64,
+    /// Internal: stop when standard input closes, that is when the run that
+    /// started this stage is gone (however it was stopped).
+    #[arg(long, hide = true)]
+    pub until_stdin_closes: bool,
 }
 
 /// The parts of a run, each in a process of its own.
@@ -799,7 +803,7 @@ pub async fn run(args: ScaleArgs) -> Result<()> {
     let t0 = unix_now();
     let me = std::env::current_exe()?;
     for stage in ["build", "install"] {
-        let status = tokio::process::Command::new(&me)
+        let mut child = tokio::process::Command::new(&me)
             .arg("scale")
             .args(["--scale", &args.scale.to_string()])
             .args(["--concurrency", &args.concurrency.to_string()])
@@ -808,9 +812,19 @@ pub async fn run(args: ScaleArgs) -> Result<()> {
             .args(["--stage", stage, "--t0", &t0.to_string()])
             .arg("--state-dir")
             .arg(work.path())
-            .status()
-            .await
+            .arg("--until-stdin-closes")
+            // The stage stops when this end closes: when this process ends,
+            // even by a signal that runs no clean-up.
+            .stdin(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
             .with_context(|| format!("starting the {stage} stage ({})", me.display()))?;
+        // Held while waiting (`wait` would close it if left in `child`).
+        let _pipe = child.stdin.take();
+        let status = child
+            .wait()
+            .await
+            .with_context(|| format!("waiting for the {stage} stage"))?;
         if !status.success() {
             bail!("the {stage} stage failed ({status})");
         }
@@ -860,6 +874,15 @@ async fn stage_main(args: ScaleArgs, stage: Stage) -> Result<()> {
         .clone()
         .context("a stage needs --state-dir")?;
     let key = ndc_server::SecretsKey::load(&dir.join("secrets.key")).map_err(anyhow::Error::msg)?;
+    if args.until_stdin_closes {
+        std::thread::spawn(|| {
+            use std::io::Read;
+            let mut sink = Vec::new();
+            let _ = std::io::stdin().read_to_end(&mut sink);
+            eprintln!("the benchmark that started this stage is gone: stopping");
+            std::process::exit(1);
+        });
+    }
     let m = Arc::new(Monitor {
         started: Instant::now(),
         offset: if args.t0 > 0.0 {
