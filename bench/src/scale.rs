@@ -47,6 +47,8 @@ const GIB: u64 = 1 << 30;
 const STARTUP: Duration = Duration::from_secs(120);
 /// Time after which a list case stops repeating (once it has 3 calls).
 const LIST_BUDGET: Duration = Duration::from_secs(60);
+/// Claims per page when every claim is listed page by page.
+const CLAIMS_PAGE: u32 = 10_000;
 
 #[derive(clap::Args, Debug, Clone)]
 #[command(
@@ -1101,7 +1103,34 @@ async fn stage_build(
             }),
         ),
         (
-            "claims: all".into(),
+            format!("claims: all, in pages of {}", thousands(CLAIMS_PAGE as u64)),
+            Box::new(|| {
+                let mut c = cc.clone();
+                Box::pin(async move {
+                    let (mut items, mut size) = (0u64, 0u64);
+                    let mut start_after = String::new();
+                    loop {
+                        let r = c
+                            .list(ListClaimsRequest {
+                                limit: CLAIMS_PAGE,
+                                start_after,
+                                ..Default::default()
+                            })
+                            .await?
+                            .into_inner();
+                        items += r.claims.len() as u64;
+                        size += prost::Message::encoded_len(&r) as u64;
+                        if r.next_after.is_empty() {
+                            break;
+                        }
+                        start_after = r.next_after;
+                    }
+                    Ok((items, size))
+                })
+            }),
+        ),
+        (
+            "claims: all, in one answer".into(),
             Box::new(|| {
                 let mut c = cc.clone();
                 let phases = phases.clone();

@@ -489,6 +489,9 @@ async fn create(
     Ok(())
 }
 
+/// Claims asked for in one call of `list`.
+const LIST_PAGE: u32 = 5_000;
+
 async fn list(
     c: &ndc_api::Client,
     kind: &str,
@@ -496,20 +499,32 @@ async fn list(
     subtree: bool,
     format: Format,
 ) -> Result<(), CliError> {
-    let req = pb::ListClaimsRequest {
-        tenant,
-        subtree,
-        kind: kind.into(),
-    };
-    let r = c
-        .call(|ch| {
-            let (a, req) = (c.auth(), req.clone());
-            async move { ClaimsClient::with_interceptor(ch, a).list(req).await }
-        })
-        .await
-        .map_err(|s| status(format!("cannot list {kind}s"), s))?
-        .into_inner();
-    print_claims(&r.claims, format);
+    // In pages, so that no single answer (nor the server) holds them all.
+    let mut claims = Vec::new();
+    let mut start_after = String::new();
+    loop {
+        let req = pb::ListClaimsRequest {
+            tenant: tenant.clone(),
+            subtree,
+            kind: kind.into(),
+            limit: LIST_PAGE,
+            start_after,
+        };
+        let r = c
+            .call(|ch| {
+                let (a, req) = (c.auth(), req.clone());
+                async move { ClaimsClient::with_interceptor(ch, a).list(req).await }
+            })
+            .await
+            .map_err(|s| status(format!("cannot list {kind}s"), s))?
+            .into_inner();
+        claims.extend(r.claims);
+        if r.next_after.is_empty() {
+            break;
+        }
+        start_after = r.next_after;
+    }
+    print_claims(&claims, format);
     Ok(())
 }
 

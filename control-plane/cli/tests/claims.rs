@@ -242,6 +242,39 @@ async fn buckets_are_provisioned_per_tenant_and_isolated() -> Result<()> {
     let (code, _, err) = ndc_as(&a, HUE_ADMIN, &["bucket", "list", "--tenant", "ha-noi"])?;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("may not"), "{err}");
+    // Page by page: one claim a page, each once, in uid order, whether
+    // every claim is read or only a subtree's.
+    let mut claims = ndc_api::claims::claims_client::ClaimsClient::with_interceptor(
+        ndc_api::client::channel(&a)?,
+        ndc_api::client::Auth::new(Some(OPERATOR))?,
+    );
+    for tenant in ["", "vn"] {
+        let (mut seen, mut start_after, mut pages) = (Vec::new(), String::new(), 0);
+        loop {
+            let r = claims
+                .list(ndc_api::claims::ListClaimsRequest {
+                    tenant: tenant.into(),
+                    subtree: !tenant.is_empty(),
+                    kind: "bucket".into(),
+                    limit: 1,
+                    start_after,
+                })
+                .await?
+                .into_inner();
+            pages += 1;
+            assert!(r.claims.len() <= 1, "{r:?}");
+            seen.extend(r.claims.iter().map(|c| c.uid.clone()));
+            if r.next_after.is_empty() {
+                break;
+            }
+            start_after = r.next_after;
+        }
+        let mut sorted = seen.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(seen, sorted, "pages of {tenant:?} out of order or repeated");
+        assert_eq!((seen.len(), pages), (2, 2), "pages of {tenant:?}");
+    }
 
     // A new key works at once; the old one stops.
     let rotated = json_as(

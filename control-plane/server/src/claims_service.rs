@@ -339,39 +339,50 @@ impl Claims for ClaimsService {
                 },
             )
             .map_err(internal)??;
-        // A tenant's claims are read by uid from the tenant in memory; only
-        // a list of every claim reads them all.
-        let (found, revision) = match &scope {
-            Some(ids) => reader.claims_of(ids).map_err(internal)?,
-            None => {
-                let page = reader
-                    .list(claims::CLAIMS_PREFIX, None, 0)
-                    .map_err(internal)?;
-                let claims = page
-                    .items
-                    .iter()
-                    .map(|(_, o)| Ok((serde_json::from_slice(&o.value)?, o.mod_revision)))
-                    .collect::<Result<Vec<(Claim, u64)>, serde_json::Error>>()
-                    .map_err(internal)?;
-                (claims, page.revision)
+        // A page: claims of the kind and scope asked, up to the limit; one
+        // more found means the page is not the last.
+        let limit = if r.limit == 0 {
+            usize::MAX
+        } else {
+            r.limit as usize
+        };
+        let mut found: Vec<pb::Claim> = Vec::new();
+        let mut more = false;
+        let take = |c: Claim, rev: u64| {
+            if kind.is_some_and(|k| k != c.kind())
+                || scope.as_ref().is_some_and(|s| !s.contains(&c.tenant))
+            {
+                return true;
             }
+            if found.len() == limit {
+                more = true;
+                return false;
+            }
+            found.push(claim_to_pb(&c, rev));
+            true
+        };
+        // A tenant's claims are read by uid from the tenant in memory; only
+        // a list of every claim reads them all. Claims are converted as they
+        // are read, so a large list is held once, not once per step.
+        let revision = match &scope {
+            Some(ids) => reader.claims_of(ids, &r.start_after, take),
+            None => reader.scan_claims(&r.start_after, take),
+        }
+        .map_err(internal)?;
+        let next_after = match (more, found.last()) {
+            (true, Some(c)) => c.uid.clone(),
+            _ => String::new(),
         };
         let out = reader
             .with_registry(|reg| {
+                found.retain(|c| actor.can_read(reg, &c.tenant));
                 found
-                    .iter()
-                    .filter(|(c, _)| {
-                        kind.is_none_or(|k| k == c.kind())
-                            && scope.as_ref().is_none_or(|s| s.contains(&c.tenant))
-                            && actor.can_read(reg, &c.tenant)
-                    })
-                    .map(|(c, rev)| claim_to_pb(c, *rev))
-                    .collect::<Vec<_>>()
             })
             .map_err(internal)?;
         Ok(Response::new(pb::ListClaimsResponse {
             claims: out,
             revision,
+            next_after,
         }))
     }
 

@@ -93,40 +93,90 @@ impl StoreReader {
             .unwrap_or(0))
     }
 
-    /// The claims of the tenants `ids`, in uid order, each with its
-    /// mod revision, read at one revision. The uids come from the tenants in
-    /// memory, so only those claims are read, however many others there are.
+    /// The claims of the tenants `ids` whose uid sorts after `start_after`,
+    /// in uid order, read at one revision: `take` is called on each claim
+    /// and its mod revision, and returns false to stop. The uids come from
+    /// the tenants in memory, so only those claims are read, however many
+    /// others there are. Returns the revision.
     pub fn claims_of(
         &self,
         ids: &std::collections::BTreeSet<String>,
-    ) -> Result<(Vec<(Claim, u64)>, u64)> {
-        // Under the read lock, the tenants and the objects agree: apply holds
-        // the write lock across both.
-        let d = self
-            .domain
-            .read()
-            .map_err(|_| Error::Join("domain state lock poisoned".into()))?;
-        let mut uids: Vec<&String> = ids
-            .iter()
-            .filter_map(|id| d.registry.get(id))
-            .flat_map(|t| t.claims.iter())
-            .collect();
-        uids.sort();
-        let snap = self.db.snapshot();
+        start_after: &str,
+        mut take: impl FnMut(Claim, u64) -> bool,
+    ) -> Result<u64> {
+        let (uids, snap) = {
+            // Under the read lock, the tenants and the objects agree: apply
+            // holds the write lock across both.
+            let d = self
+                .domain
+                .read()
+                .map_err(|_| Error::Join("domain state lock poisoned".into()))?;
+            let mut uids: Vec<String> = ids
+                .iter()
+                .filter_map(|id| d.registry.get(id))
+                .flat_map(|t| t.claims.iter())
+                .filter(|u| u.as_str() > start_after)
+                .cloned()
+                .collect();
+            uids.sort();
+            (uids, self.db.snapshot())
+        };
         let revision = match snap.get_cf(cf(&self.db, CF_SM), KEY_REVISION)? {
             Some(b) => decode("revision", &b)?,
             None => 0,
         };
         let kv = cf(&self.db, CF_KV);
-        let keys: Vec<String> = uids.iter().map(|u| claims::claim_key(u)).collect();
-        let mut out = Vec::with_capacity(keys.len());
-        for got in snap.multi_get_cf(keys.iter().map(|k| (kv, k.as_bytes()))) {
-            if let Some(bytes) = got? {
-                let o: StoredObject = decode("object", &bytes)?;
-                out.push((decode_claim(&o.value)?, o.mod_revision));
+        for chunk in uids.chunks(1024) {
+            let keys: Vec<String> = chunk.iter().map(|u| claims::claim_key(u)).collect();
+            for got in snap.multi_get_cf(keys.iter().map(|k| (kv, k.as_bytes()))) {
+                if let Some(bytes) = got? {
+                    let o: StoredObject = decode("object", &bytes)?;
+                    if !take(decode_claim(&o.value)?, o.mod_revision) {
+                        return Ok(revision);
+                    }
+                }
             }
         }
-        Ok((out, revision))
+        Ok(revision)
+    }
+
+    /// Every claim whose uid sorts after `start_after`, in uid order, read
+    /// at one revision and one at a time: `take` is called on each claim and
+    /// its mod revision, and returns false to stop. Returns the revision.
+    pub fn scan_claims(
+        &self,
+        start_after: &str,
+        mut take: impl FnMut(Claim, u64) -> bool,
+    ) -> Result<u64> {
+        let snap = self.db.snapshot();
+        let revision = match snap.get_cf(cf(&self.db, CF_SM), KEY_REVISION)? {
+            Some(b) => decode("revision", &b)?,
+            None => 0,
+        };
+        let prefix = claims::CLAIMS_PREFIX.as_bytes();
+        let after = claims::claim_key(start_after);
+        let from = if start_after.is_empty() {
+            prefix
+        } else {
+            after.as_bytes()
+        };
+        for item in snap.iterator_cf(
+            cf(&self.db, CF_KV),
+            IteratorMode::From(from, Direction::Forward),
+        ) {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if !start_after.is_empty() && k.as_ref() == after.as_bytes() {
+                continue;
+            }
+            let o: StoredObject = decode("object", &v)?;
+            if !take(decode_claim(&o.value)?, o.mod_revision) {
+                break;
+            }
+        }
+        Ok(revision)
     }
 
     /// The current and the compacted revision.
