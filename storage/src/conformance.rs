@@ -360,10 +360,15 @@ pub async fn object_store(store: &dyn ObjectStore) -> Outcome {
     )?;
     let names: Vec<&str> = listed.buckets().iter().filter_map(|b| b.name()).collect();
     expect!(names == [c.as_str()], "tenant c's key lists {names:?}");
-    // The driver's key reaches it too.
+    // The driver holds no standing access to a tenant's bucket, yet can
+    // still tell whether it is empty.
     expect!(
-        ok("object_exists c/k", store.object_exists(&c, "k").await)?,
-        "the driver's key does not see c/k"
+        !ok("object_exists c/k", store.object_exists(&c, "k").await).unwrap_or(false),
+        "the driver's key reads c/k before anything asked it to"
+    );
+    expect!(
+        !ok("is_empty c", store.is_empty(&c).await)?,
+        "bucket {c} holds k but is reported empty"
     );
     let removed = ok(
         "ensure_bucket_with_key c rotated",

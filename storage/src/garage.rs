@@ -106,8 +106,9 @@ impl GarageStore {
         &self.system_key.access_key_id
     }
 
-    /// The S3 client signing with the system key (owner of every bucket
-    /// the driver manages).
+    /// The S3 client signing with the system key: owner of the driver's own
+    /// buckets (the backups), and of a tenant's bucket only once it was
+    /// checked or emptied for deletion.
     pub fn system_s3_client(&self) -> &aws_sdk_s3::Client {
         &self.s3
     }
@@ -115,6 +116,19 @@ impl GarageStore {
     /// An S3 client for this Garage with other credentials (a tenant's).
     pub fn s3_client(&self, creds: &S3Credentials) -> aws_sdk_s3::Client {
         s3::client(&self.config.s3_endpoint, &self.config.region, creds)
+    }
+
+    /// The global names of every bucket in Garage, sorted.
+    pub async fn bucket_names(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .admin
+            .list_buckets()
+            .await?
+            .into_iter()
+            .flat_map(|b| b.global_aliases)
+            .collect();
+        names.sort();
+        Ok(names)
     }
 
     /// The bucket's quota on size in bytes, `None` for no quota or no bucket.
@@ -142,9 +156,17 @@ impl GarageStore {
         Ok(())
     }
 
-    /// Brings a bucket's grant to the driver's key and its quota to `req`.
-    async fn settle_bucket(&self, bucket: &BucketInfo, req: &BucketRequest) -> Result<()> {
-        self.allow_system_key(bucket).await?;
+    /// Brings a bucket's quota to `req`, and with `driver` the driver's
+    /// key's grant (for the driver's own buckets).
+    async fn settle_bucket(
+        &self,
+        bucket: &BucketInfo,
+        req: &BucketRequest,
+        driver: bool,
+    ) -> Result<()> {
+        if driver {
+            self.allow_system_key(bucket).await?;
+        }
         let max_size = (req.size_quota_bytes > 0).then_some(req.size_quota_bytes);
         if bucket.quotas.max_size != max_size {
             self.admin
@@ -300,7 +322,7 @@ impl ObjectStore for GarageStore {
             Some(b) => b,
             None => self.admin.create_bucket(&req.name).await?,
         };
-        self.settle_bucket(&bucket, req).await
+        self.settle_bucket(&bucket, req, true).await
     }
 
     async fn bucket_exists(&self, name: &str) -> Result<bool> {
@@ -308,6 +330,12 @@ impl ObjectStore for GarageStore {
     }
 
     async fn is_empty(&self, name: &str) -> Result<bool> {
+        // A tenant's bucket gives the driver's key no standing access: it is
+        // granted for the check.
+        let Some(bucket) = self.admin.bucket_by_alias(name).await? else {
+            return Ok(true);
+        };
+        self.allow_system_key(&bucket).await?;
         s3::is_empty(&self.s3, name).await
     }
 
@@ -315,7 +343,8 @@ impl ObjectStore for GarageStore {
         let Some(bucket) = self.admin.bucket_by_alias(name).await? else {
             return Ok(());
         };
-        // A bucket made by another replica's system key (see `connect`).
+        // A tenant's bucket (the driver's key has no standing grant there),
+        // or one made by another replica's system key (see `connect`).
         self.allow_system_key(&bucket).await?;
         if !s3::is_empty(&self.s3, name).await? {
             if !purge {
@@ -360,10 +389,10 @@ impl ObjectStore for GarageStore {
     }
 
     /// Every admin call costs Garage an Argon2 check of the admin token
-    /// (about 27 ms of CPU here), so a new claim's bucket takes four calls:
+    /// (about 27 ms of CPU here), so a new claim's bucket takes three calls:
     /// the tenant's key imported, the bucket created with that key's grant
     /// (a lookup instead if it exists, then a grant if the key lacks one),
-    /// the driver's grant, the quota.
+    /// the quota.
     async fn ensure_bucket_with_key(
         &self,
         req: &BucketRequest,
@@ -379,7 +408,9 @@ impl ObjectStore for GarageStore {
             .admin
             .create_bucket_granting(&req.name, Some(&key.access_key_id))
             .await?;
-        self.settle_bucket(&bucket, req).await?;
+        // No standing grant for the driver's key on a tenant's bucket: it is
+        // granted when the bucket is checked or emptied for deletion.
+        self.settle_bucket(&bucket, req, false).await?;
         let info = match self.grant_imported(&bucket, &key).await? {
             Some(info) => info,
             None => bucket,
@@ -524,6 +555,13 @@ struct KeyBucket {
     id: String,
     #[serde(default)]
     permissions: Perm,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BucketListItem {
+    #[serde(default)]
+    global_aliases: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -748,6 +786,10 @@ impl Admin {
         let v: Value = self.must(Method::POST, op, &[], Some(body)).await?;
         // Garage answers with the bucket as it now is.
         Ok(serde_json::from_value(v).ok())
+    }
+
+    async fn list_buckets(&self) -> Result<Vec<BucketListItem>> {
+        self.must(Method::GET, "ListBuckets", &[], None).await
     }
 
     async fn list_keys(&self) -> Result<Vec<KeyListItem>> {
