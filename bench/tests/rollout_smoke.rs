@@ -30,6 +30,7 @@ fn rollout_benchmark_smoke() {
         "| latency p50 / p99 / max",
         "| control-plane log entries per second |",
         "| process | peak resident memory |",
+        "One more commune rolled out alone",
     ] {
         assert!(md.contains(row), "no {row:?} in:\n{md}");
     }
