@@ -11,7 +11,11 @@
 //! - `raft`: the vote, the last purged log id, the committed log id
 //! - `kv`: object key → encoded [`StoredObject`]
 //! - `events`: big-endian revision → encoded list of [`Event`]s (watch history)
-//! - `sm`: last applied log id, membership, current and compacted revision
+//! - `sm`: last applied log id, membership, current and compacted revision,
+//!   and the mark of a snapshot install under way
+//!
+//! Beside the database: `snapshot.meta` and `snapshots/`, the current
+//! snapshot as a file (see `state_machine::snapshot`).
 //!
 //! All five share one write-ahead log, so a synced write (a log append, the
 //! vote) also makes every earlier state-machine write durable.

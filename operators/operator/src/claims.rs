@@ -422,11 +422,7 @@ async fn reconcile<K: ClaimObject>(o: Arc<K>, ctx: Arc<Context>) -> Result<Actio
             Event::Apply(o) => apply(o, &ctx).await,
             Event::Cleanup(o) => {
                 let me = K::waiter(ObjectRef::from_obj(&*o));
-                let done = cleanup(o, &ctx).await;
-                if done.is_ok() {
-                    ctx.claim_feed.forget(&me);
-                }
-                done
+                ctx.claim_feed.cleanup(me, cleanup(o, &ctx)).await
             }
         }
     });

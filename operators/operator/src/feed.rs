@@ -89,6 +89,20 @@ impl ClaimFeed {
         self.lock().retain(|_, v| v != w);
     }
 
+    /// Runs the clean-up of a deleted object `w`; once it has succeeded,
+    /// `w` waits on nothing.
+    pub async fn cleanup<T, E>(
+        &self,
+        w: Waiter,
+        f: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let r = f.await;
+        if r.is_ok() {
+            self.forget(&w);
+        }
+        r
+    }
+
     /// Claims waited on now.
     pub fn waiting(&self) -> usize {
         self.lock().len()

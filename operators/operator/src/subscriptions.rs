@@ -414,11 +414,7 @@ async fn reconcile(o: Arc<ServiceSubscription>, ctx: Arc<Context>) -> Result<Act
             Event::Apply(o) => apply(o, &ctx).await,
             Event::Cleanup(o) => {
                 let me = Waiter::Subscription(ObjectRef::from_obj(&*o));
-                let done = cleanup(o, &ctx).await;
-                if done.is_ok() {
-                    ctx.claim_feed.forget(&me);
-                }
-                done
+                ctx.claim_feed.cleanup(me, cleanup(o, &ctx)).await
             }
         }
     });
