@@ -14,11 +14,11 @@
 //! - `sm`: last applied log id, membership, current and compacted revision,
 //!   and the mark of a snapshot install under way
 //!
-//! Beside the database: `snapshot.meta` and `snapshots/`, the current
-//! snapshot as a file (see `state_machine::snapshot`).
-//!
 //! All five share one write-ahead log, so a synced write (a log append, the
 //! vote) also makes every earlier state-machine write durable.
+//!
+//! Beside the database: `snapshot.meta` and `snapshots/`, the current
+//! snapshot as a file (see `state_machine::snapshot`).
 
 pub mod catalog;
 pub mod claims;
