@@ -116,7 +116,7 @@ async fn follow_once(ctx: &Context) -> Result<(), Error> {
         all.insert(t.id.clone(), t);
     }
     let mut applied: HashMap<String, TenantSpec> = HashMap::new();
-    sync(ctx, &all, &mut applied, list.revision).await?;
+    sync(ctx, &all, None, &mut applied, list.revision).await?;
 
     // Changes from the revision listed on.
     let mut stream = ctx
@@ -137,27 +137,44 @@ async fn follow_once(ctx: &Context) -> Result<(), Error> {
         .into_inner();
     while let Some(msg) = stream.next().await {
         let msg = msg?;
+        // Most changes touch one tenant's own fields (its usage, above all):
+        // only that tenant is mirrored again. A change of the hierarchy (a
+        // tenant gone, moved, or appearing as someone's parent) changes the
+        // ancestors of others: then every tenant is looked at.
+        let mut changed = Vec::new();
+        let mut hierarchy = false;
         for e in &msg.events {
             let Some(o) = &e.object else { continue };
             let id = o.key.trim_start_matches(TENANTS_PREFIX).to_string();
             if e.kind == ndc_api::kv::event::Kind::Delete as i32 {
                 all.remove(&id);
+                hierarchy = true;
             } else {
                 let t: ndc_tenants::Tenant = serde_json::from_slice(&o.value)
                     .map_err(|e| Error::Other(format!("tenant {id}: {e}")))?;
-                all.insert(id, t);
+                hierarchy |= match all.get(&id) {
+                    Some(old) => old.parent != t.parent,
+                    None => all
+                        .values()
+                        .any(|x| x.parent.as_deref() == Some(id.as_str())),
+                };
+                all.insert(id.clone(), t);
+                changed.push(id);
             }
         }
-        sync(ctx, &all, &mut applied, msg.revision).await?;
+        let only = (!hierarchy).then_some(changed.as_slice());
+        sync(ctx, &all, only, &mut applied, msg.revision).await?;
     }
     Err(Error::Other("the control plane's watch ended".into()))
 }
 
-/// Brings the `Tenant` objects to `all`; `applied` remembers what was last
-/// written so unchanged tenants cost nothing.
+/// Brings the `Tenant` objects to `all`, or only those named in `only`
+/// (which then removes none); `applied` remembers what was last written so
+/// unchanged tenants cost nothing.
 async fn sync(
     ctx: &Context,
     all: &HashMap<String, ndc_tenants::Tenant>,
+    only: Option<&[String]>,
     applied: &mut HashMap<String, TenantSpec>,
     revision: u64,
 ) -> Result<(), Error> {
@@ -168,7 +185,11 @@ async fn sync(
             applied.insert(t.name_any(), t.spec.clone());
         }
     }
-    for (id, t) in all {
+    let tenants: Vec<(&String, &ndc_tenants::Tenant)> = match only {
+        Some(ids) => ids.iter().filter_map(|id| all.get_key_value(id)).collect(),
+        None => all.iter().collect(),
+    };
+    for (id, t) in tenants {
         let spec = mirror(t, all);
         if applied.get(id) == Some(&spec) {
             continue;
@@ -182,6 +203,9 @@ async fn sync(
         )
         .await?;
         applied.insert(id.clone(), spec);
+    }
+    if only.is_some() {
+        return Ok(());
     }
     let gone: Vec<String> = applied
         .keys()

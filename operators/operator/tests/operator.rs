@@ -258,6 +258,30 @@ async fn tenants_become_namespaces_with_their_guard_rails_and_drift_is_repaired(
     })
     .await?;
 
+    // A commune of Huế: mirrored alone, with its ancestors.
+    tc.create(ndc_api::tenants::CreateTenantRequest {
+        spec: Some(ndc_api::convert::spec_to_pb(&spec(
+            "thuan-hoa",
+            Level::Commune,
+            Some("hue"),
+            Some("19753"),
+            2,
+        ))),
+        decision: String::new(),
+    })
+    .await?;
+    let ancestors = |id: &'static str, want: [&'static str; 2]| {
+        let tenants = tenants.clone();
+        eventually("a mirror's ancestors", move || {
+            let tenants = tenants.clone();
+            async move {
+                let t = tenants.get_opt(id).await.ok()??;
+                (t.spec.ancestors == want).then_some(())
+            }
+        })
+    };
+    ancestors("thuan-hoa", ["vn", "hue"]).await?;
+
     // A merge: Huế's mirror goes, its namespace stays with its data, re-homed.
     tc.reorganise(ndc_api::convert::reorg_to_pb(
         &ndc_tenants::Reorg::Merge {
@@ -283,6 +307,8 @@ async fn tenants_become_namespaces_with_their_guard_rails_and_drift_is_repaired(
     .await?;
     assert!(ns.metadata.deletion_timestamp.is_none());
     assert_eq!(ns.annotations()["ndc.gov.vn/former-tenant"], "hue");
+    // Its commune moved with it: the mirror's ancestors follow.
+    ancestors("thuan-hoa", ["vn", "ha-noi"]).await?;
     Ok(())
 }
 
