@@ -462,6 +462,7 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
                         &t,
                     )
                     .await
+                    .map(|_| ())
                 }
             })
             .buffer_unordered(args.concurrency)
@@ -494,6 +495,19 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
     // One more commune, alone on a quiet system: how long one tenant takes
     // without a queue in front of it.
     if finished && errors.is_empty() {
+        // Alone means on a quiet control plane: wait until no change has
+        // been written for a second (the operator may still be at work).
+        let quiet_from = Instant::now();
+        let mut last = ndc_revision(&endpoints[0]).await.unwrap_or(0);
+        while quiet_from.elapsed() < Duration::from_secs(60) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = ndc_revision(&endpoints[0]).await.unwrap_or(0);
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        probe.quiet_after_s = Some(quiet_from.elapsed().as_secs_f64());
         let want = objects_per_level[&Level::Commune];
         match one_alone(
             &kube,
@@ -505,12 +519,14 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
         )
         .await
         {
-            Ok((namespace, ready)) => {
+            Ok((accepted, namespace, ready)) => {
                 eprintln!(
-                    "rollout: one more commune alone: namespace after {:.2} s, every object Ready after {:.2} s",
+                    "rollout: one more commune alone: accepted after {:.2} s, namespace after {:.2} s, every object Ready after {:.2} s",
+                    accepted.as_secs_f64(),
                     namespace.as_secs_f64(),
                     ready.as_secs_f64()
                 );
+                probe.alone_accepted_s = Some(accepted.as_secs_f64());
                 probe.alone_namespace_s = Some(namespace.as_secs_f64());
                 probe.alone_ready_s = Some(ready.as_secs_f64());
             }
@@ -700,9 +716,14 @@ struct Probe {
     /// the template, and its WAL until a checkpoint).
     postgres_database_mib: f64,
     /// One more commune rolled out alone once the rollout is done: seconds
-    /// from the request until its namespace exists and its objects are
-    /// asked for, and until every object is Ready. None if not measured.
+    /// from the request until the control plane accepted it, until its
+    /// namespace exists and its objects are asked for, and until every
+    /// object is Ready. None if not measured.
+    alone_accepted_s: Option<f64>,
     alone_namespace_s: Option<f64>,
+    /// How long the control plane took to be quiet (no write for a
+    /// second) once every tenant was Ready, before that commune.
+    quiet_after_s: Option<f64>,
     alone_ready_s: Option<f64>,
 }
 
@@ -746,7 +767,9 @@ async fn probe(
         garage_admin_call_ms: median(admin),
         postgres_database_ms: median(dbs),
         postgres_database_mib: grown as f64 / PROBES as f64 / (1 << 20) as f64,
+        alone_accepted_s: None,
         alone_namespace_s: None,
+        quiet_after_s: None,
         alone_ready_s: None,
     })
 }
@@ -781,8 +804,9 @@ async fn ndc_revision(addr: &str) -> Result<u64> {
 
 /// One tenant: created, its namespace awaited, its objects asked for.
 /// Rolls out one more commune (under the first province) and waits until
-/// every object of it is Ready. Returns the time until its namespace
-/// existed and its objects were asked for, and until all were Ready.
+/// every object of it is Ready. Returns the time until the control plane
+/// accepted it, until its namespace existed and its objects were asked
+/// for, and until all were Ready.
 async fn one_alone(
     kube: &kube::Client,
     namespaces: &Namespaces,
@@ -790,7 +814,7 @@ async fn one_alone(
     services: &[SharedService],
     objects: &Mutex<Readiness>,
     want: usize,
-) -> Result<(Duration, Duration)> {
+) -> Result<(Duration, Duration, Duration)> {
     let t = spec(
         "xa-do-rieng".into(),
         "Xã đo riêng".into(),
@@ -800,12 +824,12 @@ async fn one_alone(
         quota(4, 8),
     );
     let start = Instant::now();
-    roll_out(kube, namespaces, addr, services, &t).await?;
+    let accepted = roll_out(kube, namespaces, addr, services, &t).await?;
     let asked = start.elapsed();
     loop {
         let (ready, _) = objects.lock().unwrap_or_else(|e| e.into_inner()).tally();
         if ready.get(&t.id).copied().unwrap_or(0) >= want {
-            return Ok((asked, start.elapsed()));
+            return Ok((accepted, asked, start.elapsed()));
         }
         if start.elapsed() > Duration::from_secs(120) {
             bail!("not every object Ready after 120 s");
@@ -821,14 +845,16 @@ async fn roll_out(
     addr: &str,
     services: &[SharedService],
     t: &TenantSpec,
-) -> Result<()> {
+) -> Result<Duration> {
     let mut tc = TenantsClient::new(ndc_api::client::channel(addr)?);
+    let asked = Instant::now();
     tc.create(ndc_api::tenants::CreateTenantRequest {
         spec: Some(ndc_api::convert::spec_to_pb(t)),
         decision: String::new(),
     })
     .await
     .with_context(|| format!("creating tenant {}", t.id))?;
+    let accepted = asked.elapsed();
     namespaces
         .wait(&t.id, Instant::now() + Duration::from_secs(300))
         .await?;
@@ -867,7 +893,7 @@ async fn roll_out(
             .patch(&s, &pp, &Patch::Apply(&sub))
             .await?;
     }
-    Ok(())
+    Ok(accepted)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -979,9 +1005,14 @@ fn write_report(
         "\nMeasured alone before the rollout: one Garage admin-API call {:.1} ms; one PostgreSQL database and its role created in {:.0} ms, taking {:.1} MiB of disk.\n",
         probe.garage_admin_call_ms, probe.postgres_database_ms, probe.postgres_database_mib
     ));
-    if let (Some(ns), Some(ready)) = (probe.alone_namespace_s, probe.alone_ready_s) {
+    if let (Some(accepted), Some(ns), Some(ready)) = (
+        probe.alone_accepted_s,
+        probe.alone_namespace_s,
+        probe.alone_ready_s,
+    ) {
         md.push_str(&format!(
-            "\nOne more commune rolled out alone once the rollout was done: its namespace existed and its objects were asked for {ns:.2} s after the request, and every object was Ready {ready:.2} s after it.\n"
+            "\nOne more commune rolled out alone once the rollout was done and the control plane was quiet (no write for a second, {:.0} s after the last tenant was Ready): the control plane accepted it {accepted:.2} s after the request, its namespace existed and its objects were asked for after {ns:.2} s, and every object was Ready after {ready:.2} s.\n",
+            probe.quiet_after_s.unwrap_or(0.0)
         ));
     }
     let mut by_count: Vec<(&String, &u64)> = requests.iter().collect();
