@@ -370,6 +370,10 @@ pub async fn object_store(store: &dyn ObjectStore) -> Outcome {
         !ok("is_empty c", store.is_empty(&c).await)?,
         "bucket {c} holds k but is reported empty"
     );
+    expect!(
+        !ok("object_exists c/k", store.object_exists(&c, "k").await).unwrap_or(false),
+        "the driver's key still reads c/k after checking that it is not empty"
+    );
     let removed = ok(
         "ensure_bucket_with_key c rotated",
         store

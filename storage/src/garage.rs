@@ -107,8 +107,8 @@ impl GarageStore {
     }
 
     /// The S3 client signing with the system key: owner of the driver's own
-    /// buckets (the backups), and of a tenant's bucket only once it was
-    /// checked or emptied for deletion.
+    /// buckets (the backups); on a tenant's bucket only while it is checked
+    /// for emptiness, and once it is emptied for deletion.
     pub fn system_s3_client(&self) -> &aws_sdk_s3::Client {
         &self.s3
     }
@@ -140,14 +140,19 @@ impl GarageStore {
             .and_then(|b| b.quotas.max_size))
     }
 
-    /// Gives the system key read, write and owner on the bucket.
-    async fn allow_system_key(&self, bucket: &BucketInfo) -> Result<()> {
-        let has = bucket
+    /// What the system key may do on the bucket.
+    fn system_key_perm(&self, bucket: &BucketInfo) -> Perm {
+        bucket
             .keys
             .iter()
             .find(|k| k.access_key_id == self.system_key.access_key_id)
             .map(|k| k.permissions)
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    /// Gives the system key read, write and owner on the bucket.
+    async fn allow_system_key(&self, bucket: &BucketInfo) -> Result<()> {
+        let has = self.system_key_perm(bucket);
         if !(has.read && has.write && has.owner) {
             self.admin
                 .set_bucket_key(true, &bucket.id, &self.system_key.access_key_id, Perm::ALL)
@@ -335,8 +340,16 @@ impl ObjectStore for GarageStore {
         let Some(bucket) = self.admin.bucket_by_alias(name).await? else {
             return Ok(true);
         };
+        let had = self.system_key_perm(&bucket);
         self.allow_system_key(&bucket).await?;
-        s3::is_empty(&self.s3, name).await
+        let empty = s3::is_empty(&self.s3, name).await;
+        // Taken back unless it was there before (a bucket of the driver's).
+        if !had.any() {
+            self.admin
+                .set_bucket_key(false, &bucket.id, &self.system_key.access_key_id, Perm::ALL)
+                .await?;
+        }
+        empty
     }
 
     async fn delete_bucket(&self, name: &str, purge: bool) -> Result<()> {

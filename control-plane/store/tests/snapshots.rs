@@ -200,7 +200,8 @@ async fn an_install_cut_short_is_redone_at_open() {
         let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &db_path, cfs)
             .expect("open the database");
         let sm = db.cf_handle("sm").unwrap();
-        db.put_cf(sm, b"installing", b"\x01\x00").unwrap();
+        let mark = ndc_store::encode("mark", &snap.meta.snapshot_id).unwrap();
+        db.put_cf(sm, b"installing", mark).unwrap();
         let kv = db.cf_handle("kv").unwrap();
         db.delete_range_cf(kv, b"/obj/00400".as_slice(), [0xffu8].as_slice())
             .unwrap();
@@ -208,4 +209,37 @@ async fn an_install_cut_short_is_redone_at_open() {
     }
     let dst = ndc_store::open(b.path(), 1000).expect("reopen");
     assert_eq!(objects(&dst.reader), want);
+}
+
+#[tokio::test]
+async fn a_mark_for_a_snapshot_never_published_is_dropped_and_the_state_kept() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_src, mut snap, want) = source(a.path(), 300).await;
+    {
+        let mut dst = ndc_store::open(b.path(), 1000).expect("open target");
+        send(&mut dst.state_machine, &mut snap, None).await;
+        dst.state_machine
+            .apply([put(100, &[("/after", "later")])])
+            .await
+            .expect("apply after the install");
+    }
+    // A stop after the mark of a newer snapshot was set, before it was
+    // published: nothing was touched, so nothing is installed again.
+    {
+        let db_path = b.path().join("db");
+        let cfs = ["logs", "raft", "kv", "events", "sm"];
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &db_path, cfs)
+            .expect("open the database");
+        let sm = db.cf_handle("sm").unwrap();
+        let mark = ndc_store::encode("mark", &"9-999-0".to_string()).unwrap();
+        db.put_cf(sm, b"installing", mark).unwrap();
+    }
+    let dst = ndc_store::open(b.path(), 1000).expect("reopen");
+    let mut after = want.clone();
+    after.insert(0, ("/after".into(), b"later".to_vec(), 100));
+    assert_eq!(
+        objects(&dst.reader),
+        after,
+        "the write after the install is kept"
+    );
 }

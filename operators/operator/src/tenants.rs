@@ -411,16 +411,26 @@ async fn reconcile_tenant(t: Arc<Tenant>, ctx: &Context) -> Result<Action, Error
     let nss: Api<Namespace> = Api::all(ctx.kube.clone());
     // A namespace whose tenant left (merged, renamed) belongs to its heir
     // now: a reconcile that was already under way must not take it back.
-    let former = nss
-        .get_opt(&ns)
-        .await?
+    let current = nss.get_opt(&ns).await?;
+    let former = current
+        .as_ref()
         .and_then(|n| n.annotations().get("ndc.gov.vn/former-tenant").cloned());
     if former.as_deref() == Some(id.as_str()) {
         return Ok(Action::await_change());
     }
+    // Written only over the namespace as just read: if it was handed to an
+    // heir meanwhile, the write is refused (409) and the next reconcile
+    // sees why.
+    let mut metadata = json!({ "name": ns, "labels": namespace_labels(&t) });
+    if let Some(rv) = current
+        .as_ref()
+        .and_then(|n| n.metadata.resource_version.clone())
+    {
+        metadata["resourceVersion"] = json!(rv);
+    }
     let namespace: Namespace = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Namespace",
-        "metadata": { "name": ns, "labels": namespace_labels(&t) },
+        "metadata": metadata,
     }))
     .map_err(|e| Error::Other(e.to_string()))?;
     nss.patch(&ns, &pp, &Patch::Apply(&namespace)).await?;

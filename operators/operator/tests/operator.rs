@@ -259,6 +259,7 @@ async fn tenants_become_namespaces_with_their_guard_rails_and_drift_is_repaired(
     .await?;
 
     // A commune of Huế: mirrored alone, with its ancestors.
+    let hue_generation = tenants.get("hue").await?.metadata.generation.unwrap_or(0);
     tc.create(ndc_api::tenants::CreateTenantRequest {
         spec: Some(ndc_api::convert::spec_to_pb(&spec(
             "thuan-hoa",
@@ -281,6 +282,18 @@ async fn tenants_become_namespaces_with_their_guard_rails_and_drift_is_repaired(
         })
     };
     ancestors("thuan-hoa", ["vn", "hue"]).await?;
+    // Huế's mirror changed with its new child (what it keeps for itself):
+    // its reconcile is let finish before the merge.
+    eventually("hue's mirror to be reconciled again", || {
+        let tenants = tenants.clone();
+        async move {
+            let t = tenants.get_opt("hue").await.ok()??;
+            let g = t.metadata.generation?;
+            let s = t.status.as_ref()?;
+            (g > hue_generation && s.observed_generation == g).then_some(())
+        }
+    })
+    .await?;
 
     // A merge: Huế's mirror goes, its namespace stays with its data, re-homed.
     tc.reorganise(ndc_api::convert::reorg_to_pb(

@@ -147,7 +147,9 @@ mod reader;
 mod snapshot;
 
 use apply::{apply_entries, load_domain};
-use snapshot::{finish_interrupted_install, install_body, Snapshots};
+use snapshot::{
+    clear_installing, finish_interrupted_install, install_body, mark_installing, Snapshots,
+};
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = StateMachine;
@@ -203,9 +205,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let meta_c = meta.clone();
         let domain = self.domain.clone();
         let revision = blocking(move || {
-            // The body becomes the snapshot on disk first: an install cut
-            // short by a crash is redone from it at open.
-            let revision = snapshots.publish_received(&meta_c, received)?;
+            // Marked, then published as the snapshot on disk: an install cut
+            // short by a stop from here on is redone from it at open.
+            mark_installing(&db, &meta_c.snapshot_id)?;
+            let revision = match snapshots.publish_received(&meta_c, received) {
+                Ok(r) => r,
+                Err(e) => {
+                    // Refused before anything was touched.
+                    clear_installing(&db)?;
+                    return Err(e);
+                }
+            };
             // Readers see the old objects with the old tenants, or the new
             // with the new: the lock is held across the writes and the reload.
             let mut guard = domain

@@ -247,7 +247,7 @@ impl Snapshots {
             .map_err(io_err(&part))?;
         // Check the whole body before the state is touched: a bad body is
         // refused and the old state stays.
-        let revision = match read_body(&part, |_, _| Ok(())) {
+        let revision = match read_body(&part, check_record) {
             Ok(r) => r,
             Err(e) => {
                 let _ = std::fs::remove_file(&part);
@@ -373,6 +373,41 @@ fn read_body(path: &Path, mut each: impl FnMut(&[u8], &[u8]) -> Result<()>) -> R
     Ok(revision)
 }
 
+/// One record of a received body, checked before the old state is deleted:
+/// a UTF-8 key (a key with the byte 0xff would outlive every later
+/// install's range delete) and a value that decodes.
+fn check_record(key: &[u8], value: &[u8]) -> Result<()> {
+    std::str::from_utf8(key).map_err(|e| Error::Decode {
+        what: "snapshot key",
+        reason: e.to_string(),
+    })?;
+    decode::<StoredObject>("snapshot object", value)?;
+    Ok(())
+}
+
+/// Sets the install mark for `snapshot_id`, durably, before the snapshot is
+/// published: from then on a stop is followed by the install at open.
+pub(super) fn mark_installing(db: &DB, snapshot_id: &str) -> Result<()> {
+    let mut synced = WriteOptions::default();
+    synced.set_sync(true);
+    db.put_cf_opt(
+        cf(db, CF_SM),
+        KEY_INSTALLING,
+        encode("install mark", &snapshot_id)?,
+        &synced,
+    )?;
+    Ok(())
+}
+
+/// Clears the install mark of an install that never started (its body was
+/// refused): the state was not touched.
+pub(super) fn clear_installing(db: &DB) -> Result<()> {
+    let mut synced = WriteOptions::default();
+    synced.set_sync(true);
+    db.delete_cf_opt(cf(db, CF_SM), KEY_INSTALLING, &synced)?;
+    Ok(())
+}
+
 /// Replaces the whole state with the body at `path`: the old objects and
 /// history go, the new objects are written in bounded batches, and the
 /// applied state last. The install mark makes a crash in between redo the
@@ -415,19 +450,36 @@ pub(super) fn install_body(db: &DB, path: &Path, meta: &SnapshotMeta) -> Result<
     Ok(revision)
 }
 
-/// At open: finishes an install a crash interrupted, from the body on disk.
+/// At open: finishes an install a stop interrupted, from the body on disk.
+///
+/// The mark names the snapshot being installed and is set before that
+/// snapshot is published. If the snapshot on disk is the one marked, it is
+/// installed again; if not, the stop came before it was published, when
+/// nothing had been touched, and the mark goes. A snapshot on disk newer
+/// than the applied state (which no build makes) is installed too.
 pub(super) fn finish_interrupted_install(db: &DB, snapshots: &Snapshots) -> Result<()> {
-    if db.get_cf(cf(db, CF_SM), KEY_INSTALLING)?.is_none() {
-        return Ok(());
-    }
-    let Some((m, body)) = snapshots.current_body()? else {
-        return Err(Error::Decode {
-            what: "install mark",
-            reason: "an install was interrupted and no snapshot is on disk to redo it".into(),
-        });
+    let marked: Option<String> = match db.get_cf(cf(db, CF_SM), KEY_INSTALLING)? {
+        Some(b) => Some(decode("install mark", &b)?),
+        None => None,
     };
-    tracing::warn!(snapshot = %m.meta.snapshot_id, "redoing a snapshot install interrupted by a stop");
-    install_body(db, &body, &m.meta)?;
+    let applied: Option<LogId> = match db.get_cf(cf(db, CF_SM), KEY_APPLIED)? {
+        Some(b) => decode::<Option<LogId>>("last applied", &b)?,
+        None => None,
+    };
+    let current = snapshots.current_body()?;
+    let redo = match (&marked, &current) {
+        (Some(id), Some((m, _))) => *id == m.meta.snapshot_id,
+        (None, Some((m, _))) => m.meta.last_log_id > applied,
+        _ => false,
+    };
+    if redo {
+        if let Some((m, body)) = current {
+            tracing::warn!(snapshot = %m.meta.snapshot_id, "redoing a snapshot install interrupted by a stop");
+            install_body(db, &body, &m.meta)?;
+        }
+    } else if marked.is_some() {
+        clear_installing(db)?;
+    }
     Ok(())
 }
 
