@@ -44,6 +44,7 @@ fn object(key: String, o: StoredObject) -> pb::Object {
 fn store_error(e: ndc_store::Error) -> Status {
     match e {
         ndc_store::Error::Compacted { .. } => Status::out_of_range(e.to_string()),
+        ndc_store::Error::Installing => Status::unavailable(e.to_string()),
         other => Status::internal(other.to_string()),
     }
 }

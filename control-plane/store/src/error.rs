@@ -21,6 +21,8 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("this node is installing a snapshot from the leader; read from another node, or again in a moment")]
+    Installing,
     #[error("blocking task failed: {0}")]
     Join(String),
 }

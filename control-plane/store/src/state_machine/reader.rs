@@ -22,6 +22,18 @@ pub struct ListPage {
 }
 
 impl StoreReader {
+    /// Refuses a read while a snapshot install is under way on this node:
+    /// its objects are then part old, part new.
+    fn settled(&self, snap: &rocksdb::Snapshot<'_>) -> Result<()> {
+        if snap
+            .get_cf(cf(&self.db, CF_SM), super::snapshot::KEY_INSTALLING)?
+            .is_some()
+        {
+            return Err(Error::Installing);
+        }
+        Ok(())
+    }
+
     /// Runs `f` on the tenants as last applied.
     pub fn with_registry<T>(&self, f: impl FnOnce(&Registry) -> T) -> Result<T> {
         let d = self
@@ -121,6 +133,7 @@ impl StoreReader {
             uids.sort();
             (uids, self.db.snapshot())
         };
+        self.settled(&snap)?;
         let revision = match snap.get_cf(cf(&self.db, CF_SM), KEY_REVISION)? {
             Some(b) => decode("revision", &b)?,
             None => 0,
@@ -149,6 +162,7 @@ impl StoreReader {
         mut take: impl FnMut(Claim, u64) -> bool,
     ) -> Result<u64> {
         let snap = self.db.snapshot();
+        self.settled(&snap)?;
         let revision = match snap.get_cf(cf(&self.db, CF_SM), KEY_REVISION)? {
             Some(b) => decode("revision", &b)?,
             None => 0,
@@ -187,6 +201,7 @@ impl StoreReader {
 
     pub fn get(&self, key: &str) -> Result<(Option<StoredObject>, u64)> {
         let snap = self.db.snapshot();
+        self.settled(&snap)?;
         let obj = match snap.get_cf(cf(&self.db, CF_KV), key.as_bytes())? {
             Some(bytes) => Some(decode("object", &bytes)?),
             None => None,
@@ -202,6 +217,7 @@ impl StoreReader {
     /// at most `limit` (0: no limit), all read at one revision.
     pub fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<ListPage> {
         let snap = self.db.snapshot();
+        self.settled(&snap)?;
         let revision = match snap.get_cf(cf(&self.db, CF_SM), KEY_REVISION)? {
             Some(b) => decode("revision", &b)?,
             None => 0,
@@ -256,6 +272,7 @@ impl StoreReader {
         max_revisions: usize,
     ) -> Result<Vec<(u64, Vec<Event>)>> {
         let snap = self.db.snapshot();
+        self.settled(&snap)?;
         let compacted: u64 = match snap.get_cf(cf(&self.db, CF_SM), KEY_COMPACTED)? {
             Some(b) => decode("compacted revision", &b)?,
             None => 0,

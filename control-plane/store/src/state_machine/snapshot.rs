@@ -563,3 +563,27 @@ pub(super) async fn current(
         snapshot: to_tokio(f),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_are_refused_while_an_install_is_under_way() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = crate::open(dir.path(), 100).expect("open");
+        let db = store.state_machine.db.clone();
+        assert!(store.reader.get("/k").is_ok());
+        mark_installing(&db, "1-2-3").expect("mark");
+        for r in [
+            store.reader.get("/k").map(|_| ()),
+            store.reader.list("/", None, 0).map(|_| ()),
+            store.reader.scan_claims("", |_, _| true).map(|_| ()),
+            store.reader.history(1, 2, 10).map(|_| ()),
+        ] {
+            assert!(matches!(r, Err(Error::Installing)), "{r:?}");
+        }
+        clear_installing(&db).expect("clear");
+        assert!(store.reader.list("/", None, 0).is_ok());
+    }
+}
