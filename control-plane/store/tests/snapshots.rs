@@ -34,6 +34,13 @@ fn objects(reader: &ndc_store::StoreReader) -> Vec<(String, Vec<u8>, u64)> {
         .collect()
 }
 
+/// The store's database under `dir`, opened as it is, past the store.
+fn raw_db(dir: &Path) -> rocksdb::DB {
+    let cfs = ["logs", "raft", "kv", "events", "sm"];
+    rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.join("db"), cfs)
+        .expect("open the database")
+}
+
 /// A store with `n` objects over a few entries, and a snapshot of it.
 async fn source(
     dir: &Path,
@@ -195,10 +202,7 @@ async fn an_install_cut_short_is_redone_at_open() {
     // What a crash between deleting the old objects and writing the applied
     // state leaves: the install mark set, objects missing.
     {
-        let db_path = b.path().join("db");
-        let cfs = ["logs", "raft", "kv", "events", "sm"];
-        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &db_path, cfs)
-            .expect("open the database");
+        let db = raw_db(b.path());
         let sm = db.cf_handle("sm").unwrap();
         let mark = ndc_store::encode("mark", &snap.meta.snapshot_id).unwrap();
         db.put_cf(sm, b"installing", mark).unwrap();
@@ -226,10 +230,7 @@ async fn a_mark_for_a_snapshot_never_published_is_dropped_and_the_state_kept() {
     // A stop after the mark of a newer snapshot was set, before it was
     // published: nothing was touched, so nothing is installed again.
     {
-        let db_path = b.path().join("db");
-        let cfs = ["logs", "raft", "kv", "events", "sm"];
-        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &db_path, cfs)
-            .expect("open the database");
+        let db = raw_db(b.path());
         let sm = db.cf_handle("sm").unwrap();
         let mark = ndc_store::encode("mark", &"9-999-0".to_string()).unwrap();
         db.put_cf(sm, b"installing", mark).unwrap();

@@ -208,8 +208,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // Marked, then published as the snapshot on disk: an install cut
             // short by a stop from here on is redone from it at open.
             mark_installing(&db, &meta_c.snapshot_id)?;
-            let revision = match snapshots.publish_received(&meta_c, received) {
-                Ok(r) => r,
+            let body = match snapshots.publish_received(&meta_c, received) {
+                Ok(b) => b,
                 Err(e) => {
                     // Refused before anything was touched.
                     clear_installing(&db)?;
@@ -221,8 +221,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut guard = domain
                 .write()
                 .map_err(|_| Error::Join("domain state lock poisoned".into()))?;
-            let body = snapshots.body_path(&meta_c);
-            install_body(&db, &body, &meta_c)?;
+            let revision = install_body(&db, &body, &meta_c)?;
             let (registry, head) = load_domain(&db)?;
             *guard = DomainState { registry, head };
             Ok(revision)

@@ -34,6 +34,14 @@ impl StoreReader {
         Ok(())
     }
 
+    /// The store's revision as `snap` sees it.
+    fn revision_at(&self, snap: &rocksdb::Snapshot<'_>) -> Result<u64> {
+        Ok(match snap.get_cf(cf(&self.db, CF_SM), KEY_REVISION)? {
+            Some(b) => decode("revision", &b)?,
+            None => 0,
+        })
+    }
+
     /// Runs `f` on the tenants as last applied.
     pub fn with_registry<T>(&self, f: impl FnOnce(&Registry) -> T) -> Result<T> {
         let d = self
@@ -85,17 +93,6 @@ impl StoreReader {
         Ok((o.map(|o| decode_claim(&o.value)).transpose()?, revision))
     }
 
-    /// Every claim, in uid order, read at one revision.
-    pub fn claims(&self) -> Result<(Vec<Claim>, u64)> {
-        let page = self.list(claims::CLAIMS_PREFIX, None, 0)?;
-        let claims = page
-            .items
-            .iter()
-            .map(|(_, o)| decode_claim(&o.value))
-            .collect::<Result<Vec<_>>>()?;
-        Ok((claims, page.revision))
-    }
-
     /// About how many objects the store holds (RocksDB's estimate: cheap,
     /// and within a few percent once the data has been compacted).
     pub fn estimated_objects(&self) -> Result<u64> {
@@ -134,10 +131,7 @@ impl StoreReader {
             (uids, self.db.snapshot())
         };
         self.settled(&snap)?;
-        let revision = match snap.get_cf(cf(&self.db, CF_SM), KEY_REVISION)? {
-            Some(b) => decode("revision", &b)?,
-            None => 0,
-        };
+        let revision = self.revision_at(&snap)?;
         let kv = cf(&self.db, CF_KV);
         for chunk in uids.chunks(1024) {
             let keys: Vec<String> = chunk.iter().map(|u| claims::claim_key(u)).collect();
@@ -163,10 +157,7 @@ impl StoreReader {
     ) -> Result<u64> {
         let snap = self.db.snapshot();
         self.settled(&snap)?;
-        let revision = match snap.get_cf(cf(&self.db, CF_SM), KEY_REVISION)? {
-            Some(b) => decode("revision", &b)?,
-            None => 0,
-        };
+        let revision = self.revision_at(&snap)?;
         let prefix = claims::CLAIMS_PREFIX.as_bytes();
         let after = claims::claim_key(start_after);
         let from = if start_after.is_empty() {
@@ -206,10 +197,7 @@ impl StoreReader {
             Some(bytes) => Some(decode("object", &bytes)?),
             None => None,
         };
-        let revision = match snap.get_cf(cf(&self.db, CF_SM), KEY_REVISION)? {
-            Some(b) => decode("revision", &b)?,
-            None => 0,
-        };
+        let revision = self.revision_at(&snap)?;
         Ok((obj, revision))
     }
 
@@ -218,10 +206,7 @@ impl StoreReader {
     pub fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<ListPage> {
         let snap = self.db.snapshot();
         self.settled(&snap)?;
-        let revision = match snap.get_cf(cf(&self.db, CF_SM), KEY_REVISION)? {
-            Some(b) => decode("revision", &b)?,
-            None => 0,
-        };
+        let revision = self.revision_at(&snap)?;
         let start = match start_after {
             Some(s) if s.as_bytes() >= prefix.as_bytes() => s.as_bytes().to_vec(),
             _ => prefix.as_bytes().to_vec(),

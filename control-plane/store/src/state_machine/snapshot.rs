@@ -215,10 +215,14 @@ impl Snapshots {
         Ok(f)
     }
 
-    /// Takes a received body as the current snapshot. Returns the body's
-    /// revision. `received` is normally the file from [`Self::begin_receiving`];
+    /// Takes a received body as the current snapshot. Returns where the
+    /// body is kept. `received` is normally the file from [`Self::begin_receiving`];
     /// any other is copied.
-    pub(super) fn publish_received(&self, meta: &SnapshotMeta, mut received: File) -> Result<u64> {
+    pub(super) fn publish_received(
+        &self,
+        meta: &SnapshotMeta,
+        mut received: File,
+    ) -> Result<PathBuf> {
         let incoming = self.incoming.lock().map_err(poisoned)?.take();
         let same = |p: &PathBuf| -> bool {
             match (std::fs::metadata(p), received.metadata()) {
@@ -260,12 +264,7 @@ impl Snapshots {
             revision,
         };
         self.publish(&part, &m, true)?;
-        Ok(revision)
-    }
-
-    /// Where the body of the snapshot `meta` is kept once published.
-    pub(super) fn body_path(&self, meta: &SnapshotMeta) -> PathBuf {
-        self.dir.join(body_name(&meta.snapshot_id))
+        Ok(self.dir.join(&m.body))
     }
 
     /// The body of the current snapshot, for an install interrupted by a
@@ -373,6 +372,13 @@ fn read_body(path: &Path, mut each: impl FnMut(&[u8], &[u8]) -> Result<()>) -> R
     Ok(revision)
 }
 
+/// Options for a write that reaches the disk before it returns.
+fn synced() -> WriteOptions {
+    let mut w = WriteOptions::default();
+    w.set_sync(true);
+    w
+}
+
 /// One record of a received body, checked before the old state is deleted:
 /// a UTF-8 key (a key with the byte 0xff would outlive every later
 /// install's range delete) and a value that decodes.
@@ -388,8 +394,7 @@ fn check_record(key: &[u8], value: &[u8]) -> Result<()> {
 /// Sets the install mark for `snapshot_id`, durably, before the snapshot is
 /// published: from then on a stop is followed by the install at open.
 pub(super) fn mark_installing(db: &DB, snapshot_id: &str) -> Result<()> {
-    let mut synced = WriteOptions::default();
-    synced.set_sync(true);
+    let synced = synced();
     db.put_cf_opt(
         cf(db, CF_SM),
         KEY_INSTALLING,
@@ -402,8 +407,7 @@ pub(super) fn mark_installing(db: &DB, snapshot_id: &str) -> Result<()> {
 /// Clears the install mark of an install that never started (its body was
 /// refused): the state was not touched.
 pub(super) fn clear_installing(db: &DB) -> Result<()> {
-    let mut synced = WriteOptions::default();
-    synced.set_sync(true);
+    let synced = synced();
     db.delete_cf_opt(cf(db, CF_SM), KEY_INSTALLING, &synced)?;
     Ok(())
 }
@@ -415,8 +419,7 @@ pub(super) fn clear_installing(db: &DB) -> Result<()> {
 pub(super) fn install_body(db: &DB, path: &Path, meta: &SnapshotMeta) -> Result<u64> {
     let kv = cf(db, CF_KV);
     let sm = cf(db, CF_SM);
-    let mut synced = WriteOptions::default();
-    synced.set_sync(true);
+    let synced = synced();
     let mut batch = WriteBatch::default();
     batch.put_cf(
         sm,
