@@ -6,6 +6,7 @@ mod rollout;
 mod scale;
 mod stats;
 mod store;
+mod usage;
 
 use clap::{Parser, Subcommand};
 

@@ -18,6 +18,7 @@ use ndc_api::tenants::tenants_client::TenantsClient;
 use ndc_crds::{Database, ObjectBucket, ServiceSubscription, SharedService};
 use ndc_tenants::{Branch, Level, Quota, TenantSpec};
 
+use crate::usage::{self, CpuMeter, CpuUse};
 use crate::{report, stats};
 
 const SERVICES: &str = include_str!("../../samples/national/services.yaml");
@@ -150,64 +151,6 @@ fn allowed(services: &[SharedService], level: Level) -> Vec<String> {
         .collect()
 }
 
-/// Resident memory of a process, from /proc.
-fn rss_kib(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-/// This process and its children (Garage, PostgreSQL and its workers), by name.
-fn processes() -> Vec<(String, u32)> {
-    let me = std::process::id();
-    let mut out = vec![("ndc (3 nodes, operator, simulator)".to_string(), me)];
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    let mut parents: HashMap<u32, u32> = HashMap::new();
-    let mut names: HashMap<u32, String> = HashMap::new();
-    for e in dir.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid ...
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let name = stat[open + 1..close].to_string();
-        let ppid = stat[close + 2..]
-            .split_whitespace()
-            .nth(1)
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        parents.insert(pid, ppid);
-        names.insert(pid, name);
-    }
-    let descends = |mut pid: u32| {
-        for _ in 0..8 {
-            match parents.get(&pid) {
-                Some(&p) if p == me => return true,
-                Some(&p) if p > 1 => pid = p,
-                _ => return false,
-            }
-        }
-        false
-    };
-    for (pid, name) in &names {
-        if *pid != me && descends(*pid) {
-            out.push((name.clone(), *pid));
-        }
-    }
-    out
-}
-
 #[derive(Debug, Default, Clone, serde::Serialize)]
 struct Sample {
     at_s: f64,
@@ -332,6 +275,8 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
     let started: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let done: Arc<Mutex<HashMap<String, Duration>>> = Arc::default();
     let t0 = Instant::now();
+    // CPU time from here to the last tenant Ready, by process.
+    let cpu = Arc::new(Mutex::new(CpuMeter::start()));
     let deadline = t0 + Duration::from_secs(args.timeout_secs);
     let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
     let not_ready: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -371,6 +316,7 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
         let levels: HashMap<String, Level> = all.iter().map(|t| (t.id.clone(), t.level)).collect();
         let addr = endpoints[0].clone();
         let total = all.len();
+        let cpu = cpu.clone();
         tokio::spawn(async move {
             let peak = peak_shared;
             loop {
@@ -391,8 +337,8 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
                     }
                 }
                 let mut rss = BTreeMap::new();
-                for (name, pid) in processes() {
-                    if let Some(k) = rss_kib(pid) {
+                for (name, pid) in usage::processes() {
+                    if let Some(k) = usage::rss_kib(pid) {
                         *rss.entry(name.clone()).or_insert(0.0) += k as f64 / 1024.0;
                     }
                 }
@@ -403,6 +349,7 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
                         *p = p.max(*v);
                     }
                 }
+                cpu.lock().unwrap_or_else(|e| e.into_inner()).sample();
                 let n_done = done.lock().map(|d| d.len()).unwrap_or(0);
                 let sample = Sample {
                     at_s: t0.elapsed().as_secs_f64(),
@@ -492,6 +439,11 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
         }
     };
     let total_time = t0.elapsed();
+    let cpu_use = {
+        let mut meter = cpu.lock().unwrap_or_else(|e| e.into_inner());
+        meter.sample();
+        meter.usage()
+    };
     // One more commune, alone on a quiet system: how long one tenant takes
     // without a queue in front of it.
     if finished && errors.is_empty() {
@@ -577,6 +529,7 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
         &provisioner,
         &requests,
         &probe,
+        &cpu_use,
     )?;
     eprintln!("rollout: report in {}", out.display());
 
@@ -913,6 +866,7 @@ fn write_report(
     provisioner: &ndc_server::ProvisionerStats,
     requests: &BTreeMap<String, u64>,
     probe: &Probe,
+    cpu: &CpuUse,
 ) -> Result<()> {
     std::fs::create_dir_all(out)?;
     // Latency histogram: tenants per 1-second bucket of latency.
@@ -980,7 +934,7 @@ fn write_report(
         "tenants_per_sec": f.ops_per_sec, "p50_ms": f.p50_ms, "p99_ms": f.p99_ms, "max_ms": f.max_ms,
         "control_plane_entries_per_sec": writes_per_sec, "peak_rss_mib": peak, "errors": errors,
         "provisioner": provisioner, "kubernetes_requests": requests, "backend_probe": probe,
-        "samples": samples,
+        "cpu": cpu, "samples": samples,
     });
     std::fs::write(
         out.join("figures.json"),
@@ -995,6 +949,7 @@ fn write_report(
     for (k, v) in peak {
         md.push_str(&format!("| {k} | {v:.0} MiB |\n"));
     }
+    md.push_str(&cpu_section(cpu, tenants, tenants_at_full_scale()));
     let p = provisioner;
     let per = |secs: f64, n: u64| if n == 0 { 0.0 } else { secs / n as f64 };
     md.push_str(&format!(
@@ -1045,9 +1000,74 @@ fn write_report(
     Ok(())
 }
 
+/// The tenants of the full rollout (`--scale 1.0`).
+fn tenants_at_full_scale() -> usize {
+    tenants(1.0).len()
+}
+
+/// Where the CPU went, and what the full rollout would need at that pace.
+fn cpu_section(cpu: &CpuUse, tenants: usize, full: usize) -> String {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let share = |s: f64| {
+        if cpu.machine_total_s > 0.0 {
+            100.0 * s / cpu.machine_total_s
+        } else {
+            0.0
+        }
+    };
+    let mut md = format!(
+        "\n## CPU\n\nFrom the first request to the last tenant Ready, the machine's {cores} cores were busy {:.0} s of {:.0} s ({:.0} %). By process (threads and workers of one name summed; read from /proc every second; a process that ended is counted in its parent, which waited for it):\n\n| process | CPU seconds | share of the machine's time |\n|---|---|---|\n",
+        cpu.machine_busy_s,
+        cpu.machine_total_s,
+        share(cpu.machine_busy_s)
+    );
+    let mut rows: Vec<(&String, &f64)> =
+        cpu.by_process.iter().filter(|(_, s)| **s >= 0.05).collect();
+    rows.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
+    for (name, secs) in &rows {
+        md.push_str(&format!(
+            "| {name} | {secs:.1} | {:.0} % |\n",
+            share(**secs)
+        ));
+    }
+    let ours: f64 = cpu.by_process.values().sum();
+    if tenants > 0 && ours > 0.0 {
+        let need = ours / tenants as f64 * full as f64;
+        let budget = 300.0 * cores as f64;
+        md.push_str(&format!(
+            "\nThese processes used {:.2} CPU seconds per tenant. At that cost the full rollout ({full} tenants) needs about {need:.0} CPU seconds; 5 minutes on {cores} cores are {budget:.0}.\n",
+            ours / tenants as f64
+        ));
+    }
+    md
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cpu_section_projects_the_full_rollout() {
+        let cpu = CpuUse {
+            by_process: BTreeMap::from([
+                ("garage".to_string(), 30.0),
+                ("postgres".to_string(), 10.0),
+                ("gone".to_string(), 0.01),
+            ]),
+            machine_busy_s: 45.0,
+            machine_total_s: 100.0,
+        };
+        let md = cpu_section(&cpu, 100, 1000);
+        assert!(md.contains("busy 45 s of 100 s (45 %)"), "{md}");
+        assert!(md.contains("| garage | 30.0 | 30 % |"), "{md}");
+        assert!(!md.contains("| gone |"), "{md}");
+        // 40.01 s over 100 tenants, times 1000.
+        assert!(md.contains("0.40 CPU seconds per tenant"), "{md}");
+        assert!(md.contains("needs about 400 CPU seconds"), "{md}");
+        assert!(md.find("| garage").unwrap() < md.find("| postgres").unwrap());
+    }
 
     #[test]
     fn the_rollout_has_every_level_and_valid_tenants() {

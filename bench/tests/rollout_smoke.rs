@@ -30,6 +30,8 @@ fn rollout_benchmark_smoke() {
         "| latency p50 / p99 / max",
         "| control-plane log entries per second |",
         "| process | peak resident memory |",
+        "| process | CPU seconds | share of the machine's time |",
+        "CPU seconds per tenant",
         "One more commune rolled out alone",
     ] {
         assert!(md.contains(row), "no {row:?} in:\n{md}");
@@ -39,6 +41,14 @@ fn rollout_benchmark_smoke() {
             .expect("valid json");
     assert_eq!(figures["tenants_not_ready"], 0, "{figures}");
     assert!(figures["tenants"].as_u64().unwrap_or(0) >= 3, "{figures}");
+    // The benchmark's own process did the control plane's work: it used CPU.
+    let own = figures["cpu"]["by_process"]["ndc (3 nodes, operator, simulator)"]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(
+        own > 0.0,
+        "no CPU time for the benchmark's process: {figures}"
+    );
     for svg in ["latency.svg", "throughput.svg", "memory.svg"] {
         let text = std::fs::read_to_string(out.join(svg)).expect(svg);
         assert!(
