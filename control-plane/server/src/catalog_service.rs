@@ -1,5 +1,6 @@
 //! The catalogue service: shared services and subscriptions, checked in apply.
 
+use crate::error::store_status;
 use std::sync::Arc;
 
 use ndc_api::catalog::catalog_server::Catalog;
@@ -118,7 +119,7 @@ impl CatalogService {
             .node
             .reader
             .list(catalog::SERVICES_PREFIX, None, 0)
-            .map_err(internal)?;
+            .map_err(store_status)?;
         let services = page
             .items
             .iter()
@@ -132,7 +133,7 @@ impl CatalogService {
             .node
             .reader
             .list(catalog::SUBSCRIPTIONS_PREFIX, None, 0)
-            .map_err(internal)?;
+            .map_err(store_status)?;
         let subs = page
             .items
             .iter()
@@ -289,7 +290,7 @@ impl Catalog for CatalogService {
                     .map(sub_to_pb)
                     .collect()
             })
-            .map_err(internal)?;
+            .map_err(store_status)?;
         Ok(Response::new(pb::ListSubscriptionsResponse {
             subscriptions,
             revision,

@@ -1,6 +1,7 @@
 //! The claims service: buckets and databases, admitted in apply; their
 //! credentials generated and sealed here before they reach the log.
 
+use crate::error::store_status;
 use std::sync::Arc;
 
 use ndc_api::claims::claims_server::Claims;
@@ -154,7 +155,7 @@ impl ClaimsService {
     fn find(&self, actor: &Actor, r: &pb::ClaimRef) -> Result<(Claim, u64), Status> {
         let reader = &self.node.reader;
         let (claim, revision) = if !r.uid.is_empty() {
-            let (c, rev) = reader.claim(&r.uid).map_err(internal)?;
+            let (c, rev) = reader.claim(&r.uid).map_err(store_status)?;
             let c = c.ok_or_else(|| Status::not_found(format!("claim {} not found", r.uid)))?;
             (c, rev)
         } else {
@@ -175,10 +176,10 @@ impl ClaimsService {
                         .map(|t| t.claims.iter().cloned().collect::<Vec<_>>())
                         .map_err(|e| Status::not_found(e.to_string()))
                 })
-                .map_err(internal)??;
+                .map_err(store_status)??;
             let mut found = Vec::new();
             for uid in uids {
-                let (c, rev) = reader.claim(&uid).map_err(internal)?;
+                let (c, rev) = reader.claim(&uid).map_err(store_status)?;
                 if let Some(c) = c.filter(|c| c.kind() == kind && c.name == r.name) {
                     found.push((c, rev));
                 }
@@ -203,7 +204,7 @@ impl ClaimsService {
         };
         let visible = reader
             .with_registry(|reg| actor.can_read(reg, &claim.tenant))
-            .map_err(internal)?;
+            .map_err(store_status)?;
         if !visible {
             return Err(Status::permission_denied(format!(
                 "{} may not read the claims of tenant {}: it is outside the caller's tenants",
@@ -294,7 +295,7 @@ impl Claims for ClaimsService {
             .reader
             .get(&claims::claim_key(&claim.uid))
             .map(|(o, _)| ((), o.map(|o| o.mod_revision).unwrap_or(0)))
-            .map_err(internal)?;
+            .map_err(store_status)?;
         Ok(Response::new(pb::ClaimResponse {
             claim: Some(claim_to_pb(&claim, mod_revision)),
             revision,
@@ -376,7 +377,7 @@ impl Claims for ClaimsService {
             Some(ids) => reader.claims_of(ids, &r.start_after, take),
             None => reader.scan_claims(&r.start_after, take),
         }
-        .map_err(internal)?;
+        .map_err(store_status)?;
         let next_after = match (more, found.last()) {
             (true, Some(c)) => c.uid.clone(),
             _ => String::new(),
@@ -480,7 +481,7 @@ impl Claims for ClaimsService {
             .node
             .reader
             .with_registry(|reg| claims::may_see_credentials(reg, &actor, &claim.tenant))
-            .map_err(internal)?;
+            .map_err(store_status)?;
         if !allowed {
             return Err(Status::permission_denied(format!(
                 "{} may not see the credentials of tenant {}: only its tenant-admins (or those above) and dc-operator may",

@@ -1,5 +1,6 @@
 //! Cluster status and membership administration.
 
+use crate::error::store_status;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -84,10 +85,7 @@ impl Cluster for ClusterService {
                     .collect()
             })
             .unwrap_or_default();
-        let (revision, compacted_revision) = node
-            .reader
-            .revisions()
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let (revision, compacted_revision) = node.reader.revisions().map_err(store_status)?;
         Ok(Response::new(pb::StatusResponse {
             id: node.id,
             addr: node.addr.clone(),

@@ -1,5 +1,6 @@
 //! The inventory service: hosts registered and kept alive by their agents.
 
+use crate::error::store_status;
 use std::sync::Arc;
 
 use ndc_api::inventory::inventory_server::Inventory;
@@ -59,7 +60,7 @@ pub(crate) fn hosts(node: &Node) -> Result<Vec<Host>, Status> {
     let page = node
         .reader
         .list(inv::NODES_PREFIX, None, 0)
-        .map_err(|e| Status::internal(e.to_string()))?;
+        .map_err(store_status)?;
     page.items
         .into_iter()
         .map(|(_, o)| {
@@ -72,7 +73,7 @@ fn host(node: &Node, name: &str) -> Result<Host, Status> {
     let (obj, _) = node
         .reader
         .get(&inv::node_key(name))
-        .map_err(|e| Status::internal(e.to_string()))?;
+        .map_err(store_status)?;
     let obj = obj.ok_or_else(|| Status::not_found(format!("host {name} not found")))?;
     serde_json::from_slice(&obj.value).map_err(|e| Status::internal(e.to_string()))
 }
@@ -145,10 +146,7 @@ fn zone(name: &str, hosts: &[&Host], oc: &inv::Overcommit) -> pb::ZoneCapacity {
 
 /// The overcommit ratios in force on this node's state.
 fn overcommit(node: &Node) -> Result<inv::Overcommit, Status> {
-    let (obj, _) = node
-        .reader
-        .get(inv::OVERCOMMIT_KEY)
-        .map_err(|e| Status::internal(e.to_string()))?;
+    let (obj, _) = node.reader.get(inv::OVERCOMMIT_KEY).map_err(store_status)?;
     match obj {
         Some(o) => serde_json::from_slice(&o.value).map_err(|e| Status::internal(e.to_string())),
         None => Ok(inv::DEFAULT_OVERCOMMIT),
@@ -236,7 +234,7 @@ fn report(node: &Node) -> Result<pb::CapacityReport, Status> {
                 ),
             }
         })
-        .map_err(|e| Status::internal(e.to_string()))
+        .map_err(store_status)
 }
 
 #[tonic::async_trait]

@@ -1,5 +1,6 @@
 //! The revisioned object API.
 
+use crate::error::store_status;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -38,14 +39,6 @@ fn object(key: String, o: StoredObject) -> pb::Object {
         create_revision: o.create_revision,
         mod_revision: o.mod_revision,
         version: o.version,
-    }
-}
-
-fn store_error(e: ndc_store::Error) -> Status {
-    match e {
-        ndc_store::Error::Compacted { .. } => Status::out_of_range(e.to_string()),
-        ndc_store::Error::Installing => Status::unavailable(e.to_string()),
-        other => Status::internal(other.to_string()),
     }
 }
 
@@ -144,7 +137,7 @@ impl Kv for KvService {
         let r = request.into_inner();
         validate_key(&r.key).map_err(Status::invalid_argument)?;
         self.node.read_barrier(stale(r.consistency)).await?;
-        let (obj, revision) = self.node.reader.get(&r.key).map_err(store_error)?;
+        let (obj, revision) = self.node.reader.get(&r.key).map_err(store_status)?;
         Ok(tonic::Response::new(pb::GetResponse {
             object: obj.map(|o| object(r.key, o)),
             revision,
@@ -198,7 +191,7 @@ impl Kv for KvService {
             .node
             .reader
             .list(&r.prefix, start_after, r.limit as usize)
-            .map_err(store_error)?;
+            .map_err(store_status)?;
         Ok(tonic::Response::new(pb::ListResponse {
             objects: page.items.into_iter().map(|(k, o)| object(k, o)).collect(),
             revision: page.revision,
@@ -271,14 +264,14 @@ impl Kv for KvService {
         let reader = self.node.reader.clone();
         // Subscribe before reading history so no change falls in between.
         let live = reader.subscribe();
-        let (current, compacted) = reader.revisions().map_err(store_error)?;
+        let (current, compacted) = reader.revisions().map_err(store_status)?;
         let start = if r.start_revision == 0 {
             current + 1
         } else {
             r.start_revision
         };
         if start <= compacted {
-            return Err(store_error(ndc_store::Error::Compacted {
+            return Err(store_status(ndc_store::Error::Compacted {
                 requested: start,
                 oldest: compacted + 1,
             }));
@@ -334,7 +327,7 @@ async fn pump(
         loop {
             let page = reader
                 .history(next, u64::MAX, HISTORY_PAGE)
-                .map_err(store_error)?;
+                .map_err(store_status)?;
             let Some(last) = page.last().map(|(rev, _)| *rev) else {
                 break;
             };

@@ -1,5 +1,6 @@
 //! The tenant service: CRUD and reorganisation, checked in apply.
 
+use crate::error::store_status;
 use std::sync::Arc;
 
 use ndc_api::convert;
@@ -162,7 +163,7 @@ impl Tenants for TenantService {
                     revision,
                 }))
             })
-            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(store_status)?
     }
 
     async fn list(
@@ -215,7 +216,7 @@ impl Tenants for TenantService {
                     .collect();
                 Ok(Response::new(pb::ListTenantsResponse { tenants, revision }))
             })
-            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(store_status)?
     }
 
     #[instrument(skip_all, fields(id = %request.get_ref().id))]
@@ -298,7 +299,7 @@ impl Tenants for TenantService {
                     domain::plan_digest(&plan),
                 )))
             })
-            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(store_status)?
     }
 
     #[instrument(skip_all)]
