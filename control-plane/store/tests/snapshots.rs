@@ -83,16 +83,20 @@ async fn source(
 
 /// Sends `body` into `sm` the way openraft does: a file from
 /// `begin_receiving_snapshot`, written in chunks, then installed.
-async fn send(sm: &mut StateMachine, snap: &mut openraft::Snapshot<TypeConfig>, cut: Option<u64>) {
+async fn send(
+    sm: &mut StateMachine,
+    snap: &mut openraft::Snapshot<TypeConfig>,
+    change: impl FnOnce(&mut Vec<u8>),
+) {
     let meta = snap.meta.clone();
-    let received = receive(sm, snap, cut).await;
+    let received = receive(sm, snap, change).await;
     sm.install_snapshot(&meta, received).await.expect("install");
 }
 
 async fn receive(
     sm: &mut StateMachine,
     snap: &mut openraft::Snapshot<TypeConfig>,
-    cut: Option<u64>,
+    change: impl FnOnce(&mut Vec<u8>),
 ) -> Box<tokio::fs::File> {
     let mut body = Vec::new();
     snap.snapshot
@@ -103,9 +107,7 @@ async fn receive(
         .read_to_end(&mut body)
         .await
         .expect("read body");
-    if let Some(n) = cut {
-        body.truncate(n as usize);
-    }
+    change(&mut body);
     let mut received = sm.begin_receiving_snapshot().await.expect("begin");
     for chunk in body.chunks(1000) {
         received.write_all(chunk).await.expect("write chunk");
@@ -126,7 +128,7 @@ async fn a_received_snapshot_replaces_the_whole_state_and_becomes_current() {
         .apply([put(1, &[("/stale", "old")])])
         .await
         .expect("apply");
-    send(&mut dst.state_machine, &mut snap, None).await;
+    send(&mut dst.state_machine, &mut snap, |_| {}).await;
 
     assert_eq!(objects(&dst.reader), want);
     let (applied, _) = dst.state_machine.applied_state().await.expect("applied");
@@ -174,7 +176,10 @@ async fn a_cut_off_body_is_refused_and_the_state_is_kept() {
     let before = objects(&dst.reader);
     for cut in [len - 1, len - 9, len / 2, 20, 3] {
         let meta = snap.meta.clone();
-        let received = receive(&mut dst.state_machine, &mut snap, Some(cut)).await;
+        let received = receive(&mut dst.state_machine, &mut snap, |b| {
+            b.truncate(cut as usize)
+        })
+        .await;
         let err = dst
             .state_machine
             .install_snapshot(&meta, received)
@@ -192,12 +197,53 @@ async fn a_cut_off_body_is_refused_and_the_state_is_kept() {
 }
 
 #[tokio::test]
+async fn a_damaged_body_is_refused_by_its_digest_and_the_state_is_kept() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_src, mut snap, _) = source(a.path(), 500).await;
+    let len = snap.snapshot.metadata().await.unwrap().len() as usize;
+
+    let mut dst = ndc_store::open(b.path(), 1000).expect("open target");
+    dst.state_machine
+        .apply([put(1, &[("/mine", "kept")])])
+        .await
+        .expect("apply");
+    let before = objects(&dst.reader);
+    // One bit changed in a value, in the middle of the body, and in the
+    // digest itself: every record still reads well; only the digest tells.
+    for at in [len / 2, len - 1] {
+        let meta = snap.meta.clone();
+        let received = receive(&mut dst.state_machine, &mut snap, |b| b[at] ^= 0x01).await;
+        let err = dst
+            .state_machine
+            .install_snapshot(&meta, received)
+            .await
+            .expect_err("a damaged body must be refused");
+        assert!(err.to_string().contains("SHA-256"), "at {at}: {err}");
+        assert_eq!(objects(&dst.reader), before, "damaged at {at} of {len}");
+    }
+}
+
+#[tokio::test]
+async fn a_body_of_the_format_without_a_digest_is_still_installed() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_src, mut snap, want) = source(a.path(), 300).await;
+    let mut dst = ndc_store::open(b.path(), 1000).expect("open target");
+    send(&mut dst.state_machine, &mut snap, |b| {
+        assert_eq!(&b[..8], b"ndcsnap3");
+        b[..8].copy_from_slice(b"ndcsnap2");
+        b.truncate(b.len() - 32);
+    })
+    .await;
+    assert_eq!(objects(&dst.reader), want);
+}
+
+#[tokio::test]
 async fn an_install_cut_short_is_redone_at_open() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (_src, mut snap, want) = source(a.path(), 800).await;
     {
         let mut dst = ndc_store::open(b.path(), 1000).expect("open target");
-        send(&mut dst.state_machine, &mut snap, None).await;
+        send(&mut dst.state_machine, &mut snap, |_| {}).await;
     }
     // What a crash between deleting the old objects and writing the applied
     // state leaves: the install mark set, objects missing.
@@ -221,7 +267,7 @@ async fn a_mark_for_a_snapshot_never_published_is_dropped_and_the_state_kept() {
     let (_src, mut snap, want) = source(a.path(), 300).await;
     {
         let mut dst = ndc_store::open(b.path(), 1000).expect("open target");
-        send(&mut dst.state_machine, &mut snap, None).await;
+        send(&mut dst.state_machine, &mut snap, |_| {}).await;
         dst.state_machine
             .apply([put(100, &[("/after", "later")])])
             .await

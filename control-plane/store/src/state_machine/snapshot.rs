@@ -10,9 +10,11 @@
 //! - `snapshots/*.part`: a body being built or received, removed at open.
 //!
 //! A body is `MAGIC`, the revision (u64 LE), then one record per object
-//! (key length u32 LE, key, value length u32 LE, value) and an end mark
-//! (`u32::MAX`, then the record count as u64 LE), so a cut-off body is
-//! refused rather than installed in part.
+//! (key length u32 LE, key, value length u32 LE, value), an end mark
+//! (`u32::MAX`, then the record count as u64 LE) and the SHA-256 of every
+//! byte before it, so a cut-off or damaged body is refused rather than
+//! installed. Bodies of the previous format (`ndcsnap2`, without the
+//! digest) are still read.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -30,7 +32,10 @@ use crate::codec::{decode, encode};
 use crate::db::{be, blocking, cf, CF_EVENTS, CF_KV, CF_SM};
 use crate::error::{Error, Result};
 
-const MAGIC: &[u8; 8] = b"ndcsnap2";
+const MAGIC: &[u8; 8] = b"ndcsnap3";
+/// The format before bodies carried a digest.
+const MAGIC_UNCHECKED: &[u8; 8] = b"ndcsnap2";
+const DIGEST_BYTES: usize = 32;
 const END: u32 = u32::MAX;
 /// Bytes of objects written to RocksDB per batch while installing.
 const INSTALL_BATCH_BYTES: usize = 32 << 20;
@@ -282,7 +287,7 @@ impl Snapshots {
 fn write_body(db: &DB, snap: &rocksdb::Snapshot<'_>, revision: u64, path: &Path) -> Result<u64> {
     let io = io_err(path);
     let file = File::create(path).map_err(&io)?;
-    let mut w = BufWriter::with_capacity(IO_BUFFER, file);
+    let mut w = Digesting::new(BufWriter::with_capacity(IO_BUFFER, file));
     w.write_all(MAGIC).map_err(&io)?;
     w.write_all(&revision.to_le_bytes()).map_err(&io)?;
     let mut count: u64 = 0;
@@ -303,31 +308,46 @@ fn write_body(db: &DB, snap: &rocksdb::Snapshot<'_>, revision: u64, path: &Path)
     }
     w.write_all(&END.to_le_bytes()).map_err(&io)?;
     w.write_all(&count.to_le_bytes()).map_err(&io)?;
+    let (mut w, digest) = w.finish();
+    w.write_all(&digest).map_err(&io)?;
     let file = w.into_inner().map_err(|e| io(e.into_error()))?;
     file.sync_all().map_err(&io)?;
     Ok(count)
 }
 
 /// Reads a body, calling `each` on every object; returns its revision.
-/// Refuses a body with a wrong header, an oversized record or no end mark.
+/// Refuses a body with a wrong header, an oversized record, no end mark or
+/// a digest that does not match. `each` sees objects before the digest is
+/// checked: a caller changes nothing until the whole body has been read.
 fn read_body(path: &Path, mut each: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<u64> {
     let io = io_err(path);
     let bad = |reason: String| Error::Decode {
         what: "snapshot body",
         reason,
     };
-    let mut r = BufReader::with_capacity(IO_BUFFER, File::open(path).map_err(&io)?);
+    let mut r = Digesting::new(BufReader::with_capacity(
+        IO_BUFFER,
+        File::open(path).map_err(&io)?,
+    ));
     let mut magic = [0u8; 8];
-    r.read_exact(&mut magic).map_err(&io)?;
-    if &magic != MAGIC {
-        return Err(bad("not an ndc snapshot body".into()));
-    }
+    r.read_exact(&mut magic).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            bad("cut off in its header".into())
+        } else {
+            io(e)
+        }
+    })?;
+    let checked = match &magic {
+        m if m == MAGIC => true,
+        m if m == MAGIC_UNCHECKED => false,
+        _ => return Err(bad("not an ndc snapshot body".into())),
+    };
     let mut u64b = [0u8; 8];
     r.read_exact(&mut u64b).map_err(&io)?;
     let revision = u64::from_le_bytes(u64b);
     let mut count: u64 = 0;
     let (mut key, mut value) = (Vec::new(), Vec::new());
-    let read_len = |r: &mut BufReader<File>, count: u64| -> Result<u32> {
+    let read_len = |r: &mut Digesting<BufReader<File>>, count: u64| -> Result<u32> {
         let mut b = [0u8; 4];
         r.read_exact(&mut b).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -359,17 +379,78 @@ fn read_body(path: &Path, mut each: impl FnMut(&[u8], &[u8]) -> Result<()>) -> R
         each(&key, &value)?;
         count += 1;
     }
-    r.read_exact(&mut u64b).map_err(&io)?;
+    let cut = |e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            bad(format!("cut off in its end mark, after {count} objects"))
+        } else {
+            io(e)
+        }
+    };
+    r.read_exact(&mut u64b).map_err(cut)?;
     let expected = u64::from_le_bytes(u64b);
     if expected != count {
         return Err(bad(format!(
             "{count} objects, its end mark says {expected}"
         )));
     }
+    let (mut r, digest) = r.finish();
+    if checked {
+        let mut stated = [0u8; DIGEST_BYTES];
+        r.read_exact(&mut stated).map_err(cut)?;
+        if stated != digest {
+            return Err(bad(
+                "its SHA-256 does not match its contents: the body was damaged".into(),
+            ));
+        }
+    }
     if r.read(&mut [0u8; 1]).map_err(&io)? != 0 {
         return Err(bad("bytes after the end mark".into()));
     }
     Ok(revision)
+}
+
+/// A reader or writer that keeps the SHA-256 of the bytes through it.
+struct Digesting<T> {
+    inner: T,
+    hasher: sha2::Sha256,
+}
+
+impl<T> Digesting<T> {
+    fn new(inner: T) -> Self {
+        use sha2::Digest;
+        Digesting {
+            inner,
+            hasher: sha2::Sha256::new(),
+        }
+    }
+
+    /// The inner reader or writer, and the digest of what went through.
+    fn finish(self) -> (T, [u8; DIGEST_BYTES]) {
+        use sha2::Digest;
+        (self.inner, self.hasher.finalize().into())
+    }
+}
+
+impl<R: Read> Read for Digesting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl<W: Write> Write for Digesting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Options for a write that reaches the disk before it returns.
