@@ -68,6 +68,8 @@ pub struct StateMachine {
     history: u64,
     notices: broadcast::Sender<WatchBatch>,
     revisions: Revisions,
+    /// When the snapshot being received began to arrive (for the log).
+    receiving_since: Option<std::time::Instant>,
 }
 
 /// Reads objects and history for the API; shares the database.
@@ -119,6 +121,7 @@ impl StateMachine {
             history,
             notices,
             revisions,
+            receiving_since: None,
         })
     }
 
@@ -138,6 +141,7 @@ impl StateMachine {
             history: self.history,
             notices: self.notices.clone(),
             revisions: self.revisions,
+            receiving_since: None,
         }
     }
 }
@@ -191,6 +195,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        self.receiving_since = Some(std::time::Instant::now());
         snapshot::begin_receiving(self.snapshots.clone()).await
     }
 
@@ -200,11 +205,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
         let received = snapshot.into_std().await;
+        let receiving = self.receiving_since.take().map(|t| t.elapsed());
         let db = self.db.clone();
         let snapshots = self.snapshots.clone();
         let meta_c = meta.clone();
         let domain = self.domain.clone();
         let revision = blocking(move || {
+            let bytes = received.metadata().map(|m| m.len()).unwrap_or(0);
+            let started = std::time::Instant::now();
             // Marked, then published as the snapshot on disk: an install cut
             // short by a stop from here on is redone from it at open.
             mark_installing(&db, &meta_c.snapshot_id)?;
@@ -216,14 +224,27 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     return Err(e);
                 }
             };
+            let checked = started.elapsed();
             // Readers see the old objects with the old tenants, or the new
             // with the new: the lock is held across the writes and the reload.
             let mut guard = domain
                 .write()
                 .map_err(|_| Error::Join("domain state lock poisoned".into()))?;
             let revision = install_body(&db, &body, &meta_c)?;
+            let written = started.elapsed();
             let (registry, head) = load_domain(&db)?;
+            let tenants = registry.len();
             *guard = DomainState { registry, head };
+            tracing::info!(
+                snapshot = %meta_c.snapshot_id,
+                bytes,
+                tenants,
+                received_s = receiving.map(|d| d.as_secs_f64()),
+                checked_s = checked.as_secs_f64(),
+                written_s = (written - checked).as_secs_f64(),
+                loaded_s = (started.elapsed() - written).as_secs_f64(),
+                "snapshot installed"
+            );
             Ok(revision)
         })
         .await
