@@ -46,13 +46,14 @@ async fn stopped() -> &'static str {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    // Errors of the servers run in this process, and the store's account
-    // of a snapshot install; `NDC_LOG` (an env-filter) says otherwise.
+    // The store's account of a snapshot install, nothing else of the
+    // servers run in this process; `NDC_LOG` (an env-filter) says otherwise.
     let filter = tracing_subscriber::EnvFilter::try_from_env("NDC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error,ndc_store=info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off,ndc_store=info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let run = async {
         match cli.command {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{finalizer, Event};
@@ -153,15 +153,6 @@ async fn set_status<K: ClaimObject>(
     Ok(())
 }
 
-/// The tenant whose namespace `ns` is.
-async fn tenant_of(ctx: &Context, ns: &str) -> Result<Option<String>, Error> {
-    let nss: Api<Namespace> = Api::all(ctx.kube.clone());
-    Ok(nss
-        .get_opt(ns)
-        .await?
-        .and_then(|n| n.labels().get(labels::TENANT).cloned()))
-}
-
 async fn get_claim(ctx: &Context, r: pb::ClaimRef) -> Result<Option<pb::Claim>, Error> {
     let c = &ctx.ndc;
     match c
@@ -194,7 +185,7 @@ async fn apply<K: ClaimObject>(o: Arc<K>, ctx: &Context) -> Result<Action, Error
     let name = o.name_any();
     let api: Api<K> = Api::namespaced(ctx.kube.clone(), &ns);
     let generation = o.meta().generation;
-    let Some(tenant) = tenant_of(ctx, &ns).await? else {
+    let Some(tenant) = ctx.namespaces.tenant_of(&ns).await? else {
         let status = ClaimStatus {
             phase: "Failed".into(),
             conditions: vec![conditions::not_ready(

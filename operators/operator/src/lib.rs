@@ -18,6 +18,7 @@
 //!   provisions the per-tenant resources and binds them in a Secret (see
 //!   [`subscriptions`]).
 
+pub mod cache;
 pub mod claims;
 mod conditions;
 pub mod feed;
@@ -39,6 +40,9 @@ pub struct Context {
     pub metrics: metrics::Metrics,
     /// Objects waiting on control-plane claims (see [`feed`]).
     pub claim_feed: feed::ClaimFeed,
+    /// Namespaces and shared services as last watched (see [`cache`]).
+    pub namespaces: cache::Cached<k8s_openapi::api::core::v1::Namespace>,
+    pub services: cache::Cached<ndc_crds::SharedService>,
 }
 
 impl Context {
@@ -144,13 +148,15 @@ pub async fn run_with(
 ) -> anyhow::Result<()> {
     use futures::FutureExt;
     let metrics = metrics::Metrics::new();
+    let stop: Stop = shutdown.boxed().shared();
     let ctx = Arc::new(Context {
         kube: kube.clone(),
         ndc,
         metrics: metrics.clone(),
         claim_feed: feed::ClaimFeed::default(),
+        namespaces: cache::Cached::start(kube.clone(), stop.clone()),
+        services: cache::Cached::start(kube.clone(), stop.clone()),
     });
-    let stop: Stop = shutdown.boxed().shared();
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
     let server = match options.metrics_addr {
         Some(addr) => {

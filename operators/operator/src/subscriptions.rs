@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -174,12 +174,7 @@ async fn apply(o: Arc<ServiceSubscription>, ctx: &Context) -> Result<Action, Err
     let ns = o.namespace().unwrap_or_default();
     let api: Api<ServiceSubscription> = Api::namespaced(ctx.kube.clone(), &ns);
     let service = o.spec.service.clone();
-    let nss: Api<Namespace> = Api::all(ctx.kube.clone());
-    let Some(tenant) = nss
-        .get_opt(&ns)
-        .await?
-        .and_then(|n| n.labels().get(labels::TENANT).cloned())
-    else {
+    let Some(tenant) = ctx.namespaces.tenant_of(&ns).await? else {
         let m = format!(
             "namespace {ns} belongs to no tenant: create the subscription in your tenant's namespace (labelled {}=<tenant>)",
             labels::TENANT
@@ -187,10 +182,7 @@ async fn apply(o: Arc<ServiceSubscription>, ctx: &Context) -> Result<Action, Err
         set_status(&api, &o, failed(&o, "NotInTenantNamespace", m)).await?;
         return Ok(Action::await_change());
     };
-    let Some(shared) = Api::<SharedService>::all(ctx.kube.clone())
-        .get_opt(&service)
-        .await?
-    else {
+    let Some(shared) = ctx.services.service(&service).await? else {
         let m = format!("there is no shared service {service}: see `kubectl get sharedservices` or `ndc catalog`");
         set_status(&api, &o, failed(&o, "NoSuchService", m)).await?;
         return Ok(Action::requeue(Duration::from_secs(30)));
@@ -349,12 +341,7 @@ async fn apply(o: Arc<ServiceSubscription>, ctx: &Context) -> Result<Action, Err
 /// (retain: the data stays with the tenant).
 async fn cleanup(o: Arc<ServiceSubscription>, ctx: &Context) -> Result<Action, Error> {
     let ns = o.namespace().unwrap_or_default();
-    let nss: Api<Namespace> = Api::all(ctx.kube.clone());
-    let Some(tenant) = nss
-        .get_opt(&ns)
-        .await?
-        .and_then(|n| n.labels().get(labels::TENANT).cloned())
-    else {
+    let Some(tenant) = ctx.namespaces.tenant_of(&ns).await? else {
         return Ok(Action::await_change());
     };
     let service = o.spec.service.clone();
