@@ -262,6 +262,46 @@ async fn an_install_cut_short_is_redone_at_open() {
 }
 
 #[tokio::test]
+async fn a_body_damaged_on_disk_stops_the_redo_at_open() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_src, mut snap, _) = source(a.path(), 300).await;
+    {
+        let mut dst = ndc_store::open(b.path(), 1000).expect("open target");
+        send(&mut dst.state_machine, &mut snap, |_| {}).await;
+    }
+    let kv_keys = |db: &rocksdb::DB| {
+        let kv = db.cf_handle("kv").unwrap();
+        db.iterator_cf(kv, rocksdb::IteratorMode::Start).count()
+    };
+    // The install is to be redone, and its body took damage meanwhile.
+    let before = {
+        let db = raw_db(b.path());
+        let sm = db.cf_handle("sm").unwrap();
+        let mark = ndc_store::encode("mark", &snap.meta.snapshot_id).unwrap();
+        db.put_cf(sm, b"installing", mark).unwrap();
+        db.flush_cf(sm).unwrap();
+        kv_keys(&db)
+    };
+    assert!(before >= 300);
+    let body = std::fs::read_dir(b.path().join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "snap"))
+        .expect("the body on disk");
+    let mut bytes = std::fs::read(&body).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(&body, bytes).unwrap();
+    let err = match ndc_store::open(b.path(), 1000) {
+        Ok(_) => panic!("a damaged body must stop the open"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("SHA-256"), "{err}");
+    // Found before the install deleted anything.
+    assert_eq!(kv_keys(&raw_db(b.path())), before);
+}
+
+#[tokio::test]
 async fn a_mark_for_a_snapshot_never_published_is_dropped_and_the_state_kept() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (_src, mut snap, want) = source(a.path(), 300).await;

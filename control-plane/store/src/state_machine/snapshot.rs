@@ -318,7 +318,7 @@ fn write_body(db: &DB, snap: &rocksdb::Snapshot<'_>, revision: u64, path: &Path)
 /// Reads a body, calling `each` on every object; returns its revision.
 /// Refuses a body with a wrong header, an oversized record, no end mark or
 /// a digest that does not match. `each` sees objects before the digest is
-/// checked: a caller changes nothing until the whole body has been read.
+/// checked, so a body is read once to check it before it is installed.
 fn read_body(path: &Path, mut each: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<u64> {
     let io = io_err(path);
     let bad = |reason: String| Error::Decode {
@@ -559,6 +559,9 @@ pub(super) fn finish_interrupted_install(db: &DB, snapshots: &Snapshots) -> Resu
     if redo {
         if let Some((m, body)) = current {
             tracing::warn!(snapshot = %m.meta.snapshot_id, "redoing a snapshot install interrupted by a stop");
+            // Checked whole first: a body damaged on disk stops the open
+            // here, before the install deletes anything.
+            read_body(&body, check_record)?;
             install_body(db, &body, &m.meta)?;
         }
     } else if marked.is_some() {
