@@ -506,6 +506,16 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
         .map(|n| n.provisioner_stats())
         .fold(ndc_server::ProvisionerStats::default(), add_stats);
     let requests = sim.simulator().request_counts();
+    let proposals = nodes.iter().map(|n| n.proposal_stats()).fold(
+        ndc_server::ProposalStats::default(),
+        |mut a, b| {
+            a.entries += b.entries;
+            for (k, v) in b.requests {
+                *a.requests.entry(k).or_default() += v;
+            }
+            a
+        },
+    );
     let samples = samples.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let writes_per_sec =
         (last_revision.saturating_sub(first_revision)) as f64 / total_time.as_secs_f64();
@@ -530,6 +540,7 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
         &requests,
         &probe,
         &cpu_use,
+        &proposals,
     )?;
     eprintln!("rollout: report in {}", out.display());
 
@@ -867,6 +878,7 @@ fn write_report(
     requests: &BTreeMap<String, u64>,
     probe: &Probe,
     cpu: &CpuUse,
+    proposals: &ndc_server::ProposalStats,
 ) -> Result<()> {
     std::fs::create_dir_all(out)?;
     // Latency histogram: tenants per 1-second bucket of latency.
@@ -934,7 +946,7 @@ fn write_report(
         "tenants_per_sec": f.ops_per_sec, "p50_ms": f.p50_ms, "p99_ms": f.p99_ms, "max_ms": f.max_ms,
         "control_plane_entries_per_sec": writes_per_sec, "peak_rss_mib": peak, "errors": errors,
         "provisioner": provisioner, "kubernetes_requests": requests, "backend_probe": probe,
-        "cpu": cpu, "samples": samples,
+        "cpu": cpu, "control_plane_writes": proposals, "samples": samples,
     });
     std::fs::write(
         out.join("figures.json"),
@@ -970,6 +982,7 @@ fn write_report(
             probe.quiet_after_s.unwrap_or(0.0)
         ));
     }
+    md.push_str(&writes_section(proposals));
     let mut by_count: Vec<(&String, &u64)> = requests.iter().collect();
     by_count.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
     let total: u64 = requests.values().sum();
@@ -998,6 +1011,21 @@ fn write_report(
     md.push_str("\n![latency](latency.svg)\n\n![progress](throughput.svg)\n\n![memory](memory.svg)\n\nRaw figures: `figures.json`.\n");
     std::fs::write(out.join("report.md"), md)?;
     Ok(())
+}
+
+/// What the control plane committed, by what the requests did.
+fn writes_section(p: &ndc_server::ProposalStats) -> String {
+    let total: u64 = p.requests.values().sum();
+    let mut md = format!(
+        "\nThe control plane committed {} log entries carrying {total} requests (requests arriving together share an entry); by what they did:\n\n| request | count |\n|---|---|\n",
+        p.entries
+    );
+    let mut rows: Vec<(&String, &u64)> = p.requests.iter().collect();
+    rows.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    for (k, v) in rows {
+        md.push_str(&format!("| {k} | {v} |\n"));
+    }
+    md
 }
 
 /// The tenants of the full rollout (`--scale 1.0`).
@@ -1047,6 +1075,22 @@ fn cpu_section(cpu: &CpuUse, tenants: usize, full: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_writes_section_lists_requests_most_first() {
+        let p = ndc_server::ProposalStats {
+            entries: 7,
+            requests: BTreeMap::from([
+                ("claim.status".to_string(), 3),
+                ("service.register".to_string(), 9),
+            ]),
+        };
+        let md = writes_section(&p);
+        assert!(md.contains("7 log entries carrying 12 requests"), "{md}");
+        assert!(
+            md.find("| service.register | 9 |").unwrap() < md.find("| claim.status | 3 |").unwrap()
+        );
+    }
 
     #[test]
     fn the_cpu_section_projects_the_full_rollout() {

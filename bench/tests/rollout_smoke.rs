@@ -32,6 +32,8 @@ fn rollout_benchmark_smoke() {
         "| process | peak resident memory |",
         "| process | CPU seconds | share of the machine's time |",
         "CPU seconds per tenant",
+        "log entries carrying",
+        "| tenant.create |",
         "One more commune rolled out alone",
     ] {
         assert!(md.contains(row), "no {row:?} in:\n{md}");

@@ -26,6 +26,7 @@ mod tenant_service;
 pub use auth::Auth;
 pub use error::{Error, Result};
 pub use ndc_store::DEFAULT_HISTORY_REVISIONS;
+pub use proposer::ProposalStats;
 pub use provisioner::{ProvisionerStats, Provisioning};
 pub use secrets::SecretsKey;
 pub use start::{start, NodeConfig, RunningNode};

@@ -6,6 +6,7 @@
 //! one append, one sync and one replication round for all of them. A lone
 //! write is sent at once, so single-client latency does not change.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use ndc_store::{Command, Raft, Response};
@@ -58,10 +59,31 @@ struct Queue {
     waiting: Vec<Waiter>,
 }
 
+/// What this node committed as leader: log entries, and the requests they
+/// carried by what they do (`claim.status`, `service.register`, ...).
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct ProposalStats {
+    pub entries: u64,
+    pub requests: BTreeMap<String, u64>,
+}
+
+type Stats = Arc<Mutex<ProposalStats>>;
+
+/// Counts one committed entry and the requests in `counts`.
+fn committed(stats: &Stats, counts: BTreeMap<&'static str, u64>) {
+    if let Ok(mut s) = stats.lock() {
+        s.entries += 1;
+        for (k, n) in counts {
+            *s.requests.entry(k.to_string()).or_default() += n;
+        }
+    }
+}
+
 #[derive(Clone)]
 pub(crate) struct Proposer {
     queue: Arc<Mutex<Queue>>,
     in_flight: Arc<Semaphore>,
+    stats: Stats,
 }
 
 impl Default for Proposer {
@@ -69,11 +91,16 @@ impl Default for Proposer {
         Self {
             queue: Arc::default(),
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            stats: Arc::default(),
         }
     }
 }
 
 impl Proposer {
+    pub(crate) fn stats(&self) -> ProposalStats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
     pub(crate) async fn propose(&self, raft: &Raft, cmd: Command) -> Outcome {
         // Fast path: nothing waiting and a free slot, so there is nothing to
         // gather: propose from this task, without a hand-off.
@@ -84,8 +111,13 @@ impl Proposer {
                 .map(|q| q.waiting.is_empty() && !q.running)
                 .unwrap_or(false);
             if idle {
+                let mut counts = BTreeMap::new();
+                cmd.count_actions(&mut counts);
                 let out = match write(raft, cmd).await {
-                    Ok(r) => Outcome::Done(r),
+                    Ok(r) => {
+                        committed(&self.stats, counts);
+                        Outcome::Done(r)
+                    }
                     Err(o) => o,
                 };
                 drop(permit);
@@ -103,8 +135,13 @@ impl Proposer {
         };
         if start {
             tokio::spawn(
-                drive(self.queue.clone(), self.in_flight.clone(), raft.clone())
-                    .instrument(tracing::debug_span!("proposer")),
+                drive(
+                    self.queue.clone(),
+                    self.in_flight.clone(),
+                    raft.clone(),
+                    self.stats.clone(),
+                )
+                .instrument(tracing::debug_span!("proposer")),
             );
         }
         rx.await.unwrap_or_else(|_| {
@@ -115,7 +152,7 @@ impl Proposer {
     }
 }
 
-async fn drive(queue: Arc<Mutex<Queue>>, in_flight: Arc<Semaphore>, raft: Raft) {
+async fn drive(queue: Arc<Mutex<Queue>>, in_flight: Arc<Semaphore>, raft: Raft, stats: Stats) {
     loop {
         // Wait for a slot first: commands keep gathering meanwhile.
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
@@ -137,6 +174,7 @@ async fn drive(queue: Arc<Mutex<Queue>>, in_flight: Arc<Semaphore>, raft: Raft) 
             Err(_) => return,
         };
         let raft = raft.clone();
+        let stats = stats.clone();
         tokio::spawn(
             async move {
                 let _permit = permit;
@@ -152,7 +190,13 @@ async fn drive(queue: Arc<Mutex<Queue>>, in_flight: Arc<Semaphore>, raft: Raft) 
                     None => return,
                 };
                 let n = txs.len();
-                let outcomes: Vec<Outcome> = match write(&raft, cmd).await {
+                let mut counts = BTreeMap::new();
+                cmd.count_actions(&mut counts);
+                let written = write(&raft, cmd).await;
+                if written.is_ok() {
+                    committed(&stats, counts);
+                }
+                let outcomes: Vec<Outcome> = match written {
                     Ok(resp) if single => vec![Outcome::Done(resp)],
                     Ok(Response::Batch(rs)) if rs.len() == n => {
                         rs.into_iter().map(Outcome::Done).collect()

@@ -495,6 +495,12 @@ impl RunningNode {
         self.node.provisioner_stats.read()
     }
 
+    /// The log entries this node committed as leader, and the requests
+    /// they carried by what they do.
+    pub fn proposal_stats(&self) -> crate::proposer::ProposalStats {
+        self.node.proposer.stats()
+    }
+
     /// Waits until this node sees a leader, or the timeout passes.
     pub async fn wait_for_leader(&self, timeout: Duration) -> bool {
         self.node

@@ -317,6 +317,17 @@ pub enum ClaimOp {
 }
 
 impl ClaimOp {
+    /// What the request does, for counts and logs.
+    pub fn action(&self) -> &'static str {
+        match self {
+            ClaimOp::Create { .. } => "claim.create",
+            ClaimOp::Delete { .. } => "claim.delete",
+            ClaimOp::Rotate { .. } => "claim.rotate",
+            ClaimOp::SetStatus { .. } => "claim.status",
+            ClaimOp::Forget { .. } => "claim.forget",
+        }
+    }
+
     pub fn uid(&self) -> &str {
         match self {
             ClaimOp::Create { uid, .. }

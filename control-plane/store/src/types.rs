@@ -56,6 +56,28 @@ pub enum Command {
     Catalog(Box<crate::catalog::CatalogRequest>),
 }
 
+impl Command {
+    /// Counts the requests this command carries by what they do (a batch
+    /// counts each of its commands; a key-value transaction is `kv.txn`).
+    pub fn count_actions(&self, counts: &mut std::collections::BTreeMap<&'static str, u64>) {
+        let action = match self {
+            Command::Txn(_) => "kv.txn",
+            Command::Domain(r) => r.op.action(),
+            Command::Inventory(r) => r.op.action(),
+            Command::Claim(r) => r.op.action(),
+            Command::Catalog(r) => r.op.action(),
+            Command::Once { command, .. } => return command.count_actions(counts),
+            Command::Batch(cmds) => {
+                for c in cmds {
+                    c.count_actions(counts);
+                }
+                return;
+            }
+        };
+        *counts.entry(action).or_default() += 1;
+    }
+}
+
 /// Longest accepted request id.
 pub const MAX_REQUEST_ID: usize = 64;
 
@@ -290,6 +312,35 @@ pub fn validate_txn(txn: &Txn) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn actions_are_counted_through_batches_and_request_ids() {
+        let forget = Command::Claim(Box::new(crate::claims::ClaimRequest {
+            actor: crate::domain::Actor {
+                name: "provisioner".into(),
+                roles: Vec::new(),
+            },
+            at_ms: 0,
+            op: crate::claims::ClaimOp::Forget {
+                uid: "c1".into(),
+                outcome: "deleted".into(),
+            },
+        }));
+        let cmd = Command::Batch(vec![
+            Command::Txn(Txn::default()),
+            Command::Once {
+                request_id: "r1".into(),
+                command: Box::new(forget.clone()),
+            },
+            forget,
+        ]);
+        let mut counts = std::collections::BTreeMap::new();
+        cmd.count_actions(&mut counts);
+        assert_eq!(
+            counts,
+            std::collections::BTreeMap::from([("claim.forget", 2), ("kv.txn", 1)])
+        );
+    }
 
     #[test]
     fn keys() {
