@@ -142,6 +142,49 @@ impl CatalogService {
         Ok((subs, page.revision))
     }
 
+    /// The subscription `op` asks for, when it exists and the caller may
+    /// ask for it: found by a linearizable read, it is answered without a
+    /// log entry (the operator asks again on every reconcile of a
+    /// subscription). The answer is the one the log would give; anything
+    /// else (a new subscription, a refusal) goes through the log.
+    async fn subscribed(
+        &self,
+        actor: &Actor,
+        op: &CatalogOp,
+    ) -> Result<Option<(Subscription, u64)>, Status> {
+        let CatalogOp::Subscribe { tenant, service } = op else {
+            return Ok(None);
+        };
+        self.node.read_barrier(false).await?;
+        let reader = &self.node.reader;
+        let id = reader
+            .with_registry(|reg| {
+                catalog::authorize(reg, actor, op)
+                    .ok()
+                    .and_then(|_| reg.resolve(tenant).map(|t| t.id.clone()))
+            })
+            .map_err(store_status)?;
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        if reader
+            .get(&catalog::service_key(service))
+            .map_err(store_status)?
+            .0
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let (found, revision) = reader
+            .get(&catalog::subscription_key(&id, service))
+            .map_err(store_status)?;
+        let Some(o) = found else {
+            return Ok(None);
+        };
+        let sub: Subscription = serde_json::from_slice(&o.value).map_err(internal)?;
+        Ok(Some((sub, revision)))
+    }
+
     fn authenticated(&self, md: &tonic::metadata::MetadataMap) -> Result<Actor, Status> {
         self.node.auth.actor(md)
     }
@@ -233,17 +276,17 @@ impl Catalog for CatalogService {
         let actor = self.authenticated(request.metadata())?;
         let rid = crate::node::request_id(request.metadata())?;
         let r = request.into_inner();
-        let (_, sub, revision) = self
-            .propose(
-                actor,
-                None,
-                CatalogOp::Subscribe {
-                    tenant: r.tenant,
-                    service: r.service,
-                },
-                rid,
-            )
-            .await?;
+        let op = CatalogOp::Subscribe {
+            tenant: r.tenant,
+            service: r.service,
+        };
+        if let Some((sub, revision)) = self.subscribed(&actor, &op).await? {
+            return Ok(Response::new(pb::SubscriptionResponse {
+                subscription: Some(sub_to_pb(&sub)),
+                revision,
+            }));
+        }
+        let (_, sub, revision) = self.propose(actor, None, op, rid).await?;
         Ok(Response::new(pb::SubscriptionResponse {
             subscription: sub.as_ref().map(sub_to_pb),
             revision,

@@ -1,0 +1,123 @@
+//! Subscribing a tenant that is already subscribed answers as the first time
+//! did, from a linearizable read: no log entry. A new subscription, and a
+//! refusal, still go through the log.
+
+mod support;
+
+use anyhow::{ensure, Result};
+use ndc_api::catalog::catalog_client::CatalogClient;
+use ndc_api::catalog::{self as pb};
+use ndc_api::client::Auth;
+use support::tenancy::*;
+use tonic::Code;
+
+fn catalog(
+    addr: &str,
+    token: &str,
+) -> Result<
+    CatalogClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Auth>>,
+> {
+    Ok(CatalogClient::with_interceptor(
+        ndc_api::client::channel(addr)?,
+        Auth::new(Some(token))?,
+    ))
+}
+
+async fn last_log_index(addr: &str) -> Result<u64> {
+    let s = ndc_api::cluster::cluster_client::ClusterClient::with_interceptor(
+        ndc_api::client::channel(addr)?,
+        Auth::new(Some(OPERATOR))?,
+    )
+    .status(ndc_api::cluster::StatusRequest {})
+    .await?
+    .into_inner();
+    Ok(s.last_log_index)
+}
+
+fn subscribe(tenant: &str) -> pb::SubscribeRequest {
+    pb::SubscribeRequest {
+        tenant: tenant.into(),
+        service: "hop-truc-tuyen".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribing_again_answers_from_a_read_and_writes_nothing() -> Result<()> {
+    let c = national(3).await?;
+    let leader = c.leader().await?;
+    let follower = (1..=3).find(|id| *id != leader).unwrap_or(1);
+    let (at_leader, at_follower) = (c.addr(leader), c.addr(follower));
+    let mut op = catalog(&at_leader, OPERATOR)?;
+    op.register(pb::RegisterRequest {
+        spec: Some(pb::ServiceSpec {
+            name: "hop-truc-tuyen".into(),
+            display_name: "Họp trực tuyến".into(),
+            capability: "video-meetings".into(),
+            layer: "application".into(),
+            from: "central".into(),
+            to: "commune".into(),
+            topology: "central".into(),
+            ..Default::default()
+        }),
+        decision: String::new(),
+    })
+    .await?;
+
+    // The first time goes through the log.
+    let mut hanoi = catalog(&at_follower, HANOI_ADMIN)?;
+    let before = last_log_index(&at_leader).await?;
+    let first = hanoi
+        .subscribe(subscribe("ba-dinh"))
+        .await?
+        .into_inner()
+        .subscription
+        .expect("a subscription");
+    ensure!(
+        last_log_index(&at_leader).await? > before,
+        "the first subscribe wrote nothing"
+    );
+
+    // Again, on either node: the same answer, and no entry.
+    let before = last_log_index(&at_leader).await?;
+    for addr in [&at_follower, &at_leader] {
+        let again = catalog(addr, HANOI_ADMIN)?
+            .subscribe(subscribe("ba-dinh"))
+            .await?
+            .into_inner();
+        ensure!(
+            again.subscription.as_ref() == Some(&first),
+            "{again:?} vs {first:?}"
+        );
+        ensure!(again.revision >= first.created_revision, "{again:?}");
+    }
+    ensure!(
+        last_log_index(&at_leader).await? == before,
+        "subscribing again wrote to the log"
+    );
+
+    // Someone who may not ask is refused, subscribed or not.
+    let refused = catalog(&at_follower, HUE_ADMIN)?
+        .subscribe(subscribe("ba-dinh"))
+        .await
+        .expect_err("hue's admin may not subscribe ba-dinh");
+    ensure!(refused.code() == Code::PermissionDenied, "{refused:?}");
+
+    // Unsubscribed, a new subscription is made through the log again.
+    hanoi.unsubscribe(subscribe("ba-dinh")).await?;
+    let before = last_log_index(&at_leader).await?;
+    let second = hanoi
+        .subscribe(subscribe("ba-dinh"))
+        .await?
+        .into_inner()
+        .subscription
+        .expect("a subscription");
+    ensure!(
+        last_log_index(&at_leader).await? > before,
+        "a new subscription wrote nothing"
+    );
+    ensure!(
+        second.created_revision > first.created_revision,
+        "{second:?} vs {first:?}"
+    );
+    Ok(())
+}
