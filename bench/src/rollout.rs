@@ -337,9 +337,10 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
                     }
                 }
                 let mut rss = BTreeMap::new();
-                for (name, pid) in usage::processes() {
-                    if let Some(k) = usage::rss_kib(pid) {
-                        *rss.entry(name.clone()).or_insert(0.0) += k as f64 / 1024.0;
+                let procs = usage::processes();
+                for p in &procs {
+                    if let Some(k) = usage::rss_kib(p.pid) {
+                        *rss.entry(p.name.clone()).or_insert(0.0) += k as f64 / 1024.0;
                     }
                 }
                 {
@@ -349,7 +350,7 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
                         *p = p.max(*v);
                     }
                 }
-                cpu.lock().unwrap_or_else(|e| e.into_inner()).sample();
+                cpu.lock().unwrap_or_else(|e| e.into_inner()).sample(&procs);
                 let n_done = done.lock().map(|d| d.len()).unwrap_or(0);
                 let sample = Sample {
                     at_s: t0.elapsed().as_secs_f64(),
@@ -441,7 +442,7 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
     let total_time = t0.elapsed();
     let cpu_use = {
         let mut meter = cpu.lock().unwrap_or_else(|e| e.into_inner());
-        meter.sample();
+        meter.sample(&usage::processes());
         meter.usage()
     };
     // One more commune, alone on a quiet system: how long one tenant takes

@@ -41,16 +41,25 @@ fn parse_stat(stat: &str) -> Option<(String, Vec<u64>)> {
     Some((name, rest))
 }
 
+/// A process of the benchmark: its name, pid, and CPU time so far in ticks
+/// (user and system, with that of the children it has waited for: a
+/// PostgreSQL backend that ended is in the postmaster's).
+#[derive(Debug, Clone)]
+pub struct Proc {
+    pub name: String,
+    pub pid: u32,
+    cpu_ticks: u64,
+}
+
 /// This process and its descendants (Garage, PostgreSQL and its workers),
-/// by name.
-pub fn processes() -> Vec<(String, u32)> {
+/// read from /proc once.
+pub fn processes() -> Vec<Proc> {
     let me = std::process::id();
-    let mut out = vec![(SELF_NAME.to_string(), me)];
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
+        return Vec::new();
     };
     let mut parents: HashMap<u32, u32> = HashMap::new();
-    let mut names: HashMap<u32, String> = HashMap::new();
+    let mut all: HashMap<u32, Proc> = HashMap::new();
     for e in dir.flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
             continue;
@@ -59,7 +68,20 @@ pub fn processes() -> Vec<(String, u32)> {
             continue;
         };
         parents.insert(pid, rest.get(1).copied().unwrap_or(0) as u32);
-        names.insert(pid, name);
+        let cpu_ticks = cpu_of(&rest).unwrap_or(0);
+        let name = if pid == me {
+            SELF_NAME.to_string()
+        } else {
+            name
+        };
+        all.insert(
+            pid,
+            Proc {
+                name,
+                pid,
+                cpu_ticks,
+            },
+        );
     }
     let descends = |mut pid: u32| {
         for _ in 0..8 {
@@ -71,20 +93,9 @@ pub fn processes() -> Vec<(String, u32)> {
         }
         false
     };
-    for (pid, name) in &names {
-        if *pid != me && descends(*pid) {
-            out.push((name.clone(), *pid));
-        }
-    }
-    out
-}
-
-/// User and system CPU time of a process so far, in ticks, with that of
-/// the children it has waited for (a PostgreSQL backend that ended is in
-/// the postmaster's).
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let (_, rest) = stat_of(pid)?;
-    cpu_of(&rest)
+    all.into_values()
+        .filter(|p| p.pid == me || descends(p.pid))
+        .collect()
 }
 
 fn cpu_of(rest: &[u64]) -> Option<u64> {
@@ -138,7 +149,7 @@ impl CpuMeter {
     pub fn start() -> Self {
         let start = processes()
             .into_iter()
-            .filter_map(|(_, pid)| Some((pid, cpu_ticks(pid)?)))
+            .map(|p| (p.pid, p.cpu_ticks))
             .collect();
         let machine = machine_ticks().unwrap_or_default();
         CpuMeter {
@@ -149,15 +160,12 @@ impl CpuMeter {
         }
     }
 
-    /// Reads every process of the benchmark again.
-    pub fn sample(&mut self) {
-        let mut now = HashMap::new();
-        for (name, pid) in processes() {
-            if let Some(t) = cpu_ticks(pid) {
-                now.insert(pid, (name, t));
-            }
-        }
-        self.last = now;
+    /// Takes `procs`, every process of the benchmark as just read.
+    pub fn sample(&mut self, procs: &[Proc]) {
+        self.last = procs
+            .iter()
+            .map(|p| (p.pid, (p.name.clone(), p.cpu_ticks)))
+            .collect();
         if let Some(m) = machine_ticks() {
             self.machine_last = m;
         }
@@ -215,7 +223,7 @@ mod tests {
             x = x.wrapping_mul(31).wrapping_add(7);
         }
         std::hint::black_box(x);
-        meter.sample();
+        meter.sample(&processes());
         let u = meter.usage();
         let me = u.by_process.get(SELF_NAME).copied().unwrap_or(-1.0);
         assert!(me > 0.0 && me < 30.0, "{u:?}");

@@ -4,19 +4,17 @@
 
 mod support;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use ndc_api::catalog::catalog_client::CatalogClient;
 use ndc_api::catalog::{self as pb};
 use ndc_api::client::Auth;
 use support::tenancy::*;
 use tonic::Code;
 
-fn catalog(
-    addr: &str,
-    token: &str,
-) -> Result<
-    CatalogClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Auth>>,
-> {
+type Catalog =
+    CatalogClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Auth>>;
+
+fn catalog(addr: &str, token: &str) -> Result<Catalog> {
     Ok(CatalogClient::with_interceptor(
         ndc_api::client::channel(addr)?,
         Auth::new(Some(token))?,
@@ -39,6 +37,15 @@ fn subscribe(tenant: &str) -> pb::SubscribeRequest {
         tenant: tenant.into(),
         service: "hop-truc-tuyen".into(),
     }
+}
+
+/// Subscribes `tenant` and returns the subscription answered.
+async fn subscription(c: &mut Catalog, tenant: &str) -> Result<pb::Subscription> {
+    c.subscribe(subscribe(tenant))
+        .await?
+        .into_inner()
+        .subscription
+        .context("no subscription in the answer")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,12 +73,7 @@ async fn subscribing_again_answers_from_a_read_and_writes_nothing() -> Result<()
     // The first time goes through the log.
     let mut hanoi = catalog(&at_follower, HANOI_ADMIN)?;
     let before = last_log_index(&at_leader).await?;
-    let first = hanoi
-        .subscribe(subscribe("ba-dinh"))
-        .await?
-        .into_inner()
-        .subscription
-        .expect("a subscription");
+    let first = subscription(&mut hanoi, "ba-dinh").await?;
     ensure!(
         last_log_index(&at_leader).await? > before,
         "the first subscribe wrote nothing"
@@ -105,12 +107,7 @@ async fn subscribing_again_answers_from_a_read_and_writes_nothing() -> Result<()
     // Unsubscribed, a new subscription is made through the log again.
     hanoi.unsubscribe(subscribe("ba-dinh")).await?;
     let before = last_log_index(&at_leader).await?;
-    let second = hanoi
-        .subscribe(subscribe("ba-dinh"))
-        .await?
-        .into_inner()
-        .subscription
-        .expect("a subscription");
+    let second = subscription(&mut hanoi, "ba-dinh").await?;
     ensure!(
         last_log_index(&at_leader).await? > before,
         "a new subscription wrote nothing"

@@ -29,10 +29,16 @@ const MAX_IN_FLIGHT: usize = 4;
 /// outcome is unknown, and the caller is told so rather than left waiting.
 const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Proposes one entry and waits, at most [`WRITE_TIMEOUT`], for its result.
-async fn write(raft: &Raft, cmd: Command) -> Result<Response, Outcome> {
+/// Proposes one entry and waits, at most [`WRITE_TIMEOUT`], for its result;
+/// a committed entry is counted in `stats`.
+async fn write(raft: &Raft, cmd: Command, stats: &Stats) -> Result<Response, Outcome> {
+    let mut counts = BTreeMap::new();
+    cmd.count_actions(&mut counts);
     match tokio::time::timeout(WRITE_TIMEOUT, raft.client_write(cmd)).await {
-        Ok(Ok(r)) => Ok(r.data),
+        Ok(Ok(r)) => {
+            committed(stats, counts);
+            Ok(r.data)
+        }
         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
             Err(Outcome::NotLeader)
         }
@@ -111,13 +117,8 @@ impl Proposer {
                 .map(|q| q.waiting.is_empty() && !q.running)
                 .unwrap_or(false);
             if idle {
-                let mut counts = BTreeMap::new();
-                cmd.count_actions(&mut counts);
-                let out = match write(raft, cmd).await {
-                    Ok(r) => {
-                        committed(&self.stats, counts);
-                        Outcome::Done(r)
-                    }
+                let out = match write(raft, cmd, &self.stats).await {
+                    Ok(r) => Outcome::Done(r),
                     Err(o) => o,
                 };
                 drop(permit);
@@ -190,13 +191,7 @@ async fn drive(queue: Arc<Mutex<Queue>>, in_flight: Arc<Semaphore>, raft: Raft, 
                     None => return,
                 };
                 let n = txs.len();
-                let mut counts = BTreeMap::new();
-                cmd.count_actions(&mut counts);
-                let written = write(&raft, cmd).await;
-                if written.is_ok() {
-                    committed(&stats, counts);
-                }
-                let outcomes: Vec<Outcome> = match written {
+                let outcomes: Vec<Outcome> = match write(&raft, cmd, &stats).await {
                     Ok(resp) if single => vec![Outcome::Done(resp)],
                     Ok(Response::Batch(rs)) if rs.len() == n => {
                         rs.into_iter().map(Outcome::Done).collect()

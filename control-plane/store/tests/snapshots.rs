@@ -83,6 +83,24 @@ async fn source(
 
 /// Sends `body` into `sm` the way openraft does: a file from
 /// `begin_receiving_snapshot`, written in chunks, then installed.
+/// A store under `dir` with one object of its own (that a refused body
+/// must leave in place), and its objects.
+async fn target_with_its_own_object(dir: &Path) -> (ndc_store::Store, Vec<(String, Vec<u8>, u64)>) {
+    let mut dst = ndc_store::open(dir, 1000).expect("open target");
+    dst.state_machine
+        .apply([put(1, &[("/mine", "kept")])])
+        .await
+        .expect("apply");
+    let before = objects(&dst.reader);
+    (dst, before)
+}
+
+/// A store under `dir` that has installed `snap`, closed again.
+async fn installed(dir: &Path, snap: &mut openraft::Snapshot<TypeConfig>) {
+    let mut dst = ndc_store::open(dir, 1000).expect("open target");
+    send(&mut dst.state_machine, snap, |_| {}).await;
+}
+
 async fn send(
     sm: &mut StateMachine,
     snap: &mut openraft::Snapshot<TypeConfig>,
@@ -168,12 +186,7 @@ async fn a_cut_off_body_is_refused_and_the_state_is_kept() {
     let (_src, mut snap, _) = source(a.path(), 500).await;
     let len = snap.snapshot.metadata().await.unwrap().len();
 
-    let mut dst = ndc_store::open(b.path(), 1000).expect("open target");
-    dst.state_machine
-        .apply([put(1, &[("/mine", "kept")])])
-        .await
-        .expect("apply");
-    let before = objects(&dst.reader);
+    let (mut dst, before) = target_with_its_own_object(b.path()).await;
     for cut in [len - 1, len - 9, len / 2, 20, 3] {
         let meta = snap.meta.clone();
         let received = receive(&mut dst.state_machine, &mut snap, |b| {
@@ -202,12 +215,7 @@ async fn a_damaged_body_is_refused_by_its_digest_and_the_state_is_kept() {
     let (_src, mut snap, _) = source(a.path(), 500).await;
     let len = snap.snapshot.metadata().await.unwrap().len() as usize;
 
-    let mut dst = ndc_store::open(b.path(), 1000).expect("open target");
-    dst.state_machine
-        .apply([put(1, &[("/mine", "kept")])])
-        .await
-        .expect("apply");
-    let before = objects(&dst.reader);
+    let (mut dst, before) = target_with_its_own_object(b.path()).await;
     // One bit changed in a value, in the middle of the body, and in the
     // digest itself: every record still reads well; only the digest tells.
     for at in [len / 2, len - 1] {
@@ -241,10 +249,7 @@ async fn a_body_of_the_format_without_a_digest_is_still_installed() {
 async fn an_install_cut_short_is_redone_at_open() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (_src, mut snap, want) = source(a.path(), 800).await;
-    {
-        let mut dst = ndc_store::open(b.path(), 1000).expect("open target");
-        send(&mut dst.state_machine, &mut snap, |_| {}).await;
-    }
+    installed(b.path(), &mut snap).await;
     // What a crash between deleting the old objects and writing the applied
     // state leaves: the install mark set, objects missing.
     {
@@ -265,10 +270,7 @@ async fn an_install_cut_short_is_redone_at_open() {
 async fn a_body_damaged_on_disk_stops_the_redo_at_open() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (_src, mut snap, _) = source(a.path(), 300).await;
-    {
-        let mut dst = ndc_store::open(b.path(), 1000).expect("open target");
-        send(&mut dst.state_machine, &mut snap, |_| {}).await;
-    }
+    installed(b.path(), &mut snap).await;
     let kv_keys = |db: &rocksdb::DB| {
         let kv = db.cf_handle("kv").unwrap();
         db.iterator_cf(kv, rocksdb::IteratorMode::Start).count()
