@@ -579,7 +579,20 @@ async fn shared_services_run_once_and_subscribers_get_bound() -> Result<()> {
             ),
         )
         .await?;
+    // The central one runs once, restricted; the per-province one once per province.
+    let ready = eventually("bao-cao to run", || {
+        let s = services.clone();
+        async move {
+            let o = s.get_opt("bao-cao").await.ok()??;
+            let st = o.status?;
+            (ready_condition(&st.conditions)?.status == "True").then_some(st)
+        }
+    })
+    .await?;
+    assert_eq!((ready.instances, ready.ready_replicas), (1, 2));
     // A second service for a capability already shared: refused, naming the first.
+    // It is created once the first is registered: two created together race, and
+    // whichever registers first is the one that runs.
     services
         .create(
             &PostParams::default(),
@@ -610,17 +623,6 @@ async fn shared_services_run_once_and_subscribers_get_bound() -> Result<()> {
         .items
         .is_empty());
 
-    // The central one runs once, restricted; the per-province one once per province.
-    let ready = eventually("bao-cao to run", || {
-        let s = services.clone();
-        async move {
-            let o = s.get_opt("bao-cao").await.ok()??;
-            let st = o.status?;
-            (ready_condition(&st.conditions)?.status == "True").then_some(st)
-        }
-    })
-    .await?;
-    assert_eq!((ready.instances, ready.ready_replicas), (1, 2));
     let d: Deployment = Api::namespaced(w.kube.clone(), "svc-bao-cao")
         .get("bao-cao")
         .await?;
