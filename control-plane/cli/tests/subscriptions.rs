@@ -1,6 +1,6 @@
-//! Subscribing a tenant that is already subscribed answers as the first time
-//! did, from a linearizable read: no log entry. A new subscription, and a
-//! refusal, still go through the log.
+//! Subscribing a tenant that is already subscribed, and registering a service
+//! unchanged, answer as the first time did, from a linearizable read: no log
+//! entry. Anything new, and a refusal, still go through the log.
 
 mod support;
 
@@ -39,6 +39,26 @@ fn subscribe(tenant: &str) -> pb::SubscribeRequest {
     }
 }
 
+fn meetings() -> pb::ServiceSpec {
+    pb::ServiceSpec {
+        name: "hop-truc-tuyen".into(),
+        display_name: "Họp trực tuyến".into(),
+        capability: "video-meetings".into(),
+        layer: "application".into(),
+        from: "central".into(),
+        to: "commune".into(),
+        topology: "central".into(),
+        ..Default::default()
+    }
+}
+
+fn register(spec: pb::ServiceSpec) -> pb::RegisterRequest {
+    pb::RegisterRequest {
+        spec: Some(spec),
+        decision: String::new(),
+    }
+}
+
 /// Subscribes `tenant` and returns the subscription answered.
 async fn subscription(c: &mut Catalog, tenant: &str) -> Result<pb::Subscription> {
     c.subscribe(subscribe(tenant))
@@ -55,20 +75,7 @@ async fn subscribing_again_answers_from_a_read_and_writes_nothing() -> Result<()
     let follower = (1..=3).find(|id| *id != leader).unwrap_or(1);
     let (at_leader, at_follower) = (c.addr(leader), c.addr(follower));
     let mut op = catalog(&at_leader, OPERATOR)?;
-    op.register(pb::RegisterRequest {
-        spec: Some(pb::ServiceSpec {
-            name: "hop-truc-tuyen".into(),
-            display_name: "Họp trực tuyến".into(),
-            capability: "video-meetings".into(),
-            layer: "application".into(),
-            from: "central".into(),
-            to: "commune".into(),
-            topology: "central".into(),
-            ..Default::default()
-        }),
-        decision: String::new(),
-    })
-    .await?;
+    op.register(register(meetings())).await?;
 
     // The first time goes through the log.
     let mut hanoi = catalog(&at_follower, HANOI_ADMIN)?;
@@ -115,6 +122,82 @@ async fn subscribing_again_answers_from_a_read_and_writes_nothing() -> Result<()
     ensure!(
         second.created_revision > first.created_revision,
         "{second:?} vs {first:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registering_a_service_unchanged_answers_from_a_read_and_writes_nothing() -> Result<()> {
+    let c = national(3).await?;
+    let leader = c.leader().await?;
+    let follower = (1..=3).find(|id| *id != leader).unwrap_or(1);
+    let (at_leader, at_follower) = (c.addr(leader), c.addr(follower));
+
+    // The first time goes through the log.
+    let before = last_log_index(&at_leader).await?;
+    let first = catalog(&at_follower, OPERATOR)?
+        .register(register(meetings()))
+        .await?
+        .into_inner();
+    ensure!(
+        last_log_index(&at_leader).await? > before,
+        "the first register wrote nothing"
+    );
+    let stored = first.service.context("no service in the answer")?;
+    ensure!(stored.generation == 1, "{stored:?}");
+
+    // Again, unchanged, on either node: the service as stored, and no entry.
+    let before = last_log_index(&at_leader).await?;
+    for addr in [&at_follower, &at_leader] {
+        let again = catalog(addr, OPERATOR)?
+            .register(register(meetings()))
+            .await?
+            .into_inner();
+        ensure!(again.service.as_ref() == Some(&stored), "{again:?}");
+        ensure!(again.revision >= stored.created_revision, "{again:?}");
+    }
+    ensure!(
+        last_log_index(&at_leader).await? == before,
+        "registering again unchanged wrote to the log"
+    );
+
+    // Someone who may not register is refused, unchanged or not.
+    let refused = catalog(&at_follower, HANOI_ADMIN)?
+        .register(register(meetings()))
+        .await
+        .expect_err("a tenant admin may not register a service");
+    ensure!(refused.code() == Code::PermissionDenied, "{refused:?}");
+
+    // Another service for the same capability and scope is refused.
+    let rival = pb::ServiceSpec {
+        name: "hop-2".into(),
+        ..meetings()
+    };
+    let refused = catalog(&at_follower, OPERATOR)?
+        .register(register(rival))
+        .await
+        .expect_err("a second service for video meetings");
+    ensure!(refused.code() == Code::AlreadyExists, "{refused:?}");
+
+    // A changed spec goes through the log, as a new generation.
+    let before = last_log_index(&at_leader).await?;
+    let changed = catalog(&at_follower, OPERATOR)?
+        .register(register(pb::ServiceSpec {
+            display_name: "Họp trực tuyến toàn quốc".into(),
+            ..meetings()
+        }))
+        .await?
+        .into_inner()
+        .service
+        .context("no service in the answer")?;
+    ensure!(
+        last_log_index(&at_leader).await? > before,
+        "a changed spec wrote nothing"
+    );
+    ensure!(changed.generation == 2, "{changed:?}");
+    ensure!(
+        changed.created_revision == stored.created_revision,
+        "{changed:?} vs {stored:?}"
     );
     Ok(())
 }

@@ -185,6 +185,37 @@ impl CatalogService {
         Ok(Some((sub, revision)))
     }
 
+    /// The service as stored, when `spec` registers it again unchanged and
+    /// the caller may register it: found by a linearizable read, it is
+    /// answered without a log entry (the operator registers again on every
+    /// reconcile of a shared service), as apply would answer it. A new or
+    /// changed spec, and a refusal, go through the log.
+    async fn registered(
+        &self,
+        actor: &Actor,
+        spec: &ServiceSpec,
+        decision: Option<&str>,
+    ) -> Result<Option<(Service, u64)>, Status> {
+        self.node.read_barrier(false).await?;
+        let op = CatalogOp::Register(spec.clone());
+        let allowed = self
+            .node
+            .reader
+            .with_registry(|reg| catalog::authorize(reg, actor, &op).is_ok())
+            .map_err(store_status)?;
+        if !allowed {
+            return Ok(None);
+        }
+        let (services, revision) = self.services()?;
+        let Some(old) = services.iter().find(|s| s.spec.name == spec.name) else {
+            return Ok(None);
+        };
+        if old.spec != *spec || catalog::check_register(spec, &services, decision).is_err() {
+            return Ok(None);
+        }
+        Ok(Some((old.clone(), revision)))
+    }
+
     fn authenticated(&self, md: &tonic::metadata::MetadataMap) -> Result<Actor, Status> {
         self.node.auth.actor(md)
     }
@@ -205,6 +236,14 @@ impl Catalog for CatalogService {
         )?;
         catalog::validate_spec(&spec).map_err(|(_, m)| Status::invalid_argument(m))?;
         let decision = (!r.decision.trim().is_empty()).then(|| r.decision.trim().to_string());
+        if let Some((service, revision)) =
+            self.registered(&actor, &spec, decision.as_deref()).await?
+        {
+            return Ok(Response::new(pb::ServiceResponse {
+                service: Some(service_to_pb(&service, 0)),
+                revision,
+            }));
+        }
         let (service, _, revision) = self
             .propose(actor, decision, CatalogOp::Register(spec), rid)
             .await?;

@@ -809,11 +809,12 @@ impl Applier<'_> {
                     created_revision: old.map(|o| o.created_revision).unwrap_or(revision),
                     exemption: exemption.or_else(|| old.and_then(|o| o.exemption.clone())),
                 };
-                if old.is_some_and(|o| o.spec == *spec) {
-                    // Nothing new: no revision, no audit record.
+                if let Some(o) = old.filter(|o| o.spec == *spec) {
+                    // Nothing new: no revision, no audit record; the answer
+                    // is the service as it is stored.
                     return Ok(Response::Catalog {
                         revision,
-                        service: Some(Box::new(service)),
+                        service: Some(Box::new(o.clone())),
                         subscription: None,
                     });
                 }
