@@ -35,6 +35,8 @@ fn rollout_benchmark_smoke() {
         "log entries carrying",
         "| tenant.create |",
         "One more commune rolled out alone",
+        "Reconciles the operator ran",
+        "| subscriptions |",
     ] {
         assert!(md.contains(row), "no {row:?} in:\n{md}");
     }
@@ -51,6 +53,11 @@ fn rollout_benchmark_smoke() {
         own > 0.0,
         "no CPU time for the benchmark's process: {figures}"
     );
+    // The operator's reconciles were counted.
+    let reconciles = figures["operator_reconciles"]["tenants"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(reconciles > 0, "no tenant reconciles counted: {figures}");
     for svg in ["latency.svg", "throughput.svg", "memory.svg"] {
         let text = std::fs::read_to_string(out.join(svg)).expect(svg);
         assert!(

@@ -18,6 +18,7 @@ pub(super) fn write_report(
     not_ready: &[String],
     provisioner: &ndc_server::ProvisionerStats,
     requests: &BTreeMap<String, u64>,
+    reconciles: &BTreeMap<String, u64>,
     probe: &Probe,
     cpu: &CpuUse,
     proposals: &ndc_server::ProposalStats,
@@ -87,7 +88,7 @@ pub(super) fn write_report(
         "tenants_ready": f.ops, "tenants_not_ready": f.errors,
         "tenants_per_sec": f.ops_per_sec, "p50_ms": f.p50_ms, "p99_ms": f.p99_ms, "max_ms": f.max_ms,
         "control_plane_entries_per_sec": writes_per_sec, "peak_rss_mib": peak, "errors": errors,
-        "provisioner": provisioner, "kubernetes_requests": requests, "backend_probe": probe,
+        "provisioner": provisioner, "kubernetes_requests": requests, "operator_reconciles": reconciles, "backend_probe": probe,
         "cpu": cpu, "control_plane_writes": proposals, "samples": samples,
     });
     std::fs::write(
@@ -134,6 +135,7 @@ pub(super) fn write_report(
     for (k, v) in by_count.iter().take(12) {
         md.push_str(&format!("| {k} | {v} |\n"));
     }
+    md.push_str(&reconciles_section(reconciles, tenants));
     if !errors.is_empty() {
         md.push_str(&format!(
             "\n{} tenant(s) failed to roll out; the first: `{}`\n",
@@ -153,6 +155,21 @@ pub(super) fn write_report(
     md.push_str("\n![latency](latency.svg)\n\n![progress](throughput.svg)\n\n![memory](memory.svg)\n\nRaw figures: `figures.json`.\n");
     std::fs::write(out.join("report.md"), md)?;
     Ok(())
+}
+
+/// How often each of the operator's controllers reconciled, in all and per tenant.
+fn reconciles_section(reconciles: &BTreeMap<String, u64>, tenants: usize) -> String {
+    let total: u64 = reconciles.values().sum();
+    let mut md = format!(
+        "\nReconciles the operator ran: {total} in all; by controller:\n\n| controller | reconciles | per tenant |\n|---|---|---|\n"
+    );
+    for (k, v) in reconciles {
+        md.push_str(&format!(
+            "| {k} | {v} | {:.1} |\n",
+            *v as f64 / tenants.max(1) as f64
+        ));
+    }
+    md
 }
 
 /// What the control plane committed, by what the requests did.
@@ -217,6 +234,20 @@ pub(super) fn cpu_section(cpu: &CpuUse, tenants: usize, full: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reconciles_section_counts_per_tenant() {
+        let md = reconciles_section(
+            &BTreeMap::from([
+                ("claims".to_string(), 30),
+                ("subscriptions".to_string(), 45),
+            ]),
+            10,
+        );
+        assert!(md.contains("75 in all"), "{md}");
+        assert!(md.contains("| subscriptions | 45 | 4.5 |"), "{md}");
+        assert!(md.contains("| claims | 30 | 3.0 |"), "{md}");
+    }
 
     #[test]
     fn the_writes_section_lists_requests_most_first() {

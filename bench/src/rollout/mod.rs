@@ -123,8 +123,13 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let op_client = ndc_api::Client::connect(&endpoints, None).await?;
     let op_kube = kube.clone();
+    let op_metrics = ndc_operator::metrics::Metrics::new();
+    let options = ndc_operator::Options {
+        metrics: op_metrics.clone(),
+        ..Default::default()
+    };
     let operator = tokio::spawn(async move {
-        ndc_operator::run(op_kube, op_client, async {
+        ndc_operator::run_with(op_kube, op_client, options, async {
             let _ = stop_rx.await;
         })
         .await
@@ -408,6 +413,7 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
         .map(|n| n.provisioner_stats())
         .fold(ndc_server::ProvisionerStats::default(), add_stats);
     let requests = sim.simulator().request_counts();
+    let reconciles = op_metrics.all_reconciles();
     let proposals = nodes.iter().map(|n| n.proposal_stats()).fold(
         ndc_server::ProposalStats::default(),
         |mut a, b| {
@@ -440,6 +446,7 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
         &not_ready.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         &provisioner,
         &requests,
+        &reconciles,
         &probe,
         &cpu_use,
         &proposals,

@@ -126,6 +126,9 @@ pub struct Options {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Hold this Lease while working, so two replicas never both write.
     pub lease: Option<leader::LeaseConfig>,
+    /// Where the counts go (a clone shares them, so a caller can read them
+    /// while the operator runs).
+    pub metrics: metrics::Metrics,
 }
 
 /// Runs every controller until `shutdown` resolves (no election, no
@@ -147,7 +150,7 @@ pub async fn run_with(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     use futures::FutureExt;
-    let metrics = metrics::Metrics::new();
+    let metrics = options.metrics.clone();
     let stop: Stop = shutdown.boxed().shared();
     let ctx = Arc::new(Context {
         kube: kube.clone(),

@@ -101,6 +101,7 @@ async fn main() -> ExitCode {
         lease: args
             .leader_elect
             .then(|| ndc_operator::leader::LeaseConfig::new(identity)),
+        ..Default::default()
     };
     match ndc_operator::run_with(kube, ndc, options, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -130,6 +130,11 @@ impl Metrics {
         self.lock().reconciles.get(controller).copied().unwrap_or(0)
     }
 
+    /// Reconciles run so far, by controller.
+    pub fn all_reconciles(&self) -> BTreeMap<String, u64> {
+        self.lock().reconciles.clone()
+    }
+
     /// Failures of `controller` with an error of `kind` so far.
     pub fn failures(&self, controller: &str, kind: &str) -> u64 {
         self.lock()
