@@ -19,7 +19,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{finalizer, Event};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::watcher::{self, watcher};
 use kube::{Resource, ResourceExt};
 use ndc_api::catalog::catalog_client::CatalogClient;
 use ndc_api::catalog::{self as pb};
@@ -403,15 +403,32 @@ fn error_policy(s: Arc<SharedService>, e: &Error, _ctx: Arc<Context>) -> Action 
     Action::requeue(Duration::from_secs(1))
 }
 
+/// The shared service an object of its own namespace belongs to. The same
+/// label is on each subscriber's binding Secret and egress NetworkPolicy in
+/// the tenant's namespace: those are the subscription's, not the service's.
+fn by_label<K: Resource>(o: K) -> Option<ObjectRef<SharedService>> {
+    let service = o.meta().labels.as_ref()?.get(labels::SERVICE)?;
+    (o.meta().namespace.as_deref() == Some(namespace_of(service).as_str()))
+        .then(|| ObjectRef::new(service))
+}
+
+/// What of a subscription may change the service's subscribers: its spec,
+/// its phase (written after the control plane took the subscription), its
+/// deletion and its finalizers (the last one goes once the control plane
+/// forgot it). A status rewritten in the same phase changes nothing here.
+fn subscribers_may_change(s: &ServiceSubscription) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s.meta().generation.hash(&mut h);
+    s.meta().deletion_timestamp.is_some().hash(&mut h);
+    s.finalizers().hash(&mut h);
+    s.status.as_ref().map(|st| st.phase.as_str()).hash(&mut h);
+    Some(h.finish())
+}
+
 pub async fn controller(ctx: Arc<Context>, stop: Stop) {
+    use kube::runtime::{PredicateConfig, WatchStreamExt};
     let client = ctx.kube.clone();
-    fn by_label<K: Resource>(o: K) -> Option<ObjectRef<SharedService>> {
-        o.meta()
-            .labels
-            .as_ref()?
-            .get(labels::SERVICE)
-            .map(|s| ObjectRef::new(s))
-    }
     let managed =
         watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::OPERATOR));
     Controller::new(
@@ -430,9 +447,13 @@ pub async fn controller(ctx: Arc<Context>, stop: Stop) {
     )
     .watches(Api::<ConfigMap>::all(client.clone()), managed, by_label)
     // A subscription changes who may reach the service.
-    .watches(
-        Api::<ServiceSubscription>::all(client),
-        watcher::Config::default(),
+    .watches_stream(
+        watcher(
+            Api::<ServiceSubscription>::all(client),
+            watcher::Config::default(),
+        )
+        .touched_objects()
+        .predicate_filter(subscribers_may_change, PredicateConfig::default()),
         |s: ServiceSubscription| Some(ObjectRef::new(&s.spec.service)),
     )
     .graceful_shutdown_on(stop)
@@ -447,4 +468,50 @@ pub async fn controller(ctx: Arc<Context>, stop: Stop) {
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labelled<K: Resource + Default>(service: &str, ns: &str) -> K {
+        let mut o = K::default();
+        o.meta_mut().namespace = Some(ns.into());
+        o.meta_mut().labels = Some([(labels::SERVICE.to_string(), service.to_string())].into());
+        o
+    }
+
+    #[test]
+    fn only_objects_in_the_services_namespace_are_its_own() {
+        let own: NetworkPolicy = labelled("bao-cao", "svc-bao-cao");
+        assert_eq!(by_label(own), Some(ObjectRef::new("bao-cao")));
+        // A subscriber's egress policy carries the same label elsewhere.
+        let subscriber: NetworkPolicy = labelled("bao-cao", "ha-noi");
+        assert_eq!(by_label(subscriber), None);
+        assert_eq!(by_label(NetworkPolicy::default()), None);
+    }
+
+    #[test]
+    fn a_subscription_matters_to_its_service_when_its_phase_changes() {
+        let mut s = ServiceSubscription::new(
+            "bao-cao",
+            ndc_crds::ServiceSubscriptionSpec {
+                service: "bao-cao".into(),
+            },
+        );
+        let status = |phase: &str, message: &str| ndc_crds::SubscriptionStatus {
+            phase: phase.into(),
+            conditions: vec![conditions::not_ready("Provisioning", message.into(), None)],
+            ..Default::default()
+        };
+        s.status = Some(status("Provisioning", "waiting for database, bucket"));
+        let first = subscribers_may_change(&s);
+        s.status = Some(status("Provisioning", "waiting for bucket"));
+        assert_eq!(subscribers_may_change(&s), first);
+        s.status = Some(status("Bound", "bound"));
+        let bound = subscribers_may_change(&s);
+        assert_ne!(bound, first);
+        s.meta_mut().finalizers = Some(vec![crate::subscriptions::FINALIZER.into()]);
+        assert_ne!(subscribers_may_change(&s), bound);
+    }
 }

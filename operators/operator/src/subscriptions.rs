@@ -16,7 +16,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{finalizer, Event};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::watcher::{self, watcher};
 use kube::{Resource, ResourceExt};
 use ndc_api::catalog::catalog_client::CatalogClient;
 use ndc_api::catalog::{self as cpb};
@@ -414,27 +414,82 @@ fn error_policy(o: Arc<ServiceSubscription>, e: &Error, _ctx: Arc<Context>) -> A
     Action::requeue(Duration::from_secs(1))
 }
 
+/// What of a subscription asks for a reconcile: its spec, its deletion and
+/// its finalizers. Not its status, which only this controller writes: each
+/// status it wrote used to bring the subscription round once more.
+fn worth_a_reconcile(s: &ServiceSubscription) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s.meta().generation.hash(&mut h);
+    s.meta().deletion_timestamp.is_some().hash(&mut h);
+    s.finalizers().hash(&mut h);
+    Some(h.finish())
+}
+
 pub async fn controller(ctx: Arc<Context>, stop: Stop) {
+    use kube::runtime::{reflector, PredicateConfig, WatchStreamExt};
     let client = ctx.kube.clone();
-    Controller::new(
+    let (reader, writer) = reflector::store();
+    let subscriptions = watcher(
         Api::<ServiceSubscription>::all(client.clone()),
         watcher::Config::default(),
     )
-    .owns(
-        Api::<Secret>::all(client.clone()),
-        watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::OPERATOR)),
-    )
-    .owns(
-        Api::<NetworkPolicy>::all(client),
-        watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::OPERATOR)),
-    )
-    .reconcile_on(ctx.claim_feed.subscription_triggers())
-    .graceful_shutdown_on(stop)
-    .run(reconcile, error_policy, ctx)
-    .for_each(|r| async move {
-        if let Err(e) = r {
-            warn!(error = %e, "subscription controller");
-        }
-    })
-    .await;
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(worth_a_reconcile, PredicateConfig::default());
+    Controller::for_stream(subscriptions, reader)
+        .owns(
+            Api::<Secret>::all(client.clone()),
+            watcher::Config::default().labels(&format!(
+                "{}={}",
+                labels::MANAGED_BY,
+                labels::OPERATOR
+            )),
+        )
+        .owns(
+            Api::<NetworkPolicy>::all(client),
+            watcher::Config::default().labels(&format!(
+                "{}={}",
+                labels::MANAGED_BY,
+                labels::OPERATOR
+            )),
+        )
+        .reconcile_on(ctx.claim_feed.subscription_triggers())
+        .graceful_shutdown_on(stop)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                warn!(error = %e, "subscription controller");
+            }
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_written_does_not_bring_a_subscription_round_again() {
+        let mut s = ServiceSubscription::new(
+            "bao-cao",
+            ndc_crds::ServiceSubscriptionSpec {
+                service: "bao-cao".into(),
+            },
+        );
+        s.meta_mut().generation = Some(1);
+        let created = worth_a_reconcile(&s);
+        s.meta_mut().finalizers = Some(vec![FINALIZER.into()]);
+        let finalized = worth_a_reconcile(&s);
+        assert_ne!(finalized, created);
+        s.status = Some(failed(&s, "Refused", "not at this level".into()));
+        assert_eq!(worth_a_reconcile(&s), finalized);
+        s.meta_mut().generation = Some(2);
+        let changed = worth_a_reconcile(&s);
+        assert_ne!(changed, finalized);
+        s.meta_mut().deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()),
+        );
+        assert_ne!(worth_a_reconcile(&s), changed);
+    }
 }

@@ -724,6 +724,19 @@ async fn shared_services_run_once_and_subscribers_get_bound() -> Result<()> {
         async move { s.get_opt("bao-cao").await.ok()?.is_none().then_some(()) }
     })
     .await?;
+    // The service forgets it too: nobody is listed or admitted any more.
+    eventually("the tenant registry to forget ha-noi", || {
+        let r = registry.clone();
+        async move {
+            let cm = r.get_opt("tenant-registry").await.ok()??;
+            (cm.data?.get("subscribers.txt")?.is_empty()).then_some(())
+        }
+    })
+    .await?;
+    let admits: NetworkPolicy = Api::namespaced(w.kube.clone(), "svc-bao-cao")
+        .get("ndc-allow-subscribers")
+        .await?;
+    assert!(!serde_json::to_string(&admits)?.contains("ha-noi"));
     let left = w
         .ndc
         .call(|ch| {
