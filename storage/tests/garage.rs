@@ -160,8 +160,10 @@ async fn stop_is_clean_and_quick_once_clients_are_gone() {
     let started = std::time::Instant::now();
     local.stop().await;
     let took = started.elapsed();
+    // Garage waits up to 10 s for open connections to end: well under
+    // that means none was left (with room for a loaded machine).
     assert!(
-        took < std::time::Duration::from_secs(5),
+        took < std::time::Duration::from_secs(8),
         "stop took {took:?}"
     );
     assert!(

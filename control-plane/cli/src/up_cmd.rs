@@ -432,7 +432,7 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
             op_client,
             ndc_operator::Options {
                 metrics_addr: Some(metrics_addr),
-                lease: None,
+                ..Default::default()
             },
             async {
                 let _ = op_stopped.await;

@@ -233,7 +233,7 @@ async fn write_lease(
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_replica_works_at_a_time_and_a_stopped_leader_hands_over() -> Result<()> {
     let (sim, client) = simulator().await?;
     let shared = Arc::new(Shared::default());
@@ -306,7 +306,7 @@ async fn one_replica_works_at_a_time_and_a_stopped_leader_hands_over() -> Result
     Ok(())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_candidates_never_work_together() -> Result<()> {
     let (sim, client) = simulator().await?;
     let shared = Arc::new(Shared::default());
@@ -342,7 +342,7 @@ async fn many_candidates_never_work_together() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_holders_lease_is_taken_over_once_expired() -> Result<()> {
     let (sim, client) = simulator().await?;
     let written = Instant::now();
@@ -370,7 +370,7 @@ async fn a_dead_holders_lease_is_taken_over_once_expired() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_expired_lease_is_taken_over_at_once() -> Result<()> {
     let (sim, client) = simulator().await?;
     // Renewed an hour ago for 15 s.
@@ -384,7 +384,7 @@ async fn a_long_expired_lease_is_taken_over_at_once() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_that_sees_another_holder_stops_working() -> Result<()> {
     let (sim, client) = simulator().await?;
     let shared = Arc::new(Shared::default());
@@ -413,7 +413,7 @@ async fn a_leader_that_sees_another_holder_stops_working() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_that_cannot_renew_stops_working() -> Result<()> {
     let (sim, client) = simulator().await?;
     let shared = Arc::new(Shared::default());
@@ -437,7 +437,7 @@ async fn a_leader_that_cannot_renew_stops_working() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn work_that_ends_releases_the_lease() -> Result<()> {
     let (sim, client) = simulator().await?;
     let runs = Arc::new(AtomicUsize::new(0));
@@ -464,7 +464,7 @@ async fn work_that_ends_releases_the_lease() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unusable_timings_are_refused() -> Result<()> {
     let (sim, client) = simulator().await?;
     let mut cfg = config("replica-c");

@@ -184,13 +184,22 @@ async fn tenants_become_namespaces_with_their_guard_rails_and_drift_is_repaired(
     assert_eq!(l["ba-dinh.tree.ndc.gov.vn/depth"], "0");
     assert_eq!(l["pod-security.kubernetes.io/enforce"], "restricted");
 
-    // Hà Nội keeps what it did not hand to Ba Đình: 20 - 5 cores.
-    let quotas: Api<ResourceQuota> = Api::namespaced(w.kube.clone(), "ha-noi");
-    let q = eventually("ha-noi's quota", || {
-        let quotas = quotas.clone();
-        async move { quotas.get_opt("ndc-quota").await.ok()? }
+    // Hà Nội keeps what it did not hand to Ba Đình: 20 - 5 cores. Its
+    // guard rails are read once it is Ready: they are all written by then
+    // (its tenant is reconciled apart from Ba Đình's, maybe later).
+    eventually("tenant ha-noi to be ready", || {
+        let tenants = tenants.clone();
+        async move {
+            let t = tenants.get_opt("ha-noi").await.ok()??;
+            let st = t.status.as_ref()?;
+            let ready = ready_condition(&st.conditions)?.status == "True"
+                && Some(st.observed_generation) == t.metadata.generation;
+            ready.then_some(())
+        }
     })
     .await?;
+    let quotas: Api<ResourceQuota> = Api::namespaced(w.kube.clone(), "ha-noi");
+    let q = quotas.get("ndc-quota").await?;
     let hard = q.spec.and_then(|s| s.hard).context("hard")?;
     assert_eq!(hard["requests.cpu"].0, "15000m");
     assert_eq!(hard["count/objectbuckets.ndc.gov.vn"].0, "15");
