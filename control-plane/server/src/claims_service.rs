@@ -326,6 +326,11 @@ impl Claims for ClaimsService {
                         // Every claim, or those of the tenants the caller may
                         // read: filtered while the page is filled, so a page
                         // is never short for claims the caller may not see.
+                        // (Not worked out tenant by tenant, for every page,
+                        // when the caller reads them all.)
+                        if actor.reads_every_tenant() {
+                            return Ok(None);
+                        }
                         let readable: std::collections::BTreeSet<String> = reg
                             .iter()
                             .filter(|t| actor.can_read(reg, &t.id))

@@ -95,16 +95,23 @@ impl Actor {
         self.roles.contains(&Role::DcOperator)
     }
 
+    /// Whether this actor may read every tenant, whatever the registry holds.
+    pub fn reads_every_tenant(&self) -> bool {
+        self.roles
+            .iter()
+            .any(|r| matches!(r, Role::DcOperator | Role::Auditor | Role::ServiceOwner))
+    }
+
     /// Whether this actor may read `tenant` (resolved id).
     pub fn can_read(&self, reg: &Registry, tenant: &str) -> bool {
-        self.roles.iter().any(|r| match r {
-            Role::DcOperator | Role::Auditor | Role::ServiceOwner => true,
-            Role::NodeAgent | Role::Provisioner => false,
-            // By current id only: an old id (after a merge or rename) grants nothing.
-            Role::TenantAdmin(x) => reg
-                .get(x)
-                .is_some_and(|x| reg.is_ancestor_or_self(&x.id, tenant)),
-        })
+        self.reads_every_tenant()
+            || self.roles.iter().any(|r| match r {
+                // By current id only: an old id (after a merge or rename) grants nothing.
+                Role::TenantAdmin(x) => reg
+                    .get(x)
+                    .is_some_and(|x| reg.is_ancestor_or_self(&x.id, tenant)),
+                _ => false,
+            })
     }
 
     /// The tenants this actor administers, resolved.
@@ -536,6 +543,24 @@ mod tests {
             roles: vec![Role::TenantAdmin("ha-giang".into())],
         };
         assert!(admin.can_read(&reg, "ha-giang"));
+        assert!(!admin.reads_every_tenant());
+        // Those who read every tenant read each one; the others none.
+        for role in [Role::DcOperator, Role::Auditor, Role::ServiceOwner] {
+            let a = Actor {
+                name: "x".into(),
+                roles: vec![Role::NodeAgent, role],
+            };
+            assert!(a.reads_every_tenant());
+            assert!(reg.iter().all(|t| a.can_read(&reg, &t.id)));
+        }
+        for role in [Role::NodeAgent, Role::Provisioner] {
+            let a = Actor {
+                name: "x".into(),
+                roles: vec![role],
+            };
+            assert!(!a.reads_every_tenant());
+            assert!(!reg.iter().any(|t| a.can_read(&reg, &t.id)));
+        }
         let plan = reg
             .plan(&Reorg::Merge {
                 sources: vec!["ha-giang".into()],
