@@ -25,10 +25,18 @@ impl Drop for Procs {
     }
 }
 
-/// A port the OS says is free now (released at once; a clash is unlikely and
-/// shows as a start-up failure, never as a wrong figure).
-pub fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// `n` distinct ports the OS says are free now: held together while they
+/// are chosen, so none repeats, then released (a clash with another
+/// process is unlikely and shows as a start-up failure, never as a wrong
+/// figure).
+pub fn free_ports(n: usize) -> Result<Vec<u16>> {
+    let held = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    Ok(held
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<std::io::Result<Vec<_>>>()?)
 }
 
 /// The `ndc` binary: beside this one (same target dir) or on PATH.
@@ -102,12 +110,12 @@ pub async fn ndc_cluster(ndc: &Path, dir: &Path) -> Result<(Procs, Vec<String>)>
 /// returns the processes and the client URLs.
 pub async fn etcd_cluster(etcd: &Path, dir: &Path) -> Result<(Procs, Vec<String>)> {
     let mut procs = Procs { children: vec![] };
-    let mut peers = Vec::new();
-    let mut clients = Vec::new();
-    for _ in 0..3 {
-        peers.push(format!("http://127.0.0.1:{}", free_port()?));
-        clients.push(format!("http://127.0.0.1:{}", free_port()?));
-    }
+    let url = |p: &u16| format!("http://127.0.0.1:{p}");
+    let ports = free_ports(6)?;
+    let (peers, clients): (Vec<String>, Vec<String>) = (
+        ports[..3].iter().map(url).collect(),
+        ports[3..].iter().map(url).collect(),
+    );
     let initial: Vec<String> = (0..3).map(|i| format!("e{i}={}", peers[i])).collect();
     let initial = initial.join(",");
     for i in 0..3 {
@@ -148,4 +156,15 @@ pub async fn etcd_cluster(etcd: &Path, dir: &Path) -> Result<(Procs, Vec<String>
         procs.children.push(child);
     }
     Ok((procs, clients))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn free_ports_are_distinct() {
+        let mut p = super::free_ports(6).unwrap();
+        p.sort_unstable();
+        p.dedup();
+        assert_eq!(p.len(), 6);
+    }
 }
