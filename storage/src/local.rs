@@ -199,8 +199,35 @@ fn terminate(child: &mut Child, grace: Duration) {
     let _ = child.wait();
 }
 
+/// What a server's log says when a port it was given is taken.
+const PORT_TAKEN: &str = "Address already in use";
+
+/// Runs `start` again, three times in all at most, while it fails because
+/// a port chosen for the server was taken by another process between the
+/// choice and the bind (the next start chooses again).
+async fn retrying_port_clashes<T, F, Fut>(what: &str, mut start: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut attempt = 1;
+    loop {
+        match start().await {
+            Err(e) if attempt < 3 && e.to_string().contains(PORT_TAKEN) => {
+                tracing::warn!(
+                    attempt,
+                    "starting {what}: a port was taken before it could bind it; starting again"
+                );
+                attempt += 1;
+            }
+            done => return done,
+        }
+    }
+}
+
 /// Polls `ready` with a growing pause (10 ms to 500 ms) until it says
-/// yes, the child exits, or [`START_TIMEOUT`] passes.
+/// yes, the child exits, its log says a port it was given is taken (Garage
+/// goes on running without that API), or [`START_TIMEOUT`] passes.
 async fn wait_ready<F, Fut>(what: &str, child: &mut Child, log: &Path, mut ready: F) -> Result<()>
 where
     F: FnMut() -> Fut,
@@ -215,6 +242,15 @@ where
                 format!("starting {what}"),
                 format!(
                     "it exited ({status}); its log ends with:\n{}",
+                    log_tail(log, 4000)
+                ),
+            ));
+        }
+        if log_tail(log, 16_000).contains(PORT_TAKEN) {
+            return Err(Error::backend(
+                format!("starting {what}"),
+                format!(
+                    "a port it was given is taken ({PORT_TAKEN}); its log ends with:\n{}",
                     log_tail(log, 4000)
                 ),
             ));
@@ -257,6 +293,10 @@ impl LocalGarage {
     /// factor 1), starts Garage with its log in `dir/garage.log`, and waits
     /// until its admin API reports a healthy cluster.
     pub async fn start(dir: &Path) -> Result<LocalGarage> {
+        retrying_port_clashes("Garage", || Self::start_once(dir)).await
+    }
+
+    async fn start_once(dir: &Path) -> Result<LocalGarage> {
         let bin = find_garage()?;
         let dir = dir.to_path_buf();
         let meta = dir.join("meta");
@@ -417,6 +457,10 @@ impl LocalPostgres {
     /// Runs `initdb` and starts `postgres` on a free port, then waits until
     /// the superuser can log in.
     pub async fn start(dir: &Path) -> Result<LocalPostgres> {
+        retrying_port_clashes("PostgreSQL", || Self::start_once(dir)).await
+    }
+
+    async fn start_once(dir: &Path) -> Result<LocalPostgres> {
         let bin = postgres::newest_pg_bin_dir()
             .filter(|d| is_executable(&d.join("initdb")))
             .or_else(|| find_on_path("initdb").and_then(|p| p.parent().map(Path::to_path_buf)))
@@ -639,6 +683,63 @@ impl Drop for LocalPostgres {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn a_port_taken_is_read_from_the_log_of_a_server_still_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("server.log");
+        fs::write(
+            &log,
+            "ERROR garage::server: Admin server exited with error: IO error: Address already in use (os error 98)\n",
+        )
+        .unwrap();
+        let mut child = Command::new("sleep").arg("60").spawn().unwrap();
+        let e = wait_ready("X", &mut child, &log, || async { Ok(false) })
+            .await
+            .unwrap_err()
+            .to_string();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(e.contains("a port it was given is taken"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_start_is_tried_again_after_a_port_clash_only() {
+        let clash = || Error::backend("starting X", format!("its log: {PORT_TAKEN}"));
+        // Clashes twice, then starts.
+        let calls = AtomicUsize::new(0);
+        let r = retrying_port_clashes("X", || {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                if n < 3 {
+                    Err(clash())
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        assert_eq!(r.unwrap(), 3);
+        // Gives up after three clashes.
+        let calls = AtomicUsize::new(0);
+        let r: Result<()> = retrying_port_clashes("X", || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err(clash()) }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        // Any other failure is not tried again.
+        let calls = AtomicUsize::new(0);
+        let r: Result<()> = retrying_port_clashes("X", || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err(Error::backend("starting X", "it exited (status 1)")) }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn toml_strings_are_escaped() {
