@@ -235,7 +235,7 @@ where
 {
     let start = Instant::now();
     let mut pause = Duration::from_millis(10);
-    let mut last: String;
+    let mut last = String::from("not ready yet");
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(Error::backend(
@@ -246,6 +246,18 @@ where
                 ),
             ));
         }
+        // Read again once it answers: another of its APIs may have failed.
+        let ready_now = match ready().await {
+            Ok(true) => true,
+            Ok(false) => {
+                last = "not ready yet".into();
+                false
+            }
+            Err(e) => {
+                last = e.to_string();
+                false
+            }
+        };
         if log_tail(log, 16_000).contains(PORT_TAKEN) {
             return Err(Error::backend(
                 format!("starting {what}"),
@@ -255,10 +267,8 @@ where
                 ),
             ));
         }
-        match ready().await {
-            Ok(true) => return Ok(()),
-            Ok(false) => last = "not ready yet".into(),
-            Err(e) => last = e.to_string(),
+        if ready_now {
+            return Ok(());
         }
         if start.elapsed() > START_TIMEOUT {
             return Err(Error::backend(

@@ -37,18 +37,29 @@ async fn last_log_index(addr: &str) -> Result<u64> {
     Ok(log_mark(addr).await?.1)
 }
 
-/// Runs `step` and says whether the log at `addr` stayed where it was. A
+/// The highest term and last log index over the nodes at `addrs` (the
+/// leader holds every committed entry, whichever node leads).
+async fn cluster_mark(addrs: &[String]) -> Result<(u64, u64)> {
+    let mut mark = (0, 0);
+    for a in addrs {
+        let (term, index) = log_mark(a).await?;
+        mark = (mark.0.max(term), mark.1.max(index));
+    }
+    Ok(mark)
+}
+
+/// Runs `step` and says whether the cluster's log stayed where it was. A
 /// new election appends an entry of its own, so a step during which the
 /// term moved tells nothing: it is run again (a few times at most).
-async fn writes_nothing<F, Fut>(addr: &str, mut step: F) -> Result<bool>
+async fn writes_nothing<F, Fut>(addrs: &[String], mut step: F) -> Result<bool>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
 {
     for _ in 0..5 {
-        let before = log_mark(addr).await?;
+        let before = cluster_mark(addrs).await?;
         step().await?;
-        let after = log_mark(addr).await?;
+        let after = cluster_mark(addrs).await?;
         if after.0 == before.0 {
             return Ok(after.1 == before.1);
         }
@@ -98,6 +109,7 @@ async fn subscribing_again_answers_from_a_read_and_writes_nothing() -> Result<()
     let leader = c.leader().await?;
     let follower = (1..=3).find(|id| *id != leader).unwrap_or(1);
     let (at_leader, at_follower) = (c.addr(leader), c.addr(follower));
+    let all: Vec<String> = (1..=3).map(|id| c.addr(id)).collect();
     let mut op = catalog(&at_leader, OPERATOR)?;
     op.register(register(meetings())).await?;
 
@@ -111,7 +123,7 @@ async fn subscribing_again_answers_from_a_read_and_writes_nothing() -> Result<()
     );
 
     // Again, on either node: the same answer, and no entry.
-    let quiet = writes_nothing(&at_leader, || async {
+    let quiet = writes_nothing(&all, || async {
         for addr in [&at_follower, &at_leader] {
             let again = catalog(addr, HANOI_ADMIN)?
                 .subscribe(subscribe("ba-dinh"))
@@ -156,6 +168,7 @@ async fn registering_a_service_unchanged_answers_from_a_read_and_writes_nothing(
     let leader = c.leader().await?;
     let follower = (1..=3).find(|id| *id != leader).unwrap_or(1);
     let (at_leader, at_follower) = (c.addr(leader), c.addr(follower));
+    let all: Vec<String> = (1..=3).map(|id| c.addr(id)).collect();
 
     // The first time goes through the log.
     let before = last_log_index(&at_leader).await?;
@@ -171,7 +184,7 @@ async fn registering_a_service_unchanged_answers_from_a_read_and_writes_nothing(
     ensure!(stored.generation == 1, "{stored:?}");
 
     // Again, unchanged, on either node: the service as stored, and no entry.
-    let quiet = writes_nothing(&at_leader, || async {
+    let quiet = writes_nothing(&all, || async {
         for addr in [&at_follower, &at_leader] {
             let again = catalog(addr, OPERATOR)?
                 .register(register(meetings()))

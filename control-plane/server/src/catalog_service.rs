@@ -236,8 +236,9 @@ impl Catalog for CatalogService {
         )?;
         catalog::validate_spec(&spec).map_err(|(_, m)| Status::invalid_argument(m))?;
         let decision = (!r.decision.trim().is_empty()).then(|| r.decision.trim().to_string());
-        if let Some((service, revision)) =
-            self.registered(&actor, &spec, decision.as_deref()).await?
+        // As for subscribe: only a sure answer is taken from the read.
+        if let Ok(Some((service, revision))) =
+            self.registered(&actor, &spec, decision.as_deref()).await
         {
             return Ok(Response::new(pb::ServiceResponse {
                 service: Some(service_to_pb(&service, 0)),
@@ -319,7 +320,10 @@ impl Catalog for CatalogService {
             tenant: r.tenant,
             service: r.service,
         };
-        if let Some((sub, revision)) = self.subscribed(&actor, &op).await? {
+        // The fast path answers only what it can be sure of; anything else
+        // goes through the log, an error of its own included (a node that
+        // cannot confirm it is current forwards the write, as before).
+        if let Ok(Some((sub, revision))) = self.subscribed(&actor, &op).await {
             return Ok(Response::new(pb::SubscriptionResponse {
                 subscription: Some(sub_to_pb(&sub)),
                 revision,

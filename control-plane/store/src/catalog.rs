@@ -271,6 +271,18 @@ pub fn check_register(
     decision: Option<&str>,
 ) -> Result<Option<String>, Refusal> {
     validate_spec(spec)?;
+    // A service registered again for the same capability and scope keeps
+    // its place, even where a later one was admitted beside it with an
+    // exemption decision: only a new place (a new service, another
+    // capability, another scope) is checked against the others.
+    let keeps_its_place = services.iter().any(|s| {
+        s.spec.name == spec.name
+            && s.spec.capability == spec.capability
+            && (s.spec.from, s.spec.to) == (spec.from, spec.to)
+    });
+    if keeps_its_place {
+        return Ok(None);
+    }
     let rival = services.iter().find(|s| {
         s.spec.name != spec.name && s.spec.capability == spec.capability && s.spec.overlaps(spec)
     });

@@ -758,6 +758,45 @@ async fn the_catalogue_shares_a_capability_once_and_subscriptions_respect_scope(
         )
         .await;
     assert!(matches!(r, Response::Catalog { .. }), "{r:?}");
+    // Both register again unchanged (as the operator does on every
+    // reconcile), the first without a decision: each keeps its place.
+    for (name, from, to, decision) in [
+        ("dinh-danh", Level::Central, Level::Commune, None),
+        ("dinh-danh-2", Level::Province, Level::Province, None),
+    ] {
+        let r = sm
+            .catalog(
+                owner.clone(),
+                decision,
+                Register(service(name, "identity", from, to, &[])),
+            )
+            .await;
+        let Response::Catalog {
+            service: Some(s), ..
+        } = &r
+        else {
+            panic!("{name} registered again: {r:?}");
+        };
+        assert_eq!(s.generation, 1, "{s:?}");
+        let expected = (name == "dinh-danh-2").then(|| "QĐ 5/2026".to_string());
+        assert_eq!(s.exemption, expected, "{s:?}");
+    }
+    // The incumbent widening its scope is a new place: checked again.
+    let (kind, msg) = refused(
+        &sm.catalog(
+            owner.clone(),
+            None,
+            Register(service(
+                "dinh-danh-2",
+                "identity",
+                Level::Central,
+                Level::Province,
+                &[],
+            )),
+        )
+        .await,
+    );
+    assert_eq!(kind, RejectKind::AlreadyExists, "{msg}");
     // A tenant-admin may not register.
     let (kind, _) = refused(
         &sm.catalog(

@@ -414,13 +414,17 @@ fn by_label<K: Resource>(o: K) -> Option<ObjectRef<SharedService>> {
 
 /// What of a subscription may change the service's subscribers: its spec,
 /// its phase (written after the control plane took the subscription), its
-/// deletion and its finalizers (the last one goes once the control plane
-/// forgot it). A status rewritten in the same phase changes nothing here.
+/// finalizers, and anything at all once it is being deleted (the control
+/// plane forgets it before its last finalizer goes; an API server may then
+/// only say it was deleted, with the object as it last stored it). A status
+/// rewritten in the same phase changes nothing here.
 fn subscribers_may_change(s: &ServiceSubscription) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     s.meta().generation.hash(&mut h);
-    s.meta().deletion_timestamp.is_some().hash(&mut h);
+    if s.meta().deletion_timestamp.is_some() {
+        s.meta().resource_version.hash(&mut h);
+    }
     s.finalizers().hash(&mut h);
     s.status.as_ref().map(|st| st.phase.as_str()).hash(&mut h);
     Some(h.finish())
@@ -512,6 +516,16 @@ mod tests {
         let bound = subscribers_may_change(&s);
         assert_ne!(bound, first);
         s.meta_mut().finalizers = Some(vec![crate::subscriptions::FINALIZER.into()]);
-        assert_ne!(subscribers_may_change(&s), bound);
+        let finalized = subscribers_may_change(&s);
+        assert_ne!(finalized, bound);
+        // Being deleted, every new version counts, the final one included.
+        s.meta_mut().deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()),
+        );
+        s.meta_mut().resource_version = Some("41".into());
+        let deleting = subscribers_may_change(&s);
+        assert_ne!(deleting, finalized);
+        s.meta_mut().resource_version = Some("42".into());
+        assert_ne!(subscribers_may_change(&s), deleting);
     }
 }
