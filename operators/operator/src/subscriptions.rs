@@ -180,7 +180,10 @@ async fn apply(o: Arc<ServiceSubscription>, ctx: &Context) -> Result<Action, Err
             labels::TENANT
         );
         set_status(&api, &o, failed(&o, "NotInTenantNamespace", m)).await?;
-        return Ok(Action::await_change());
+        // Namespaces are not watched here, and a status change does not
+        // bring a subscription round: look again now and then, in case the
+        // namespace is given to a tenant.
+        return Ok(Action::requeue(Duration::from_secs(60)));
     };
     let Some(shared) = ctx.services.service(&service).await? else {
         let m = format!("there is no shared service {service}: see `kubectl get sharedservices` or `ndc catalog`");
@@ -416,7 +419,9 @@ fn error_policy(o: Arc<ServiceSubscription>, e: &Error, _ctx: Arc<Context>) -> A
 
 /// What of a subscription asks for a reconcile: its spec, its deletion and
 /// its finalizers. Not its status, which only this controller writes: each
-/// status it wrote used to bring the subscription round once more.
+/// status it wrote used to bring the subscription round once more. (Nor a
+/// watch that lists again: an unchanged subscription is not reconciled for
+/// it; each reconcile ends with a requeue of its own instead.)
 fn worth_a_reconcile(s: &ServiceSubscription) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
