@@ -413,11 +413,12 @@ fn by_label<K: Resource>(o: K) -> Option<ObjectRef<SharedService>> {
 }
 
 /// What of a subscription may change the service's subscribers: its spec,
-/// its phase (written after the control plane took the subscription), its
-/// finalizers, and anything at all once it is being deleted (the control
-/// plane forgets it before its last finalizer goes; an API server may then
-/// only say it was deleted, with the object as it last stored it). A status
-/// rewritten in the same phase changes nothing here.
+/// its phase and the reason of its condition (written after the control
+/// plane took the subscription, or refused it), its finalizers, and
+/// anything at all once it is being deleted (the control plane forgets it
+/// before its last finalizer goes; an API server may then only say it was
+/// deleted, with the object as it last stored it). A status rewritten with
+/// the same phase and reason changes nothing here.
 fn subscribers_may_change(s: &ServiceSubscription) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -426,7 +427,15 @@ fn subscribers_may_change(s: &ServiceSubscription) -> Option<u64> {
         s.meta().resource_version.hash(&mut h);
     }
     s.finalizers().hash(&mut h);
-    s.status.as_ref().map(|st| st.phase.as_str()).hash(&mut h);
+    // The phase and the reason of its condition: a refusal after the
+    // control plane took it (its resources refused) is Failed as a refusal
+    // before is, but with another reason.
+    if let Some(st) = &s.status {
+        st.phase.hash(&mut h);
+        for c in &st.conditions {
+            (&c.type_, &c.reason).hash(&mut h);
+        }
+    }
     Some(h.finish())
 }
 
@@ -512,6 +521,16 @@ mod tests {
         let first = subscribers_may_change(&s);
         s.status = Some(status("Provisioning", "waiting for bucket"));
         assert_eq!(subscribers_may_change(&s), first);
+        // Refused before or after the control plane took it: not the same.
+        let refused = |reason: &str| ndc_crds::SubscriptionStatus {
+            phase: "Failed".into(),
+            conditions: vec![conditions::not_ready(reason, "no".into(), None)],
+            ..Default::default()
+        };
+        s.status = Some(refused("Refused"));
+        let before = subscribers_may_change(&s);
+        s.status = Some(refused("ResourcesRefused"));
+        assert_ne!(subscribers_may_change(&s), before);
         s.status = Some(status("Bound", "bound"));
         let bound = subscribers_may_change(&s);
         assert_ne!(bound, first);
