@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -269,10 +269,31 @@ async fn finalizers_owners_and_terminating_namespaces() {
     );
 
     // Clearing the finalizer completes everything: the object, what it owns, the namespace.
+    // As on an API server, that update is not stored: a watcher sees only
+    // DELETED, with the object as it was last stored (finalizer and all).
+    let from = marked.metadata.resource_version.clone().expect("version");
+    let mut events = cms
+        .watch(&kube::api::WatchParams::default(), &from)
+        .await
+        .expect("watch")
+        .boxed();
     let clear = json!({"metadata": {"finalizers": null}});
     cms.patch("bucket", &PatchParams::default(), &Patch::Merge(&clear))
         .await
         .expect("clear");
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), events.try_next())
+        .await
+        .expect("an event")
+        .expect("a watch event")
+        .expect("not the end");
+    match first {
+        kube::api::WatchEvent::Deleted(cm) => assert_eq!(
+            cm.metadata.finalizers,
+            Some(vec!["ndc.gov.vn/cleanup".to_string()]),
+            "{cm:?}"
+        ),
+        other => panic!("expected DELETED first, got {other:?}"),
+    }
     for gone in [
         cms.get("bucket").await.err(),
         secrets.get("bucket-credentials").await.err(),

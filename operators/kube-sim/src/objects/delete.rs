@@ -70,6 +70,16 @@ impl Simulator {
             }
             return obj;
         }
+        self.remove_key(o, key)
+    }
+
+    /// Removes one object now, finalizers or not: the DELETED event carries
+    /// it as it was last stored, at a new resourceVersion. Then what goes
+    /// with it, as [`Self::delete_key`] says.
+    pub(crate) fn remove_key(&self, o: &mut Objects, key: &Key) -> Value {
+        let Some(mut obj) = o.items.get(key).cloned() else {
+            return Value::Null;
+        };
         o.items.remove(key);
         o.revision += 1;
         obj["metadata"]["resourceVersion"] = json!(o.revision.to_string());

@@ -350,22 +350,24 @@ impl Simulator {
             simulate_controllers(kind, &mut obj, 0, ready_now);
         }
         // Deletion cannot be undone by an update; clearing the last
-        // finalizer of an object being deleted completes the deletion.
+        // finalizer of an object being deleted completes the deletion. As
+        // the API server does, that update is not stored: the object goes,
+        // and its DELETED event carries it as it was last stored.
         let deleting = current["metadata"].get("deletionTimestamp").cloned();
         if let Some(ts) = &deleting {
             obj["metadata"]["deletionTimestamp"] = ts.clone();
-        }
-        o.items.insert(key.clone(), obj.clone());
-        o.record("MODIFIED", &kind.id(), ns, obj.clone());
-        if roll_out && !ready_now && deleting.is_none() {
-            self.schedule_ready(kind, key.clone(), &obj);
         }
         let cleared = obj["metadata"]["finalizers"]
             .as_array()
             .is_none_or(|f| f.is_empty());
         if deleting.is_some() && cleared {
-            let after = self.delete_key(&mut o, &key);
-            return (StatusCode::OK, Json(after)).into_response();
+            self.remove_key(&mut o, &key);
+            return (StatusCode::OK, Json(obj)).into_response();
+        }
+        o.items.insert(key.clone(), obj.clone());
+        o.record("MODIFIED", &kind.id(), ns, obj.clone());
+        if roll_out && !ready_now && deleting.is_none() {
+            self.schedule_ready(kind, key.clone(), &obj);
         }
         (StatusCode::OK, Json(obj)).into_response()
     }
