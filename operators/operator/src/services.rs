@@ -412,21 +412,21 @@ fn by_label<K: Resource>(o: K) -> Option<ObjectRef<SharedService>> {
         .then(|| ObjectRef::new(service))
 }
 
-/// What of a subscription may change the service's subscribers: its spec,
-/// its phase and the reason of its condition (written after the control
-/// plane took the subscription, or refused it), its finalizers, and
-/// anything at all once it is being deleted (the control plane forgets it
+/// What of a subscription may change the service's subscribers: what
+/// brings the subscription itself round (spec, deletion, finalizers), its
+/// phase and the reason of its condition (written after the control plane
+/// took the subscription, or refused it), and anything at all once it is
+/// being deleted (the control plane forgets it
 /// before its last finalizer goes; an API server may then only say it was
 /// deleted, with the object as it last stored it). A status rewritten with
 /// the same phase and reason changes nothing here.
 fn subscribers_may_change(s: &ServiceSubscription) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    s.meta().generation.hash(&mut h);
+    crate::subscriptions::worth_a_reconcile(s).hash(&mut h);
     if s.meta().deletion_timestamp.is_some() {
         s.meta().resource_version.hash(&mut h);
     }
-    s.finalizers().hash(&mut h);
     // The phase and the reason of its condition: a refusal after the
     // control plane took it (its resources refused) is Failed as a refusal
     // before is, but with another reason.

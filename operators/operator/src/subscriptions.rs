@@ -422,7 +422,7 @@ fn error_policy(o: Arc<ServiceSubscription>, e: &Error, _ctx: Arc<Context>) -> A
 /// status it wrote used to bring the subscription round once more. (Nor a
 /// watch that lists again: an unchanged subscription is not reconciled for
 /// it; each reconcile ends with a requeue of its own instead.)
-fn worth_a_reconcile(s: &ServiceSubscription) -> Option<u64> {
+pub(crate) fn worth_a_reconcile(s: &ServiceSubscription) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     s.meta().generation.hash(&mut h);
