@@ -188,13 +188,14 @@ impl CatalogService {
     /// The service as stored, when `spec` registers it again unchanged and
     /// the caller may register it: found by a linearizable read, it is
     /// answered without a log entry (the operator registers again on every
-    /// reconcile of a shared service), as apply would answer it. A new or
-    /// changed spec, and a refusal, go through the log.
+    /// reconcile of a shared service), as apply would answer it: a service
+    /// registered again unchanged keeps its place (`check_register`), with
+    /// or without a decision. A new or changed spec, and a refusal, go
+    /// through the log.
     async fn registered(
         &self,
         actor: &Actor,
         spec: &ServiceSpec,
-        decision: Option<&str>,
     ) -> Result<Option<(Service, u64)>, Status> {
         self.node.read_barrier(false).await?;
         let op = CatalogOp::Register(spec.clone());
@@ -210,7 +211,7 @@ impl CatalogService {
         let Some(old) = services.iter().find(|s| s.spec.name == spec.name) else {
             return Ok(None);
         };
-        if old.spec != *spec || catalog::check_register(spec, &services, decision).is_err() {
+        if old.spec != *spec {
             return Ok(None);
         }
         Ok(Some((old.clone(), revision)))
@@ -237,9 +238,7 @@ impl Catalog for CatalogService {
         catalog::validate_spec(&spec).map_err(|(_, m)| Status::invalid_argument(m))?;
         let decision = (!r.decision.trim().is_empty()).then(|| r.decision.trim().to_string());
         // As for subscribe: only a sure answer is taken from the read.
-        if let Ok(Some((service, revision))) =
-            self.registered(&actor, &spec, decision.as_deref()).await
-        {
+        if let Ok(Some((service, revision))) = self.registered(&actor, &spec).await {
             return Ok(Response::new(pb::ServiceResponse {
                 service: Some(service_to_pb(&service, 0)),
                 revision,
