@@ -176,6 +176,52 @@ fn path_str(p: &Path) -> Result<&str> {
         .ok_or_else(|| Error::Config(format!("path {} is not UTF-8", p.display())))
 }
 
+/// `path` made absolute against the working directory: the servers change
+/// directory at start, so a relative path would no longer point anywhere.
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).map_err(|e| io_error(format!("resolving {}", path.display()), e))
+}
+
+/// The signal Garage gets when the process that started it dies: a clean stop.
+const GARAGE_DEATH_SIGNAL: &str = "TERM";
+/// The signal PostgreSQL gets when the process that started it dies: a fast
+/// shutdown (SIGTERM would wait for every client to disconnect).
+const POSTGRES_DEATH_SIGNAL: &str = "INT";
+
+/// A command for `program`, run as `user` when given, and, when
+/// `death_signal` is given, sent that signal by the kernel as soon as the
+/// thread that started it exits (`setpriv --pdeathsig`, util-linux): a
+/// server started here does not outlive its parent, even one killed with
+/// SIGKILL. Start servers from a thread that lives as long as they should
+/// (the main thread, or a runtime's worker), not from a short-lived one.
+/// Without `setpriv` on PATH, `runuser` changes the user and the server
+/// may outlive a parent that is killed.
+fn server_command(program: &Path, user: Option<&str>, death_signal: Option<&str>) -> Command {
+    match find_on_path("setpriv") {
+        Some(setpriv) => {
+            let mut c = Command::new(setpriv);
+            if let Some(u) = user {
+                c.arg(format!("--reuid={u}"))
+                    .arg(format!("--regid={u}"))
+                    .arg("--init-groups");
+            }
+            if let Some(sig) = death_signal {
+                c.arg(format!("--pdeathsig={sig}"));
+            }
+            c.arg("--").arg(program);
+            c
+        }
+        None => match user {
+            Some(u) => {
+                let mut c = Command::new("runuser");
+                c.arg("-u").arg(u).arg("--").arg(program);
+                c
+            }
+            None => Command::new(program),
+        },
+    }
+}
+
 fn signal(child: &Child, signal: nix::sys::signal::Signal) {
     if let Ok(pid) = i32::try_from(child.id()) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
@@ -308,7 +354,7 @@ impl LocalGarage {
 
     async fn start_once(dir: &Path) -> Result<LocalGarage> {
         let bin = find_garage()?;
-        let dir = dir.to_path_buf();
+        let dir = absolute(dir)?;
         let meta = dir.join("meta");
         let data = dir.join("data");
         for d in [&meta, &data] {
@@ -367,7 +413,7 @@ impl LocalGarage {
         let err = out
             .try_clone()
             .map_err(|e| io_error(format!("opening {}", log.display()), e))?;
-        let child = Command::new(&bin)
+        let child = server_command(&bin, None, Some(GARAGE_DEATH_SIGNAL))
             .arg("-c")
             .arg(&config_path)
             .arg("server")
@@ -444,15 +490,102 @@ impl Drop for LocalGarage {
 
 // ---- PostgreSQL ----
 
+/// The user PostgreSQL runs as when we are root.
+const POSTGRES_USER: &str = "postgres";
+
+/// Where PostgreSQL's files go when we are root and the postgres user cannot
+/// reach the data dir: one directory per data dir, named by a digest of its
+/// absolute path.
+pub const POSTGRES_HOMES: &str = "/var/lib/ndc/postgres";
+
+fn set_mode(p: &Path, mode: u32) -> Result<()> {
+    fs::set_permissions(p, fs::Permissions::from_mode(mode))
+        .map_err(|e| io_error(format!("setting the mode of {}", p.display()), e))
+}
+
+/// Whether `user` can search `dir`, every directory above it included.
+fn reachable_by(user: &str, dir: &Path) -> bool {
+    server_command(Path::new("test"), Some(user), None)
+        .arg("-x")
+        .arg(dir)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Where PostgreSQL keeps its files for the data dir `dir` when it runs
+/// as `user`: `dir` itself if that user can reach it, else its own
+/// directory under [`POSTGRES_HOMES`], owned by it (0700), with
+/// `dir/cluster` pointing there so a person finds it.
+fn postgres_home(dir: &Path, user: &nix::unistd::User) -> Result<PathBuf> {
+    use sha2::Digest;
+    set_mode(dir, 0o755)?;
+    if reachable_by(&user.name, dir) {
+        return Ok(dir.to_path_buf());
+    }
+    let digest = sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes());
+    let home = Path::new(POSTGRES_HOMES).join(hex::encode(&digest[..8]));
+    fs::create_dir_all(&home).map_err(|e| io_error(format!("creating {}", home.display()), e))?;
+    std::os::unix::fs::chown(&home, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
+        .map_err(|e| io_error(format!("giving {} to postgres", home.display()), e))?;
+    set_mode(&home, 0o700)?;
+    if !reachable_by(&user.name, &home) {
+        return Err(Error::Config(format!(
+            "the postgres user can reach neither the data dir {} nor {}; put the data dir where it can (for example under /var/lib or /tmp)",
+            dir.display(),
+            home.display()
+        )));
+    }
+    let link = dir.join("cluster");
+    if fs::read_link(&link).ok().as_deref() != Some(home.as_path()) {
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(&home, &link).map_err(|e| {
+            io_error(
+                format!("linking {} to {}", link.display(), home.display()),
+                e,
+            )
+        })?;
+    }
+    tracing::info!(
+        data_dir = %dir.display(),
+        cluster = %home.display(),
+        "the postgres user cannot enter the data dir; PostgreSQL keeps its files in a directory of its own"
+    );
+    Ok(home)
+}
+
+/// Removes everything inside `dir`, keeping `dir`.
+fn clear_dir(dir: &Path) -> Result<()> {
+    let entries =
+        fs::read_dir(dir).map_err(|e| io_error(format!("reading {}", dir.display()), e))?;
+    for entry in entries {
+        let path = entry
+            .map_err(|e| io_error(format!("reading {}", dir.display()), e))?
+            .path();
+        let removed = if path.is_dir() && !path.is_symlink() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        removed.map_err(|e| io_error(format!("removing {}", path.display()), e))?;
+    }
+    Ok(())
+}
+
 /// A PostgreSQL cluster in `dir/data`, listening on 127.0.0.1 and on a
 /// Unix socket in `dir/run`, with a superuser `postgres` whose password is
 /// generated. Every connection authenticates with SCRAM-SHA-256, so roles
 /// are isolated as on a real server. Stopped on drop.
 ///
 /// PostgreSQL refuses to run as root: when we are root, its programs run
-/// as the `postgres` user (`runuser`), which then owns `dir/data` and
-/// `dir/run`, and `dir` is made traversable (0755); its parents must be
-/// traversable too (a temporary directory under `/tmp` is).
+/// as the `postgres` user, which then owns `data` and `run`. They are in
+/// `dir` (made traversable, 0755) when the postgres user can reach it;
+/// otherwise (a data dir in root's own 0700 home) in a directory of the
+/// postgres user's under [`POSTGRES_HOMES`], named after `dir` and linked
+/// from `dir/cluster`.
 #[derive(Debug)]
 pub struct LocalPostgres {
     child: Option<Child>,
@@ -460,6 +593,9 @@ pub struct LocalPostgres {
     bin: PathBuf,
     data: PathBuf,
     as_postgres: bool,
+    /// Where the cluster, its socket and its password file are: `dir`, or
+    /// when the postgres user cannot reach `dir`, a directory of its own.
+    home: PathBuf,
     dir: PathBuf,
 }
 
@@ -481,56 +617,64 @@ impl LocalPostgres {
                 )
             })?;
         let as_postgres = nix::unistd::geteuid().is_root();
-        let dir = dir.to_path_buf();
-        let data = dir.join("data");
-        let run = dir.join("run");
+        let dir = absolute(dir)?;
+        fs::create_dir_all(&dir).map_err(|e| io_error(format!("creating {}", dir.display()), e))?;
+        let user = if as_postgres {
+            Some(
+                nix::unistd::User::from_name(POSTGRES_USER)
+                    .map_err(|e| Error::backend("looking up the postgres user", e))?
+                    .ok_or_else(|| {
+                        Error::Config(
+                            "we run as root, and there is no postgres user to run PostgreSQL as; install PostgreSQL with: apt-get install postgresql".into(),
+                        )
+                    })?,
+            )
+        } else {
+            None
+        };
+        let home = match &user {
+            Some(u) => postgres_home(&dir, u)?,
+            None => dir.clone(),
+        };
+        let data = home.join("data");
+        let run = home.join("run");
         for d in [&data, &run] {
             fs::create_dir_all(d).map_err(|e| io_error(format!("creating {}", d.display()), e))?;
         }
-        let set_mode = |p: &Path, mode: u32| {
-            fs::set_permissions(p, fs::Permissions::from_mode(mode))
-                .map_err(|e| io_error(format!("setting the mode of {}", p.display()), e))
-        };
         set_mode(&data, 0o700)?;
         // A second start in the same directory reuses the cluster, its
         // superuser password and, if free, its port.
         let saved = load_saved(&dir, 1, 1);
         let existing = data.join("PG_VERSION").exists() && saved.is_some();
+        if !existing && home != dir {
+            // A cluster kept for an earlier data dir at this path, which was
+            // removed since: its password went with it, so start afresh.
+            clear_dir(&data)?;
+        }
         let password = match &saved {
             Some(s) if existing => s.secrets[0].clone(),
             _ => random_hex(24)?,
         };
-        let pwfile = dir.join("pwfile");
+        let pwfile = home.join("pwfile");
         fs::write(&pwfile, format!("{password}\n"))
             .map_err(|e| io_error(format!("writing {}", pwfile.display()), e))?;
         set_mode(&pwfile, 0o600)?;
-        if as_postgres {
-            let user = nix::unistd::User::from_name("postgres")
-                .map_err(|e| Error::backend("looking up the postgres user", e))?
-                .ok_or_else(|| {
-                    Error::Config(
-                        "we run as root, and there is no postgres user to run PostgreSQL as".into(),
-                    )
-                })?;
-            set_mode(&dir, 0o755)?;
+        if let Some(user) = &user {
             for p in [&data, &run, &pwfile] {
                 std::os::unix::fs::chown(p, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
                     .map_err(|e| io_error(format!("giving {} to postgres", p.display()), e))?;
             }
         }
-        let cmd = |program: &str| {
-            let path = bin.join(program);
-            if as_postgres {
-                let mut c = Command::new("runuser");
-                c.arg("-u").arg("postgres").arg("--").arg(path);
-                c
-            } else {
-                Command::new(path)
-            }
+        let run_as = as_postgres.then_some(POSTGRES_USER);
+        let cmd = |program: &str, death_signal: Option<&str>| {
+            let mut c = server_command(&bin.join(program), run_as, death_signal);
+            // Its own directory: the postgres user may not enter ours.
+            c.current_dir(&home);
+            c
         };
 
         let initdb = || {
-            cmd("initdb")
+            cmd("initdb", None)
                 .arg("--pgdata")
                 .arg(&data)
                 .arg("--username=postgres")
@@ -575,7 +719,7 @@ impl LocalPostgres {
         let err = out
             .try_clone()
             .map_err(|e| io_error(format!("opening {}", log.display()), e))?;
-        let child = cmd("postgres")
+        let child = cmd("postgres", Some(POSTGRES_DEATH_SIGNAL))
             .arg("-D")
             .arg(&data)
             .arg("-p")
@@ -604,6 +748,7 @@ impl LocalPostgres {
             bin,
             data,
             as_postgres,
+            home,
             dir,
         };
         let cfg = pg.config.clone();
@@ -639,16 +784,19 @@ impl LocalPostgres {
         &self.dir
     }
 
+    /// Where the cluster's own files are (see [`LocalPostgres`]).
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
     /// `pg_ctl stop -m fast`: disconnects clients, stops, waits (10 s at most).
     fn pg_ctl_stop(&self) -> Command {
-        let pg_ctl = self.bin.join("pg_ctl");
-        let mut c = if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.arg("-u").arg("postgres").arg("--").arg(pg_ctl);
-            c
-        } else {
-            Command::new(pg_ctl)
-        };
+        let mut c = server_command(
+            &self.bin.join("pg_ctl"),
+            self.as_postgres.then_some(POSTGRES_USER),
+            None,
+        );
+        c.current_dir(&self.home);
         c.arg("stop")
             .arg("-D")
             .arg(&self.data)

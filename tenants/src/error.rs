@@ -22,6 +22,8 @@ pub enum Error {
     NameTooLong { len: usize, max: usize },
     #[error("display name contains the control character U+{code:04X}; use plain text")]
     NameControl { code: u32 },
+    #[error("display name contains the invisible direction control U+{code:04X}, which can make it show as another name; remove it")]
+    NameBidiControl { code: u32 },
     #[error("a {level} tenant needs an administrative code of {digits} digits (Decision 19/2025/QĐ-TTg)")]
     CodeMissing { level: Level, digits: usize },
     #[error("a central tenant has no administrative code; remove admin_code {code:?}")]

@@ -22,6 +22,9 @@ pub fn normalize_name(name: &str) -> Result<String> {
     if let Some(c) = n.chars().find(|c| c.is_control()) {
         return Err(Error::NameControl { code: c as u32 });
     }
+    if let Some(c) = n.chars().find(|c| is_bidi_control(*c)) {
+        return Err(Error::NameBidiControl { code: c as u32 });
+    }
     let len = n.chars().count();
     if len > MAX_NAME_CHARS {
         return Err(Error::NameTooLong {
@@ -30,6 +33,14 @@ pub fn normalize_name(name: &str) -> Result<String> {
         });
     }
     Ok(n)
+}
+
+/// The invisible characters that change the direction text is shown in:
+/// embeddings and overrides (U+202A–U+202E), isolates (U+2066–U+2069) and
+/// the direction marks (U+200E, U+200F, U+061C). In a name they can make
+/// one agency's name display as another's.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
 }
 
 pub fn validate_security_level(level: u8) -> Result<()> {
@@ -154,6 +165,16 @@ mod tests {
             normalize_name("a\tb"),
             Err(Error::NameControl { code: 9 })
         ));
+        for c in ['\u{202A}', '\u{202E}', '\u{2066}', '\u{2069}', '\u{200F}'] {
+            let name = format!("Xã An{c} Bình");
+            assert_eq!(
+                normalize_name(&name),
+                Err(Error::NameBidiControl { code: c as u32 }),
+                "U+{:04X}",
+                c as u32
+            );
+        }
+        assert!(normalize_name("Xã An Bình \u{2019}").is_ok());
         assert!(matches!(
             normalize_name(&"ư".repeat(201)),
             Err(Error::NameTooLong { len: 201, .. })

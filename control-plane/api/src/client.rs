@@ -3,7 +3,7 @@
 //! one it talks to is unreachable or has no leader.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tonic::service::interceptor::InterceptedService;
@@ -29,6 +29,11 @@ pub struct Client {
     channels: Vec<Channel>,
     preferred: AtomicUsize,
     auth: Auth,
+    /// Whether any member has answered yet. Until one has, a round in
+    /// which every member refused the connection ends the call at once:
+    /// nothing is running there. After that, refusals are retried, as a
+    /// member may be restarting.
+    answered: AtomicBool,
 }
 
 /// Adds `authorization: Bearer <token>` to every request, when a token is set.
@@ -149,6 +154,32 @@ fn retriable(s: &Status) -> bool {
     matches!(s.code(), Code::Unavailable)
 }
 
+/// Whether a call failed because the address refused the TCP connection:
+/// no process listens there (as opposed to a member that answered without
+/// a leader, or one that is slow).
+pub fn connection_refused(s: &Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// The answer when no member was ever reached and every one refused the
+/// connection: which addresses were tried and what to start.
+fn nothing_listening(endpoints: &[String]) -> Status {
+    Status::unavailable(format!(
+        "nothing is listening at {} (connection refused): start a control plane there \
+         (`ndc up`, or `ndc server`), or name running members with --endpoints or NDC_ENDPOINTS",
+        endpoints.join(", ")
+    ))
+}
+
 impl Client {
     /// A client for these members; nothing is contacted until the first call.
     pub fn new<S: AsRef<str>>(endpoints: &[S]) -> Result<Self> {
@@ -168,6 +199,7 @@ impl Client {
             channels,
             preferred: AtomicUsize::new(0),
             auth: Auth::default(),
+            answered: AtomicBool::new(false),
         })
     }
 
@@ -267,16 +299,31 @@ impl Client {
         loop {
             let start = self.preferred.load(Ordering::Relaxed);
             let mut last = None;
+            let mut refused = 0;
             for step in 0..n {
                 let i = (start + step) % n;
                 match call(self.channels[i].clone()).await {
                     Ok(v) => {
                         self.preferred.store(i, Ordering::Relaxed);
+                        self.answered.store(true, Ordering::Relaxed);
                         return Ok(v);
                     }
-                    Err(s) if retriable(&s) => last = Some(s),
-                    Err(s) => return Err(s),
+                    Err(s) if connection_refused(&s) => {
+                        refused += 1;
+                        last = Some(s);
+                    }
+                    Err(s) if retriable(&s) => {
+                        self.answered.store(true, Ordering::Relaxed);
+                        last = Some(s);
+                    }
+                    Err(s) => {
+                        self.answered.store(true, Ordering::Relaxed);
+                        return Err(s);
+                    }
                 }
+            }
+            if refused == n && !self.answered.load(Ordering::Relaxed) {
+                return Err(nothing_listening(&self.endpoints));
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(last.unwrap_or_else(|| Status::unavailable("no member answered")));
@@ -294,6 +341,28 @@ mod tests {
     fn uris() {
         assert_eq!(endpoint_uri("127.0.0.1:1"), "http://127.0.0.1:1");
         assert_eq!(endpoint_uri("https://a:1"), "https://a:1");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_fails_at_once_naming_the_address() {
+        // A port that was free a moment ago: nothing listens there now.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .to_string();
+        let client = Client::connect(&[addr.as_str()], None).await.unwrap();
+        let err = client
+            .call(|ch| async move { ClusterClient::new(ch).status(StatusRequest {}).await })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable);
+        // The message of the fast path, not the one after the retry budget.
+        assert!(
+            err.message().contains(&format!(
+                "nothing is listening at {addr} (connection refused)"
+            )),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]

@@ -22,11 +22,11 @@ use ndc_api::tenants::{self as pb};
 use ndc_tenants::TenantSpec;
 use serde::Deserialize;
 
-use crate::output::{client, status, CliError, Conn, Format};
+use crate::output::{client, outln, status, CliError, Conn, Format};
 use crate::tenant_cmd;
 
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Example:\n  ndc apply -f samples/tenants.yaml")]
+#[command(after_help = "Example:\n  ndc apply -f samples/national/tenants.yaml")]
 pub struct ApplyArgs {
     /// A YAML file with one or more documents separated by ---; '-' reads standard input.
     #[arg(short = 'f', long = "filename")]
@@ -98,10 +98,11 @@ pub async fn apply_text(
         CliError::Refused(anyhow::anyhow!(e).context(format!("{source} was not applied")))
     })?;
     let mut done = Applied::default();
-    let say = |line: String| {
+    let say = |line: String| -> Result<(), CliError> {
         if verbose {
-            println!("{line}");
+            outln!("{line}");
         }
+        Ok(())
     };
     for d in docs {
         let id = d.spec.id.clone();
@@ -109,7 +110,7 @@ pub async fn apply_text(
             None => {
                 tenant_cmd::create(c, d.spec, d.decision).await?;
                 done.created += 1;
-                say(format!("tenant/{id} created"));
+                say(format!("tenant/{id} created"))?;
             }
             Some(current) => {
                 let spec = ndc_tenants::validate_spec(d.spec)
@@ -128,7 +129,7 @@ pub async fn apply_text(
                     && current.security_level == spec.security_level;
                 if same {
                     done.unchanged += 1;
-                    say(format!("tenant/{id} unchanged"));
+                    say(format!("tenant/{id} unchanged"))?;
                     continue;
                 }
                 let req = pb::UpdateTenantRequest {
@@ -149,7 +150,7 @@ pub async fn apply_text(
                 .await
                 .map_err(|s| status(format!("cannot update tenant {id}"), s))?;
                 done.updated += 1;
-                say(format!("tenant/{id} updated"));
+                say(format!("tenant/{id} updated"))?;
             }
         }
     }

@@ -4,7 +4,7 @@ use ndc_api::tenants::audit_client::AuditClient;
 use ndc_api::tenants::{ListAuditRequest, VerifyAuditRequest};
 use serde_json::json;
 
-use crate::output::{client, print_data, status, CliError, Conn, Format};
+use crate::output::{client, outln, print_data, status, CliError, Conn, Format};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum AuditCommand {
@@ -56,12 +56,17 @@ pub async fn run(cmd: AuditCommand, conn: &Conn, format: Format) -> Result<(), C
                 .into_inner();
             match format {
                 Format::Table => {
-                    println!(
+                    outln!(
                         "{:>5} {:>9} {:<24} {:<16} {:<18} {:<30} DECISION",
-                        "SEQ", "REVISION", "WHEN (UTC)", "ACTOR", "ACTION", "TARGET"
+                        "SEQ",
+                        "REVISION",
+                        "WHEN (UTC)",
+                        "ACTOR",
+                        "ACTION",
+                        "TARGET"
                     );
                     for a in &r.records {
-                        println!(
+                        outln!(
                             "{:>5} {:>9} {:<24} {:<16} {:<18} {:<30} {}",
                             a.seq,
                             a.revision,
@@ -83,7 +88,7 @@ pub async fn run(cmd: AuditCommand, conn: &Conn, format: Format) -> Result<(), C
                                    "prev_hash": a.prev_hash, "hash": a.hash})
                         })
                         .collect();
-                    print_data(format, &v);
+                    print_data(format, &v)?;
                 }
             }
             Ok(())
@@ -105,11 +110,11 @@ pub async fn run(cmd: AuditCommand, conn: &Conn, format: Format) -> Result<(), C
                 print_data(
                     format,
                     &json!({"ok": r.ok, "checked": r.checked, "first_bad_seq": r.first_bad_seq, "problem": r.problem}),
-                );
+                )?;
             }
             if r.ok {
                 if format == Format::Table {
-                    println!("audit chain intact: {} record(s) verified", r.checked);
+                    outln!("audit chain intact: {} record(s) verified", r.checked);
                 }
                 Ok(())
             } else {

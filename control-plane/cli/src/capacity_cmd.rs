@@ -4,7 +4,7 @@ use ndc_api::inventory::inventory_client::InventoryClient;
 use ndc_api::inventory::{self as pb};
 use serde_json::json;
 
-use crate::output::{client, print_data, status, CliError, Conn, Format};
+use crate::output::{client, outln, print_data, status, CliError, Conn, Format};
 use crate::quantity::{show_bytes, show_cpu};
 
 #[derive(clap::Args, Debug)]
@@ -66,7 +66,7 @@ pub async fn run(args: CapacityArgs, conn: &Conn, format: Format) -> Result<(), 
             .await
             .map_err(|s| status("cannot set the overcommit", s))?
             .into_inner();
-        println!(
+        outln!(
             "overcommit set at revision {}: cpu {cpu}x, memory {memory}x, storage {storage}x",
             r.revision
         );
@@ -102,15 +102,24 @@ pub async fn run(args: CapacityArgs, conn: &Conn, format: Format) -> Result<(), 
                 "largest": r.largest.iter().map(share_json).collect::<Vec<_>>(),
                 "overcommit": r.overcommit,
             }),
-        );
+        )?;
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<14} {:>5} {:>5} {:>8}  {:>10} {:>10} {:>10}  {:>10} {:>10} {:>10}",
-        "ZONE", "HOSTS", "READY", "CORDONED", "CPU", "MEMORY", "STORAGE", "GRANTABLE", "", ""
+        "ZONE",
+        "HOSTS",
+        "READY",
+        "CORDONED",
+        "CPU",
+        "MEMORY",
+        "STORAGE",
+        "GRANTABLE",
+        "",
+        ""
     );
     for z in r.zones.iter().chain(r.total.iter()) {
-        println!(
+        outln!(
             "{:<14} {:>5} {:>5} {:>8}  {}  {}",
             z.zone,
             z.hosts,
@@ -120,24 +129,24 @@ pub async fn run(args: CapacityArgs, conn: &Conn, format: Format) -> Result<(), 
             cap_cells(&z.grantable)
         );
     }
-    println!("\novercommit: {}", r.overcommit);
-    println!(
+    outln!("\novercommit: {}", r.overcommit);
+    outln!(
         "{:<32} {}",
         "granted (top-level tenants)",
         cap_cells(&r.granted)
     );
-    println!("{:<32} {}", "headroom", cap_cells(&r.headroom));
-    println!("\nquota held by level:");
+    outln!("{:<32} {}", "headroom", cap_cells(&r.headroom));
+    outln!("\nquota held by level:");
     for s in &r.by_level {
-        println!("  {:<30} {}", s.name, cap_cells(&s.quota));
+        outln!("  {:<30} {}", s.name, cap_cells(&s.quota));
     }
-    println!("quota held by branch:");
+    outln!("quota held by branch:");
     for s in &r.by_branch {
-        println!("  {:<30} {}", s.name, cap_cells(&s.quota));
+        outln!("  {:<30} {}", s.name, cap_cells(&s.quota));
     }
-    println!("largest tenants:");
+    outln!("largest tenants:");
     for s in &r.largest {
-        println!(
+        outln!(
             "  {:<30} {}  {}",
             s.name,
             cap_cells(&s.quota),

@@ -5,12 +5,12 @@ use ndc_api::catalog::catalog_client::CatalogClient;
 use ndc_api::catalog::{self as pb};
 use serde_json::json;
 
-use crate::output::{client, print_data, status, CliError, Conn, Format};
+use crate::output::{client, outln, print_data, status, CliError, Conn, Format};
 
 #[derive(clap::Args, Debug)]
 #[command(
     args_conflicts_with_subcommands = true,
-    after_help = "Examples:\n  ndc catalog\n  ndc catalog get cong-dich-vu-cong\n  ndc catalog subscriptions --tenant ha-noi\n  ndc catalog subscribe --tenant ha-noi --service thu-dien-tu"
+    after_help = "Examples:\n  ndc catalog\n  ndc catalog get cong-dich-vu-cong\n  ndc catalog subscriptions --tenant ha-noi\n  ndc catalog subscribe --tenant ha-noi --service thu-dien-tu-cong-vu"
 )]
 pub struct CatalogArgs {
     #[command(subcommand)]
@@ -58,21 +58,26 @@ fn service_json(s: &pb::Service) -> serde_json::Value {
     })
 }
 
-fn print_services(services: &[pb::Service], format: Format) {
+fn print_services(services: &[pb::Service], format: Format) -> Result<(), CliError> {
     if format != Format::Table {
         print_data(
             format,
             &services.iter().map(service_json).collect::<Vec<_>>(),
-        );
-        return;
+        )?;
+        return Ok(());
     }
-    println!(
+    outln!(
         "{:<28} {:<26} {:<15} {:<18} {:<13} {:>5}  DISPLAY NAME",
-        "NAME", "CAPABILITY", "LAYER", "SCOPE", "TOPOLOGY", "SUBS"
+        "NAME",
+        "CAPABILITY",
+        "LAYER",
+        "SCOPE",
+        "TOPOLOGY",
+        "SUBS"
     );
     for s in services {
         let p = s.spec.clone().unwrap_or_default();
-        println!(
+        outln!(
             "{:<28} {:<26} {:<15} {:<18} {:<13} {:>5}  {}{}",
             p.name,
             p.capability,
@@ -92,7 +97,8 @@ fn print_services(services: &[pb::Service], format: Format) {
             }
         );
     }
-    println!("{} service(s)", services.len());
+    outln!("{} service(s)", services.len());
+    Ok(())
 }
 
 pub async fn run(args: CatalogArgs, conn: &Conn, format: Format) -> Result<(), CliError> {
@@ -111,7 +117,7 @@ pub async fn run(args: CatalogArgs, conn: &Conn, format: Format) -> Result<(), C
                 .await
                 .map_err(|s| status("cannot list the catalogue", s))?
                 .into_inner();
-            print_services(&r.services, format);
+            print_services(&r.services, format)?;
         }
         CatalogCommand::Get { name } => {
             let req = pb::GetServiceRequest { name: name.clone() };
@@ -125,9 +131,9 @@ pub async fn run(args: CatalogArgs, conn: &Conn, format: Format) -> Result<(), C
                 .into_inner();
             let s = r.service.unwrap_or_default();
             if format == Format::Table {
-                print_data(Format::Yaml, &service_json(&s));
+                print_data(Format::Yaml, &service_json(&s))?;
             } else {
-                print_data(format, &service_json(&s));
+                print_data(format, &service_json(&s))?;
             }
         }
         CatalogCommand::Subscriptions { tenant, service } => {
@@ -150,16 +156,19 @@ pub async fn run(args: CatalogArgs, conn: &Conn, format: Format) -> Result<(), C
                     .iter()
                     .map(|s| json!({"tenant": s.tenant, "service": s.service, "created_revision": s.created_revision, "created_by": s.created_by}))
                     .collect();
-                print_data(format, &v);
+                print_data(format, &v)?;
             } else {
-                println!("{:<28} {:<28} {:>9}  BY", "TENANT", "SERVICE", "REVISION");
+                outln!("{:<28} {:<28} {:>9}  BY", "TENANT", "SERVICE", "REVISION");
                 for s in &r.subscriptions {
-                    println!(
+                    outln!(
                         "{:<28} {:<28} {:>9}  {}",
-                        s.tenant, s.service, s.created_revision, s.created_by
+                        s.tenant,
+                        s.service,
+                        s.created_revision,
+                        s.created_by
                     );
                 }
-                println!("{} subscription(s)", r.subscriptions.len());
+                outln!("{} subscription(s)", r.subscriptions.len());
             }
         }
         CatalogCommand::Subscribe { tenant, service } => {
@@ -175,7 +184,7 @@ pub async fn run(args: CatalogArgs, conn: &Conn, format: Format) -> Result<(), C
                 .await
                 .map_err(|s| status(format!("cannot subscribe {tenant} to {service}"), s))?
                 .into_inner();
-            println!("{tenant} subscribes to {service} (revision {})", r.revision);
+            outln!("{tenant} subscribes to {service} (revision {})", r.revision);
         }
         CatalogCommand::Unsubscribe { tenant, service } => {
             let req = pb::SubscribeRequest {
@@ -194,7 +203,7 @@ pub async fn run(args: CatalogArgs, conn: &Conn, format: Format) -> Result<(), C
                 .await
                 .map_err(|s| status(format!("cannot unsubscribe {tenant} from {service}"), s))?
                 .into_inner();
-            println!(
+            outln!(
                 "{tenant} no longer subscribes to {service} (revision {})",
                 r.revision
             );

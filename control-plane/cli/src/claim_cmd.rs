@@ -7,7 +7,7 @@ use ndc_api::claims::claims_client::ClaimsClient;
 use ndc_api::claims::{self as pb};
 use serde_json::json;
 
-use crate::output::{client, print_data, status, CliError, Conn, Format};
+use crate::output::{client, outln, print_data, status, CliError, Conn, Format};
 use crate::quantity::show_bytes;
 
 /// Which claim, by tenant and name (or by uid).
@@ -224,17 +224,22 @@ fn message(c: &pb::Claim) -> String {
         .unwrap_or_default()
 }
 
-fn print_claims(claims: &[pb::Claim], format: Format) {
+fn print_claims(claims: &[pb::Claim], format: Format) -> Result<(), CliError> {
     if format != Format::Table {
-        print_data(format, &claims.iter().map(claim_json).collect::<Vec<_>>());
-        return;
+        print_data(format, &claims.iter().map(claim_json).collect::<Vec<_>>())?;
+        return Ok(());
     }
-    println!(
+    outln!(
         "{:<24} {:<20} {:<10} {:>9} {:<8} {:<20}  MESSAGE",
-        "TENANT", "NAME", "PHASE", "SIZE", "POLICY", "EXTERNAL NAME"
+        "TENANT",
+        "NAME",
+        "PHASE",
+        "SIZE",
+        "POLICY",
+        "EXTERNAL NAME"
     );
     for c in claims {
-        println!(
+        outln!(
             "{:<24} {:<20} {:<10} {:>9} {:<8} {:<20}  {}",
             c.tenant,
             c.name,
@@ -245,28 +250,29 @@ fn print_claims(claims: &[pb::Claim], format: Format) {
             message(c)
         );
     }
-    println!("{} claim(s)", claims.len());
+    outln!("{} claim(s)", claims.len());
+    Ok(())
 }
 
-fn print_claim(c: &pb::Claim, format: Format) {
+fn print_claim(c: &pb::Claim, format: Format) -> Result<(), CliError> {
     if format != Format::Table {
-        print_data(format, &claim_json(c));
-        return;
+        print_data(format, &claim_json(c))?;
+        return Ok(());
     }
-    println!("{} {} of tenant {}", c.kind, c.name, c.tenant);
-    println!("  uid:            {}", c.uid);
-    println!("  external name:  {}", c.external_name);
-    println!("  size:           {}", show_bytes(size(c)));
+    outln!("{} {} of tenant {}", c.kind, c.name, c.tenant);
+    outln!("  uid:            {}", c.uid);
+    outln!("  external name:  {}", c.external_name);
+    outln!("  size:           {}", show_bytes(size(c)));
     if let Some(pb::claim::Spec::Database(d)) = &c.spec {
-        println!("  connections:    {}", d.connection_limit);
+        outln!("  connections:    {}", d.connection_limit);
     }
     if let Some(pb::claim::Spec::Bucket(b)) = &c.spec {
-        println!("  versioning:     {}", b.versioning);
+        outln!("  versioning:     {}", b.versioning);
         if b.retention_days > 0 {
-            println!("  retention:      {} days", b.retention_days);
+            outln!("  retention:      {} days", b.retention_days);
         }
     }
-    println!(
+    outln!(
         "  policy:         {}{}",
         c.deletion_policy,
         if c.deleting {
@@ -279,15 +285,15 @@ fn print_claim(c: &pb::Claim, format: Format) {
             ""
         }
     );
-    println!("  phase:          {}", c.phase);
+    outln!("  phase:          {}", c.phase);
     if !c.endpoint.is_empty() {
-        println!("  endpoint:       {}", c.endpoint);
+        outln!("  endpoint:       {}", c.endpoint);
     }
     if !c.backup.is_empty() {
-        println!("  final dump:     {}", c.backup);
+        outln!("  final dump:     {}", c.backup);
     }
     for k in &c.conditions {
-        println!(
+        outln!(
             "  condition:      {}={} {}: {}",
             k.r#type,
             if k.status { "True" } else { "False" },
@@ -295,10 +301,14 @@ fn print_claim(c: &pb::Claim, format: Format) {
             k.message
         );
     }
-    println!(
+    outln!(
         "  generation:     {} (observed {}), credentials {} (in force {})",
-        c.generation, c.observed_generation, c.credentials_generation, c.observed_credentials
+        c.generation,
+        c.observed_generation,
+        c.credentials_generation,
+        c.observed_credentials
     );
+    Ok(())
 }
 
 async fn get(c: &ndc_api::Client, r: &pb::ClaimRef) -> Result<Option<pb::Claim>, tonic::Status> {
@@ -485,7 +495,7 @@ async fn create(
             r.revision
         );
     }
-    print_claim(&claim, format);
+    print_claim(&claim, format)?;
     Ok(())
 }
 
@@ -524,7 +534,7 @@ async fn list(
         }
         start_after = r.next_after;
     }
-    print_claims(&claims, format);
+    print_claims(&claims, format)?;
     Ok(())
 }
 
@@ -535,7 +545,7 @@ async fn show(c: &ndc_api::Client, kind: &str, w: &Which, format: Format) -> Res
         .map_err(|s| status(format!("cannot read {what}"), s))?
     {
         Some(k) => {
-            print_claim(&k, format);
+            print_claim(&k, format)?;
             Ok(())
         }
         None => Err(CliError::Refused(anyhow::anyhow!("{what} not found"))),
@@ -570,7 +580,7 @@ async fn delete(
             ..Default::default()
         };
         wait_for(c, &cref, Until::Gone, wait.timeout, &what).await?;
-        println!("{what} deleted (policy {})", claim.deletion_policy);
+        outln!("{what} deleted (policy {})", claim.deletion_policy);
     } else {
         if format == Format::Table {
             eprintln!(
@@ -578,7 +588,7 @@ async fn delete(
                 r.revision, claim.deletion_policy
             );
         }
-        print_claim(&claim, format);
+        print_claim(&claim, format)?;
     }
     Ok(())
 }
@@ -610,7 +620,7 @@ async fn rotate(
             claim = k;
         }
     }
-    print_claim(&claim, format);
+    print_claim(&claim, format)?;
     Ok(())
 }
 
@@ -635,11 +645,11 @@ async fn credentials(
         print_data(
             format,
             &json!({"uid": r.uid, "kind": r.kind, "generation": r.generation, "in_force": r.in_force, "values": values}),
-        );
+        )?;
         return Ok(());
     }
     for (k, v) in &values {
-        println!("{k}: {v}");
+        outln!("{k}: {v}");
     }
     if !r.in_force {
         eprintln!(

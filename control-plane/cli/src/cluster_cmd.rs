@@ -7,7 +7,7 @@ use ndc_api::cluster::{
 };
 use serde_json::json;
 
-use crate::output::{client, print_data, status, CliError, Conn, Format};
+use crate::output::{client, outln, print_data, status, CliError, Conn, Format};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum ClusterCommand {
@@ -29,22 +29,23 @@ fn members_json(r: &MembershipResponse) -> serde_json::Value {
     })
 }
 
-fn print_members(r: &MembershipResponse, format: Format) {
+fn print_members(r: &MembershipResponse, format: Format) -> Result<(), CliError> {
     match format {
-        Format::Json | Format::Yaml => print_data(format, &members_json(r)),
+        Format::Json | Format::Yaml => print_data(format, &members_json(r))?,
         Format::Table => {
-            println!("{:<6} {:<24} ROLE", "ID", "ADDRESS");
+            outln!("{:<6} {:<24} ROLE", "ID", "ADDRESS");
             for m in &r.members {
-                println!(
+                outln!(
                     "{:<6} {:<24} {}",
                     m.id,
                     m.addr,
                     if m.voter { "voter" } else { "learner" }
                 );
             }
-            println!("membership changed at log index {}", r.log_index);
+            outln!("membership changed at log index {}", r.log_index);
         }
     }
+    Ok(())
 }
 
 fn status_json(s: &StatusResponse) -> serde_json::Value {
@@ -91,9 +92,9 @@ pub async fn run(cmd: ClusterCommand, conn: &Conn, format: Format) -> Result<(),
                         "nodes": views.iter().map(status_json).collect::<Vec<_>>(),
                         "unreachable": unreachable.iter().map(|(ep, m)| json!({"endpoint": ep, "error": m})).collect::<Vec<_>>(),
                     }),
-                ),
+                )?,
                 Format::Table => {
-                    println!(
+                    outln!(
                         "{:<4} {:<22} {:<9} {:<7} {:>6} {:>9} {:>9} {:>9} {:>9}",
                         "ID",
                         "ADDRESS",
@@ -106,7 +107,7 @@ pub async fn run(cmd: ClusterCommand, conn: &Conn, format: Format) -> Result<(),
                         "SNAPSHOT"
                     );
                     for s in &views {
-                        println!(
+                        outln!(
                             "{:<4} {:<22} {:<9} {:<7} {:>6} {:>9} {:>9} {:>9} {:>9}",
                             s.id,
                             s.addr,
@@ -122,11 +123,11 @@ pub async fn run(cmd: ClusterCommand, conn: &Conn, format: Format) -> Result<(),
                         );
                     }
                     for (ep, m) in &unreachable {
-                        println!("{:<4} {:<22} unreachable: {m}", "?", ep);
+                        outln!("{:<4} {:<22} unreachable: {m}", "?", ep);
                     }
                     if let Some(leader) = views.iter().find(|s| s.state == "leader") {
-                        println!();
-                        println!("members (as the leader, node {}, sees them):", leader.id);
+                        outln!();
+                        outln!("members (as the leader, node {}, sees them):", leader.id);
                         for m in &leader.members {
                             let lag = leader
                                 .replication
@@ -134,7 +135,7 @@ pub async fn run(cmd: ClusterCommand, conn: &Conn, format: Format) -> Result<(),
                                 .find(|r| r.id == m.id)
                                 .map(|r| format!("lag {}", r.lag))
                                 .unwrap_or_else(|| "leader".into());
-                            println!(
+                            outln!(
                                 "  {:<4} {:<22} {:<8} {}",
                                 m.id,
                                 m.addr,
@@ -160,7 +161,7 @@ pub async fn run(cmd: ClusterCommand, conn: &Conn, format: Format) -> Result<(),
                 })
                 .await
                 .map_err(|s| status(format!("cannot add node {id}"), s))?;
-            print_members(r.get_ref(), format);
+            print_members(r.get_ref(), format)?;
             Ok(())
         }
         ClusterCommand::Promote { id } => {
@@ -175,7 +176,7 @@ pub async fn run(cmd: ClusterCommand, conn: &Conn, format: Format) -> Result<(),
                 })
                 .await
                 .map_err(|s| status(format!("cannot promote node {id}"), s))?;
-            print_members(r.get_ref(), format);
+            print_members(r.get_ref(), format)?;
             Ok(())
         }
         ClusterCommand::Remove { id } => {
@@ -190,7 +191,7 @@ pub async fn run(cmd: ClusterCommand, conn: &Conn, format: Format) -> Result<(),
                 })
                 .await
                 .map_err(|s| status(format!("cannot remove node {id}"), s))?;
-            print_members(r.get_ref(), format);
+            print_members(r.get_ref(), format)?;
             Ok(())
         }
     }

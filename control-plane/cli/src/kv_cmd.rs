@@ -7,7 +7,7 @@ use ndc_api::kv::kv_client::KvClient;
 use ndc_api::kv::{self as pb, Consistency};
 use serde_json::json;
 
-use crate::output::{client, print_data, show_value, status, CliError, Conn, Format};
+use crate::output::{client, outln, print_data, show_value, status, CliError, Conn, Format};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Example:\n  ndc get /demo/hello --stale")]
@@ -110,8 +110,8 @@ pub async fn get(args: GetArgs, conn: &Conn, format: Format) -> Result<(), CliEr
         )));
     };
     match format {
-        Format::Json | Format::Yaml => print_data(format, &object_json(&o)),
-        Format::Table => println!("{}", show_value(&o.value)),
+        Format::Json | Format::Yaml => print_data(format, &object_json(&o))?,
+        Format::Table => outln!("{}", show_value(&o.value)),
     }
     Ok(())
 }
@@ -146,8 +146,8 @@ pub async fn put(args: PutArgs, conn: &Conn, format: Format) -> Result<(), CliEr
         Format::Json | Format::Yaml => print_data(
             format,
             &json!({"key": args.key, "revision": r.revision, "prev_revision": r.prev_revision}),
-        ),
-        Format::Table => println!("{} written at revision {}", args.key, r.revision),
+        )?,
+        Format::Table => outln!("{} written at revision {}", args.key, r.revision),
     }
     Ok(())
 }
@@ -170,9 +170,9 @@ pub async fn del(args: DelArgs, conn: &Conn, format: Format) -> Result<(), CliEr
         Format::Json | Format::Yaml => print_data(
             format,
             &json!({"key": args.key, "deleted": r.deleted, "revision": r.revision}),
-        ),
-        Format::Table if r.deleted => println!("{} deleted at revision {}", args.key, r.revision),
-        Format::Table => println!("{} did not exist; nothing deleted", args.key),
+        )?,
+        Format::Table if r.deleted => outln!("{} deleted at revision {}", args.key, r.revision),
+        Format::Table => outln!("{} did not exist; nothing deleted", args.key),
     }
     Ok(())
 }
@@ -201,20 +201,23 @@ pub async fn list(args: ListArgs, conn: &Conn, format: Format) -> Result<(), Cli
                 "revision": r.revision, "more": r.more,
                 "objects": r.objects.iter().map(object_json).collect::<Vec<_>>(),
             }),
-        ),
+        )?,
         Format::Table => {
-            println!("{:<40} {:>9} {:>8}  VALUE", "KEY", "REVISION", "VERSION");
+            outln!("{:<40} {:>9} {:>8}  VALUE", "KEY", "REVISION", "VERSION");
             for o in &r.objects {
                 let mut v = show_value(&o.value);
                 if v.chars().count() > 60 {
                     v = v.chars().take(57).collect::<String>() + "...";
                 }
-                println!(
+                outln!(
                     "{:<40} {:>9} {:>8}  {}",
-                    o.key, o.mod_revision, o.version, v
+                    o.key,
+                    o.mod_revision,
+                    o.version,
+                    v
                 );
             }
-            println!(
+            outln!(
                 "{} object(s) at revision {}{}",
                 r.objects.len(),
                 r.revision,
@@ -261,11 +264,11 @@ pub async fn watch(args: WatchArgs, conn: &Conn, format: Format) -> Result<(), C
             };
             let Some(o) = &e.object else { continue };
             match format {
-                Format::Json | Format::Yaml => println!(
+                Format::Json | Format::Yaml => outln!(
                     "{}",
                     json!({"type": kind, "revision": e.revision, "object": object_json(o)})
                 ),
-                Format::Table => println!(
+                Format::Table => outln!(
                     "{:<6} {:>9} {} {}",
                     kind,
                     e.revision,

@@ -26,7 +26,7 @@ use crate::output::{Conn, Format};
     name = "ndc",
     version,
     about,
-    after_help = "Examples:\n  ndc up                                   run a one-node control plane on embedded defaults\n  ndc server --id 1 --listen 127.0.0.1:7700 --data-dir /var/lib/ndc --init\n  ndc --endpoints 127.0.0.1:7700,127.0.0.1:7701 cluster status\n  ndc put /demo/hello world && ndc get /demo/hello"
+    after_help = "Examples:\n  ndc up          # a National Data Centre in a box, in ./ndc-data\n  ndc server --id 1 --listen 127.0.0.1:7700 --data-dir /var/lib/ndc --init\n  ndc --endpoints 127.0.0.1:7700,127.0.0.1:7701 cluster status\n  ndc put /demo/hello world && ndc get /demo/hello"
 )]
 struct Cli {
     /// Control-plane members to talk to, comma-separated; the leader is found among them.
@@ -90,26 +90,33 @@ enum Command {
     Catalog(catalog_cmd::CatalogArgs),
 }
 
+/// Logs to stderr, coloured only when stderr is a terminal.
 fn init_logging(default: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("NDC_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let long_running = matches!(cli.command, Command::Server(_) | Command::Up(_));
+    let mut cli = Cli::parse();
     // openraft reports every election and membership step at info; keep its
-    // warnings and ours.
-    init_logging(if long_running {
-        "info,openraft=warn"
-    } else {
-        "warn"
-    });
+    // warnings and ours. `ndc up` logs to a file in its data dir.
+    match &mut cli.command {
+        Command::Up(args) => {
+            if let Err(e) = up_cmd::prepare(args) {
+                e.print();
+                return ExitCode::from(e.exit_code());
+            }
+        }
+        Command::Server(_) => init_logging("info,openraft=warn"),
+        _ => init_logging("warn"),
+    }
     let conn = Conn {
         endpoints: cli.endpoints.clone(),
         token: cli.token.clone(),

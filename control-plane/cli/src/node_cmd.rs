@@ -4,7 +4,7 @@ use ndc_api::inventory::inventory_client::InventoryClient;
 use ndc_api::inventory::{self as pb};
 use serde_json::json;
 
-use crate::output::{client, print_data, status, CliError, Conn, Format};
+use crate::output::{client, outln, print_data, status, CliError, Conn, Format};
 use crate::quantity::{show_bytes, show_cpu};
 
 #[derive(clap::Subcommand, Debug)]
@@ -36,14 +36,20 @@ fn host_json(h: &pb::Host) -> serde_json::Value {
     })
 }
 
-fn print_hosts(hosts: &[pb::Host], format: Format) {
+fn print_hosts(hosts: &[pb::Host], format: Format) -> Result<(), CliError> {
     if format != Format::Table {
-        print_data(format, &hosts.iter().map(host_json).collect::<Vec<_>>());
-        return;
+        print_data(format, &hosts.iter().map(host_json).collect::<Vec<_>>())?;
+        return Ok(());
     }
-    println!(
+    outln!(
         "{:<24} {:<10} {:<8} {:<10} {:>8} {:>10} {:>10}  NOTE",
-        "NAME", "ZONE", "RACK", "STATE", "CPU", "MEMORY", "STORAGE"
+        "NAME",
+        "ZONE",
+        "RACK",
+        "STATE",
+        "CPU",
+        "MEMORY",
+        "STORAGE"
     );
     for h in hosts {
         let s = h.spec.clone().unwrap_or_default();
@@ -55,7 +61,7 @@ fn print_hosts(hosts: &[pb::Host], format: Format) {
         if s.simulated {
             note.push("simulated");
         }
-        println!(
+        outln!(
             "{:<24} {:<10} {:<8} {:<10} {:>8} {:>10} {:>10}  {}",
             s.name,
             s.zone,
@@ -67,7 +73,8 @@ fn print_hosts(hosts: &[pb::Host], format: Format) {
             note.join(", ")
         );
     }
-    println!("{} host(s)", hosts.len());
+    outln!("{} host(s)", hosts.len());
+    Ok(())
 }
 
 pub async fn run(cmd: NodeCommand, conn: &Conn, format: Format) -> Result<(), CliError> {
@@ -83,7 +90,7 @@ pub async fn run(cmd: NodeCommand, conn: &Conn, format: Format) -> Result<(), Cl
                 .await
                 .map_err(|s| status("cannot list hosts", s))?
                 .into_inner();
-            print_hosts(&r.hosts, format);
+            print_hosts(&r.hosts, format)?;
         }
         NodeCommand::Get { name } => {
             let req = pb::GetHostRequest { name: name.clone() };
@@ -95,7 +102,7 @@ pub async fn run(cmd: NodeCommand, conn: &Conn, format: Format) -> Result<(), Cl
                 .await
                 .map_err(|s| status(format!("cannot read host {name}"), s))?
                 .into_inner();
-            print_hosts(&r.host.into_iter().collect::<Vec<_>>(), format);
+            print_hosts(&r.host.into_iter().collect::<Vec<_>>(), format)?;
         }
         NodeCommand::Cordon { name } => cordon(&c, name, true, format).await?,
         NodeCommand::Uncordon { name } => cordon(&c, name, false, format).await?,
@@ -109,7 +116,7 @@ pub async fn run(cmd: NodeCommand, conn: &Conn, format: Format) -> Result<(), Cl
                 .await
                 .map_err(|s| status(format!("cannot remove host {name}"), s))?
                 .into_inner();
-            println!("host {name} removed at revision {}", r.revision);
+            outln!("host {name} removed at revision {}", r.revision);
         }
     }
     Ok(())
@@ -133,6 +140,6 @@ async fn cordon(
         .await
         .map_err(|s| status(format!("cannot change host {name}"), s))?
         .into_inner();
-    print_hosts(&r.host.into_iter().collect::<Vec<_>>(), format);
+    print_hosts(&r.host.into_iter().collect::<Vec<_>>(), format)?;
     Ok(())
 }

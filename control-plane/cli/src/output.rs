@@ -17,6 +17,9 @@ pub enum CliError {
     Refused(anyhow::Error),
     /// Bad usage, unreachable cluster, or anything unexpected.
     Failed(anyhow::Error),
+    /// Whoever read the output went away (`ndc tenant tree | head`): the
+    /// output ends there, quietly and successfully, as `ls | head` does.
+    OutputClosed,
 }
 
 impl CliError {
@@ -24,17 +27,53 @@ impl CliError {
         match self {
             CliError::Refused(_) => 1,
             CliError::Failed(_) => 2,
+            CliError::OutputClosed => 0,
         }
     }
 
     pub fn print(&self) {
-        let (CliError::Refused(e) | CliError::Failed(e)) = self;
+        let (CliError::Refused(e) | CliError::Failed(e)) = self else {
+            return;
+        };
         eprintln!("error: {e}");
         for cause in e.chain().skip(1) {
             eprintln!("  caused by: {cause}");
         }
     }
 }
+
+/// Writes the command's output to stdout. A closed reader ends the
+/// command with [`CliError::OutputClosed`]; any other write error fails it.
+pub fn write_out(args: std::fmt::Arguments<'_>) -> Result<(), CliError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_fmt(args)
+        .and_then(|()| out.flush())
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::BrokenPipe => CliError::OutputClosed,
+            _ => CliError::Failed(anyhow::Error::new(e).context("cannot write the output")),
+        })
+}
+
+/// `println!` for the command's output: returns early with
+/// [`CliError::OutputClosed`] when the reader has gone.
+macro_rules! outln {
+    () => {
+        $crate::output::write_out(format_args!("\n"))?
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_out(format_args!("{}\n", format_args!($($arg)*)))?
+    };
+}
+
+/// `print!` for the command's output, as [`outln!`] without the newline.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_out(format_args!($($arg)*))?
+    };
+}
+
+pub(crate) use {out, outln};
 
 impl From<anyhow::Error> for CliError {
     fn from(e: anyhow::Error) -> Self {
@@ -85,15 +124,16 @@ pub fn show_value(v: &[u8]) -> String {
 }
 
 /// Prints structured output as JSON or YAML.
-pub fn print_data<T: serde::Serialize>(format: Format, v: &T) {
+pub fn print_data<T: serde::Serialize>(format: Format, v: &T) -> Result<(), CliError> {
     match format {
         Format::Yaml => match serde_saphyr::to_string(v) {
-            Ok(s) => print!("{s}"),
+            Ok(s) => out!("{s}"),
             Err(e) => eprintln!("error: cannot render YAML: {e}"),
         },
         _ => match serde_json::to_string_pretty(v) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => outln!("{s}"),
             Err(e) => eprintln!("error: cannot render JSON: {e}"),
         },
     }
+    Ok(())
 }

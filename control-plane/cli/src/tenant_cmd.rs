@@ -8,7 +8,7 @@ use ndc_api::tenants::tenants_client::TenantsClient;
 use ndc_api::tenants::{self as pb};
 use ndc_tenants::{Level, MergeTarget, Quota, Reorg, Tenant, TenantSpec};
 
-use crate::output::{client, print_data, status, CliError, Conn, Format};
+use crate::output::{client, out, outln, print_data, status, CliError, Conn, Format};
 use crate::quantity::{bytes, cpu_millis, show_bytes, show_cpu};
 
 /// Quota flags shared by create and update.
@@ -63,7 +63,7 @@ fn label(s: &str) -> Result<(String, String), String> {
 pub enum TenantCommand {
     /// Create a tenant (an agency).
     #[command(
-        after_help = "Example:\n  ndc tenant create --id ha-noi --name 'Thành phố Hà Nội' --level province --branch state \\\n    --parent vn --code 01 --security-level 3 --cpu 400 --memory 2Ti --storage 500Ti \\\n    --buckets 200 --databases 100 --namespaces 50 --decision 'QĐ 19/2025/QĐ-TTg'"
+        after_help = "Example:\n  ndc tenant create --id ha-noi-long-bien --name 'Phường Long Biên' --level commune --branch state \\\n    --parent ha-noi --code 99009 --security-level 2 --cpu 4 --memory 8Gi --storage 500Gi \\\n    --buckets 5 --databases 5 --namespaces 2 --decision 'QĐ 19/2025/QĐ-TTg'"
     )]
     Create {
         #[arg(long)]
@@ -148,7 +148,7 @@ pub enum TenantCommand {
     },
     /// Merge tenants into an existing one or a new one; shows the plan and asks.
     #[command(
-        after_help = "Examples:\n  ndc tenant merge ha-giang --into tuyen-quang --decision 'NQ 202/2025/QH15'\n  ndc tenant merge xa-a xa-b --new-id xa-ab --new-name 'Xã A B' --new-code 00123 --yes"
+        after_help = "Examples:\n  ndc tenant merge ha-noi-cua-nam --into ha-noi-hoan-kiem --decision 'NQ 1656/NQ-UBTVQH15'\n  ndc tenant merge hue-vy-da hue-kim-long --new-id hue-kim-long-vy-da --new-name 'Phường Kim Long Vỹ Dạ' \\\n    --new-code 99105 --decision 'NQ 1674/NQ-UBTVQH15' --yes"
     )]
     Merge {
         #[arg(required = true)]
@@ -199,25 +199,25 @@ fn to_domain(t: pb::Tenant) -> Result<Tenant, CliError> {
     })
 }
 
-fn print_tenant(t: &Tenant, format: Format) {
+fn print_tenant(t: &Tenant, format: Format) -> Result<(), CliError> {
     match format {
         Format::Table => {
-            println!("id:                  {}", t.id);
-            println!("name:                {}", t.display_name);
-            println!("level:               {}", t.level);
-            println!("branch:              {}", t.branch);
-            println!(
+            outln!("id:                  {}", t.id);
+            outln!("name:                {}", t.display_name);
+            outln!("level:               {}", t.level);
+            outln!("branch:              {}", t.branch);
+            outln!(
                 "parent:              {}",
                 t.parent.as_deref().unwrap_or("-")
             );
-            println!(
+            outln!(
                 "admin code:          {}",
                 t.admin_code.as_deref().unwrap_or("-")
             );
-            println!("security level:      {}", t.security_level);
-            println!("state:               {}", t.state);
-            println!("deletion protection: {}", t.deletion_protection);
-            println!(
+            outln!("security level:      {}", t.security_level);
+            outln!("state:               {}", t.state);
+            outln!("deletion protection: {}", t.deletion_protection);
+            outln!(
                 "labels:              {}",
                 t.labels
                     .iter()
@@ -225,18 +225,19 @@ fn print_tenant(t: &Tenant, format: Format) {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            println!("quota:               {}", quota_line(&t.quota));
-            println!("handed to children:  {}", quota_line(&t.allocated));
-            println!("used:                {}", quota_line(&t.used));
+            outln!("quota:               {}", quota_line(&t.quota));
+            outln!("handed to children:  {}", quota_line(&t.allocated));
+            outln!("used:                {}", quota_line(&t.used));
             if !t.aliases.is_empty() {
-                println!(
+                outln!(
                     "old ids:             {}",
                     t.aliases.iter().cloned().collect::<Vec<_>>().join(", ")
                 );
             }
         }
-        _ => print_data(format, t),
+        _ => print_data(format, t)?,
     }
+    Ok(())
 }
 
 fn quota_line(q: &Quota) -> String {
@@ -251,7 +252,7 @@ fn quota_line(q: &Quota) -> String {
     )
 }
 
-fn print_plan(p: &pb::PlanResponse, format: Format) {
+fn print_plan(p: &pb::PlanResponse, format: Format) -> Result<(), CliError> {
     if format != Format::Table {
         let moves: Vec<_> = p
             .moves
@@ -270,15 +271,15 @@ fn print_plan(p: &pb::PlanResponse, format: Format) {
         print_data(
             format,
             &serde_json::json!({"summary": p.summary, "applied": p.applied, "revision": p.revision, "moves": moves, "quotas": quotas}),
-        );
-        return;
+        )?;
+        return Ok(());
     }
-    println!("plan: {}", p.summary);
+    outln!("plan: {}", p.summary);
     if p.moves.is_empty() {
-        println!("  moves: none");
+        outln!("  moves: none");
     }
     for m in &p.moves {
-        println!("  move {:<12} {:<24} {} -> {}", m.kind, m.id, m.from, m.to);
+        outln!("  move {:<12} {:<24} {} -> {}", m.kind, m.id, m.from, m.to);
     }
     for q in &p.quotas {
         let show = |x: &Option<pb::Quota>| match x {
@@ -286,7 +287,7 @@ fn print_plan(p: &pb::PlanResponse, format: Format) {
             None => "(gone)".into(),
         };
         if q.quota_before != q.quota_after {
-            println!(
+            outln!(
                 "  quota of {}: {} -> {}",
                 q.tenant,
                 show(&q.quota_before),
@@ -294,7 +295,7 @@ fn print_plan(p: &pb::PlanResponse, format: Format) {
             );
         }
         if q.allocated_before != q.allocated_after {
-            println!(
+            outln!(
                 "  handed out by {}: {} -> {}",
                 q.tenant,
                 show(&q.allocated_before),
@@ -303,8 +304,9 @@ fn print_plan(p: &pb::PlanResponse, format: Format) {
         }
     }
     if p.applied {
-        println!("applied at revision {}", p.revision);
+        outln!("applied at revision {}", p.revision);
     }
+    Ok(())
 }
 
 /// Asks before a reorganisation; without a terminal, --yes is required.
@@ -317,7 +319,7 @@ fn confirm(yes: bool) -> Result<bool, CliError> {
             "not applied: this is a plan only; pass --yes to apply it without a terminal"
         )));
     }
-    print!("apply this plan? [y/N] ");
+    out!("apply this plan? [y/N] ");
     std::io::stdout().flush().ok();
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line).ok();
@@ -340,9 +342,9 @@ async fn reorganise(
         .await
         .map_err(|s| status("cannot plan the reorganisation", s))?
         .into_inner();
-    print_plan(&plan, format);
+    print_plan(&plan, format)?;
     if !confirm(yes)? {
-        println!("not applied");
+        outln!("not applied");
         return Ok(());
     }
     // Apply exactly the plan shown: if the tenants changed meanwhile, the
@@ -358,9 +360,9 @@ async fn reorganise(
         .map_err(|s| status("the reorganisation was refused", s))?
         .into_inner();
     if format == Format::Table {
-        println!("applied at revision {}", done.revision);
+        outln!("applied at revision {}", done.revision);
     } else {
-        print_plan(&done, format);
+        print_plan(&done, format)?;
     }
     Ok(())
 }
@@ -409,14 +411,14 @@ pub async fn run(cmd: TenantCommand, conn: &Conn, format: Format) -> Result<(), 
                 deletion_protection,
             };
             let t = create(&c, spec, decision).await?;
-            print_tenant(&t, format);
+            print_tenant(&t, format)?;
             Ok(())
         }
         TenantCommand::Get { id } => {
             let t = get(&c, &id)
                 .await?
                 .ok_or_else(|| CliError::Refused(anyhow::anyhow!("tenant {id} not found")))?;
-            print_tenant(&t, format);
+            print_tenant(&t, format)?;
             Ok(())
         }
         TenantCommand::List {
@@ -435,12 +437,17 @@ pub async fn run(cmd: TenantCommand, conn: &Conn, format: Format) -> Result<(), 
             let tenants = list_all(&c, req).await?;
             match format {
                 Format::Table => {
-                    println!(
+                    outln!(
                         "{:<24} {:<9} {:<18} {:<16} {:<6} {:<10} NAME",
-                        "ID", "LEVEL", "BRANCH", "PARENT", "CODE", "STATE"
+                        "ID",
+                        "LEVEL",
+                        "BRANCH",
+                        "PARENT",
+                        "CODE",
+                        "STATE"
                     );
                     for t in &tenants {
-                        println!(
+                        outln!(
                             "{:<24} {:<9} {:<18} {:<16} {:<6} {:<10} {}",
                             t.id,
                             t.level,
@@ -451,9 +458,9 @@ pub async fn run(cmd: TenantCommand, conn: &Conn, format: Format) -> Result<(), 
                             t.display_name
                         );
                     }
-                    println!("{} tenant(s)", tenants.len());
+                    outln!("{} tenant(s)", tenants.len());
                 }
-                _ => print_data(format, &tenants),
+                _ => print_data(format, &tenants)?,
             }
             Ok(())
         }
@@ -464,7 +471,7 @@ pub async fn run(cmd: TenantCommand, conn: &Conn, format: Format) -> Result<(), 
             };
             let tenants = list_all(&c, req).await?;
             if format != Format::Table {
-                print_data(format, &tenants);
+                print_data(format, &tenants)?;
                 return Ok(());
             }
             let ids: std::collections::BTreeSet<&str> =
@@ -481,7 +488,7 @@ pub async fn run(cmd: TenantCommand, conn: &Conn, format: Format) -> Result<(), 
                 last: bool,
                 top: bool,
                 children: &BTreeMap<Option<&str>, Vec<&Tenant>>,
-            ) {
+            ) -> Result<(), CliError> {
                 let branch = if top {
                     ""
                 } else if last {
@@ -489,7 +496,7 @@ pub async fn run(cmd: TenantCommand, conn: &Conn, format: Format) -> Result<(), 
                 } else {
                     "├── "
                 };
-                println!(
+                outln!(
                     "{prefix}{branch}{} \"{}\" [{}{}]  cpu {}/{}  mem {}/{}  storage {}/{}",
                     t.id,
                     t.display_name,
@@ -512,13 +519,14 @@ pub async fn run(cmd: TenantCommand, conn: &Conn, format: Format) -> Result<(), 
                 };
                 if let Some(kids) = children.get(&Some(t.id.as_str())) {
                     for (i, k) in kids.iter().enumerate() {
-                        draw(k, &next, i + 1 == kids.len(), false, children);
+                        draw(k, &next, i + 1 == kids.len(), false, children)?;
                     }
                 }
+                Ok(())
             }
-            println!("(committed/quota: what is handed to children plus used, out of the quota)");
+            outln!("(committed/quota: what is handed to children plus used, out of the quota)");
             for t in children.get(&None).into_iter().flatten() {
-                draw(t, "", true, true, &children);
+                draw(t, "", true, true, &children)?;
             }
             Ok(())
         }
@@ -564,7 +572,7 @@ pub async fn run(cmd: TenantCommand, conn: &Conn, format: Format) -> Result<(), 
                 to_domain(r.tenant.ok_or_else(|| {
                     CliError::Failed(anyhow::anyhow!("no tenant in the answer"))
                 })?)?;
-            print_tenant(&t, format);
+            print_tenant(&t, format)?;
             Ok(())
         }
         TenantCommand::Delete { id, decision } => {
@@ -580,7 +588,7 @@ pub async fn run(cmd: TenantCommand, conn: &Conn, format: Format) -> Result<(), 
                 .await
                 .map_err(|s| status(format!("cannot delete tenant {id}"), s))?
                 .into_inner();
-            println!("tenant {id} deleted at revision {}", r.revision);
+            outln!("tenant {id} deleted at revision {}", r.revision);
             Ok(())
         }
         TenantCommand::Merge {

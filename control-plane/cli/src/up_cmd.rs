@@ -23,7 +23,7 @@ use crate::server_cmd::shutdown_signal;
 #[command(after_help = "Examples:
   ndc up
   ndc up --data-dir /tmp/ndc --listen 127.0.0.1:0 --kube-listen 127.0.0.1:0 --check
-  ndc up --samples ./my-samples        (a directory with tenants.yaml, services.yaml, claims.yaml)
+  ndc up --samples ./my-samples   # a directory with tenants.yaml, services.yaml, claims.yaml
 
 Garage (S3) and PostgreSQL run as child processes with their data under the data dir;
 Ctrl-C stops everything. A second run in the same data dir reuses it and comes up faster.")]
@@ -56,6 +56,73 @@ pub struct UpArgs {
     /// Bring everything up, report, then stop (exit 1 if something was not ready).
     #[arg(long)]
     pub check: bool,
+    /// Show every log line on the terminal too (they always go to <data-dir>/logs/ndc-up.log;
+    /// without this flag only warnings and errors are shown).
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+}
+
+/// Where `ndc up` writes its log, under the data dir.
+const LOG_FILE: &str = "logs/ndc-up.log";
+
+/// Makes the data dir absolute (PostgreSQL and Garage change directory, so
+/// every path handed to them must be), creates it, and sends logs to
+/// `<data-dir>/logs/ndc-up.log`, with warnings and errors (everything with
+/// `--verbose`) also on stderr, coloured only when stderr is a terminal.
+pub fn prepare(args: &mut UpArgs) -> Result<(), CliError> {
+    use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
+    args.data_dir = std::path::absolute(&args.data_dir).map_err(|e| {
+        failed(format!(
+            "cannot resolve the data dir {}: {e}",
+            args.data_dir.display()
+        ))
+    })?;
+    let log_path = args.data_dir.join(LOG_FILE);
+    if let Some(dir) = log_path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| failed(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| failed(format!("cannot open {}: {e}", log_path.display())))?;
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("NDC_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"))
+    };
+    let to_file = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .with_writer(std::sync::Arc::new(file))
+        .with_filter(filter());
+    let to_terminal = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .with_filter(if args.verbose {
+            filter()
+        } else {
+            tracing_subscriber::EnvFilter::new("warn")
+        });
+    tracing_subscriber::registry()
+        .with(to_file)
+        .with(to_terminal)
+        .try_init()
+        .map_err(|e| failed(format!("cannot set up logging: {e}")))
+}
+
+/// Progress and the summary, on stdout. A reader that went away does not
+/// stop what `ndc up` runs, so write errors are ignored here.
+macro_rules! say {
+    () => {
+        let _ = $crate::output::write_out(format_args!("\n"));
+    };
+    ($($arg:tt)*) => {
+        let _ = $crate::output::write_out(format_args!("{}\n", format_args!($($arg)*)));
+    };
 }
 
 const NATIONAL_TENANTS: &str = include_str!("../../../samples/national/tenants.yaml");
@@ -118,7 +185,7 @@ struct Step {
 impl Step {
     fn say(&mut self, what: &str) {
         self.n += 1;
-        eprintln!(
+        say!(
             "[{}/{}] {what} ({:.1}s)",
             self.n,
             self.of,
@@ -330,6 +397,7 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
         started,
     };
     let data_dir = &args.data_dir;
+    say!("logs: {}", data_dir.join(LOG_FILE).display());
     let reused = data_dir.join("node-1").exists();
     let (token, auth_file) = operator_token(data_dir)?;
     let key_file = data_dir.join("secrets.key");
@@ -470,7 +538,7 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
                     .map_err(|e| failed(format!("cannot write {}: {e}", p.display())))?;
             }
             if !args.check {
-                eprintln!("Press Ctrl-C to stop everything.");
+                say!("Press Ctrl-C to stop everything.");
                 shutdown_signal().await;
             }
             if args.check && !summary.all_ready() {
@@ -485,7 +553,7 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
         Err(e) => Err(e),
     };
 
-    eprintln!("stopping: operator, Kubernetes simulator, control plane, PostgreSQL, Garage");
+    say!("stopping: operator, Kubernetes simulator, control plane, PostgreSQL, Garage");
     let _ = op_stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), operator).await;
     let _ = sim_stop.send(());
@@ -496,7 +564,7 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
     drop(client);
     let mut garage = garage;
     garage.stop().await;
-    eprintln!("stopped");
+    say!("stopped");
     result
 }
 
@@ -565,7 +633,7 @@ async fn load_samples(
         documents::<ServiceSubscription>(&claims, "ServiceSubscription")?,
     )
     .await?;
-    eprintln!(
+    say!(
         "      applied {s} shared services, {b} buckets, {d} databases, {u} subscriptions; waiting for them"
     );
     let mut last = String::new();
@@ -573,7 +641,7 @@ async fn load_samples(
         count(kube, summary).await.map_err(failed)?;
         let line = summary.line();
         if line != last {
-            eprintln!("      {line}");
+            say!("      {line}");
             last = line;
         }
         let settled = summary.all_ready();
@@ -591,8 +659,8 @@ async fn load_samples(
 }
 
 fn report(summary: &Summary, args: &UpArgs, kubeconfig: &Path) {
-    println!();
-    println!(
+    say!();
+    say!(
         "National Data Centre in a box, up in {:.1}s{}",
         summary.seconds,
         if summary.reused_data {
@@ -601,43 +669,47 @@ fn report(summary: &Summary, args: &UpArgs, kubeconfig: &Path) {
             ""
         }
     );
-    println!("  tenants        {}", summary.tenants);
-    println!("  namespaces     {}", summary.namespaces);
-    println!(
+    say!("  tenants        {}", summary.tenants);
+    say!("  namespaces     {}", summary.namespaces);
+    say!(
         "  services       {}/{} ready",
-        summary.services.0, summary.services.1
+        summary.services.0,
+        summary.services.1
     );
-    println!(
+    say!(
         "  subscriptions  {}/{} bound",
-        summary.subscriptions.0, summary.subscriptions.1
+        summary.subscriptions.0,
+        summary.subscriptions.1
     );
-    println!(
+    say!(
         "  buckets        {}/{} ready",
-        summary.buckets.0, summary.buckets.1
+        summary.buckets.0,
+        summary.buckets.1
     );
-    println!(
+    say!(
         "  databases      {}/{} ready",
-        summary.databases.0, summary.databases.1
+        summary.databases.0,
+        summary.databases.1
     );
     for n in summary.not_ready.iter().take(20) {
-        println!("  not ready: {n}");
+        say!("  not ready: {n}");
     }
-    println!();
-    println!("Look around (in another terminal):");
-    println!(
+    say!();
+    say!("Look around (in another terminal):");
+    say!(
         "  export NDC_ENDPOINTS={} NDC_TOKEN=$(cat {})",
         summary.control_plane,
         args.data_dir.join("operator.token").display()
     );
-    println!("  ndc tenant tree");
-    println!("  ndc catalog");
-    println!("  ndc bucket list && ndc database list");
-    println!("  ndc audit verify");
-    println!(
+    say!("  ndc tenant tree");
+    say!("  ndc catalog");
+    say!("  ndc bucket list && ndc database list");
+    say!("  ndc audit verify");
+    say!(
         "  kubectl --kubeconfig {} get tenants,sharedservices,ns",
         kubeconfig.display()
     );
-    println!(
+    say!(
         "  kubectl --kubeconfig {} get objectbuckets,databases,servicesubscriptions -A",
         kubeconfig.display()
     );

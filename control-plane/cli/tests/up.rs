@@ -1,7 +1,10 @@
 //! `ndc up` on the national samples, as a newcomer runs it: everything comes
 //! up, every sample service is Ready and every subscription bound, every
 //! bucket answers to its tenant's key and every database to its role; and
-//! a second start in the same data dir reuses the data.
+//! a second start in the same data dir reuses the data. Also as a newcomer
+//! types it: a relative data dir, from a directory only its owner may
+//! enter (root's home is 0700), and Garage and PostgreSQL going with
+//! `ndc up` when it is killed.
 
 mod support;
 
@@ -201,5 +204,142 @@ async fn ndc_up_brings_the_national_samples_up_and_reuses_its_data() -> Result<(
         summary["seconds"].as_f64().unwrap_or(0.0),
         second["seconds"].as_f64().unwrap_or(0.0)
     );
+    Ok(())
+}
+
+/// The processes whose parent is `pid`, with their command names.
+fn children_of(pid: u32) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces, so split after ')'.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let comm = head
+            .split_once('(')
+            .map(|(_, c)| c)
+            .unwrap_or("")
+            .to_string();
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().unwrap_or("");
+        let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) && state != "Z" {
+            out.push((child, comm));
+        }
+    }
+    out
+}
+
+/// Whether `pid` is still running (a zombie waiting for its reaper is not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.split_whitespace().next() != Some("Z"))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn ndc_up_takes_a_relative_data_dir_in_a_private_directory_and_its_servers_die_with_it(
+) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    // The working directory is only its owner's, as root's home is.
+    let home = tempfile::tempdir()?;
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700))?;
+    let base = |check: bool, log: &str| -> Result<Command> {
+        let log = std::fs::File::create(home.path().join(log))?;
+        let mut cmd = Command::new(NDC);
+        cmd.current_dir(home.path())
+            .args(["up", "--data-dir", "ndc-data", "--no-samples"])
+            .args(["--listen", "127.0.0.1:0", "--kube-listen", "127.0.0.1:0"])
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        if check {
+            cmd.arg("--check");
+        }
+        Ok(cmd)
+    };
+
+    // --check with a relative data dir: up, report, stop, exit 0.
+    let mut check = base(true, "check.log")?.spawn()?;
+    let deadline = Instant::now() + UP_DEADLINE;
+    let status = loop {
+        if let Some(s) = check.try_wait()? {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = check.kill();
+            bail!("ndc up --check did not finish in time");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = support::tail(&home.path().join("check.log"));
+    assert!(status.success(), "{status}: {out}");
+    assert!(
+        out.contains("National Data Centre in a box, up in"),
+        "{out}"
+    );
+    // Logs go to the data dir's log file, not between the progress lines.
+    assert!(!out.contains(" INFO "), "{out}");
+    assert!(!out.contains('\u{1b}'), "ANSI codes in {out}");
+    let logged = std::fs::read_to_string(home.path().join("ndc-data/logs/ndc-up.log"))?;
+    assert!(logged.contains(" INFO "), "{logged}");
+
+    // Killed with SIGKILL, it takes Garage and PostgreSQL with it.
+    let ready = home.path().join("ready.json");
+    let mut up = base(false, "up.log")?
+        .arg("--ready-file")
+        .arg(&ready)
+        .spawn()?;
+    wait_ready(&mut up, &ready, &home.path().join("up.log"))?;
+    let children = children_of(up.id());
+    let names: Vec<&str> = children.iter().map(|(_, c)| c.as_str()).collect();
+    assert!(
+        names.iter().any(|c| c.starts_with("garage"))
+            && names.iter().any(|c| c.starts_with("postgres")),
+        "children of ndc up: {children:?}"
+    );
+    up.kill()?;
+    up.wait()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left: Vec<_> = children.iter().filter(|(pid, _)| alive(*pid)).collect();
+        if left.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("still running 60 s after ndc up was killed: {left:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The data dir is reused by the next start, still relative.
+    let mut again = base(true, "again.log")?.spawn()?;
+    let status = again.wait()?;
+    let out = support::tail(&home.path().join("again.log"));
+    assert!(status.success(), "{status}: {out}");
+    assert!(out.contains("(data reused)"), "{out}");
+
+    // As root, the postgres user cannot enter this 0700 directory: the
+    // cluster lives in a directory of its own, linked from the data dir.
+    let link = home.path().join("ndc-data/postgres/cluster");
+    if nix::unistd::geteuid().is_root() {
+        let cluster = std::fs::read_link(&link).context("the link to the cluster")?;
+        assert!(cluster.join("data/PG_VERSION").exists(), "{cluster:?}");
+        std::fs::remove_dir_all(&cluster)?;
+    }
     Ok(())
 }

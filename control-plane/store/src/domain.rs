@@ -222,6 +222,7 @@ pub fn reject_kind(e: &TenantError) -> RejectKind {
         | NameEmpty
         | NameTooLong { .. }
         | NameControl { .. }
+        | NameBidiControl { .. }
         | CodeMissing { .. }
         | CodeUnexpected { .. }
         | CodeFormat { .. }
