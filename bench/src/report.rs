@@ -5,26 +5,12 @@ use std::fmt::Write as _;
 
 /// Today's date (UTC) as `YYYY-MM-DD`.
 pub fn today() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
-    format!("{y:04}-{m:02}-{d:02}")
+    date_of(jiff::Timestamp::now())
 }
 
-/// Days since 1970-01-01 to a proleptic Gregorian date.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+/// The UTC date of an instant, as `YYYY-MM-DD`.
+fn date_of(t: jiff::Timestamp) -> String {
+    t.to_zoned(jiff::tz::TimeZone::UTC).date().to_string()
 }
 
 /// `1234567` → `1,234,567`.
@@ -252,9 +238,10 @@ mod tests {
 
     #[test]
     fn dates_and_numbers() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_819), (2027, 1, 1));
-        assert_eq!(civil_from_days(20_818), (2026, 12, 31));
+        let day = |d: i64| date_of(jiff::Timestamp::from_second(d * 86_400).unwrap());
+        assert_eq!(day(0), "1970-01-01");
+        assert_eq!(day(20_819), "2027-01-01");
+        assert_eq!(day(20_818), "2026-12-31");
         assert_eq!(thousands(0), "0");
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1_000_000), "1,000,000");

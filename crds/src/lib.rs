@@ -10,6 +10,9 @@
 //!   national framework, deployed once and used by every eligible agency.
 //! - [`ServiceSubscription`] (namespaced): an agency consuming a shared
 //!   service.
+//!
+//! This crate must not depend on the operator, the simulator or rocksdb:
+//! types and their YAML, no controllers.
 
 // Several `printcolumn(...)` in one `#[kube]` attribute repeat `type_ =`,
 // which this lint mistakes for duplicated attributes.

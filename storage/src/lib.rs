@@ -6,6 +6,9 @@
 //! Every operation is idempotent: the provisioner may run it again after a
 //! crash or a leader change, with the same names (derived from the claim's
 //! uid), and must end with exactly one resource.
+//!
+//! This crate must not depend on openraft, kube, rocksdb or the control-plane
+//! crates: drivers for the outside systems only.
 
 use async_trait::async_trait;
 

@@ -52,11 +52,9 @@ pub const REQUEST_ID_HEADER: &str = "ndc-request-id";
 
 /// A fresh request id: 128 random bits in hex.
 pub fn new_request_id() -> String {
-    use std::io::Read;
     let mut raw = [0u8; 16];
-    let from_os = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut raw));
-    if from_os.is_err() {
-        // No /dev/urandom: time, process and a counter still make a
+    if getrandom::fill(&mut raw).is_err() {
+        // No random generator: time, process and a counter still make a
         // collision between two clients' retries vanishingly unlikely.
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let nanos = std::time::SystemTime::now()
@@ -67,7 +65,7 @@ pub fn new_request_id() -> String {
         let mix = nanos ^ (u128::from(std::process::id()) << 96) ^ (count << 64);
         raw = mix.to_be_bytes();
     }
-    raw.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(raw)
 }
 
 /// Metadata key of the secret that control-plane nodes present to each other.

@@ -151,10 +151,7 @@ pub struct DomainRequest {
 /// A digest of a plan, so a caller can say "apply what I was shown".
 pub fn plan_digest(plan: &Plan) -> String {
     let bytes = serde_json::to_vec(plan).unwrap_or_default();
-    Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(&bytes))
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -360,7 +357,7 @@ pub fn record_hash(r: &AuditRecord) -> String {
     field(r.decision.as_deref().unwrap_or("").as_bytes());
     field(&[u8::from(r.decision.is_some())]);
     field(r.prev_hash.as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(h.finalize())
 }
 
 /// The outcome of checking the chain.

@@ -181,22 +181,12 @@ pub(crate) fn parse_field_selector(
 
 /// A continue token: the last namespace and name returned, hex-encoded.
 pub(crate) fn encode_continue(ns: &str, name: &str) -> String {
-    format!("{ns}/{name}")
-        .bytes()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(format!("{ns}/{name}"))
 }
 
 pub(crate) fn decode_continue(token: &str) -> Result<(String, String), String> {
     let bad = || format!("continue token {token:?} is not one this server gave");
-    if !token.len().is_multiple_of(2) {
-        return Err(bad());
-    }
-    let bytes: Vec<u8> = (0..token.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&token[i..i + 2], 16))
-        .collect::<Result<_, _>>()
-        .map_err(|_| bad())?;
+    let bytes = hex::decode(token).map_err(|_| bad())?;
     let s = String::from_utf8(bytes).map_err(|_| bad())?;
     let (ns, name) = s.split_once('/').ok_or_else(bad)?;
     Ok((ns.to_string(), name.to_string()))

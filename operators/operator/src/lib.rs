@@ -17,6 +17,9 @@
 //! - **subscriptions**: a `ServiceSubscription` subscribes its tenant,
 //!   provisions the per-tenant resources and binds them in a Secret (see
 //!   [`subscriptions`]).
+//!
+//! This crate must not depend on rocksdb, the store or the server: it uses
+//! the control plane's typed gRPC API only.
 
 pub mod cache;
 pub mod claims;

@@ -1,4 +1,8 @@
 //! `ndc`: the command of the ndc control plane.
+//!
+//! The one place that wires every part together (`ndc up` composes the
+//! control plane, the simulator, the operator and the local backends);
+//! nothing depends on it.
 
 mod apply_cmd;
 mod audit_cmd;

@@ -125,21 +125,22 @@ macro_rules! say {
     };
 }
 
-const NATIONAL_TENANTS: &str = include_str!("../../../samples/national/tenants.yaml");
-const NATIONAL_SERVICES: &str = include_str!("../../../samples/national/services.yaml");
-const NATIONAL_CLAIMS: &str = include_str!("../../../samples/national/claims.yaml");
+const NATIONAL_TENANTS: &str = include_str!("../../samples/national/tenants.yaml");
+const NATIONAL_SERVICES: &str = include_str!("../../samples/national/services.yaml");
+const NATIONAL_CLAIMS: &str = include_str!("../../samples/national/claims.yaml");
 
 fn failed(e: impl std::fmt::Display) -> CliError {
     CliError::Failed(anyhow::anyhow!("{e}"))
 }
 
 fn random_hex() -> Result<String, CliError> {
-    use std::io::Read;
     let mut raw = [0u8; 24];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut raw))
-        .map_err(|e| CliError::Failed(anyhow::anyhow!(e).context("cannot read /dev/urandom")))?;
-    Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
+    getrandom::fill(&mut raw).map_err(|e| {
+        failed(format!(
+            "cannot read the operating system's random generator: {e}"
+        ))
+    })?;
+    Ok(hex::encode(raw))
 }
 
 /// The operator token of this data dir: read from `operator.token`, or made
