@@ -12,7 +12,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use support::NDC;
@@ -167,18 +167,7 @@ fn run(env: &Env, line: &str) -> Result<(i32, String)> {
         .stdout(file.try_clone()?)
         .stderr(file)
         .spawn()?;
-    let deadline = Instant::now() + EXAMPLE_DEADLINE;
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("did not finish within {EXAMPLE_DEADLINE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = support::wait_exit(&mut child, EXAMPLE_DEADLINE, "finish")?;
     Ok((
         status.code().unwrap_or(-1),
         std::fs::read_to_string(&log).unwrap_or_default(),
@@ -199,28 +188,8 @@ fn start_up(dir: &Path) -> Result<(std::process::Child, serde_json::Value)> {
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()?;
-    let deadline = Instant::now() + UP_DEADLINE;
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&ready) {
-            if let Ok(v) = serde_json::from_str(&text) {
-                return Ok((child, v));
-            }
-        }
-        if let Some(code) = child.try_wait()? {
-            bail!(
-                "ndc up exited with {code}:\n{}",
-                support::tail(&dir.join("up.log"))
-            );
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            bail!(
-                "ndc up was not ready in time:\n{}",
-                support::tail(&dir.join("up.log"))
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let summary = support::wait_up_ready(&mut child, &ready, &dir.join("up.log"), UP_DEADLINE)?;
+    Ok((child, summary))
 }
 
 #[test]

@@ -44,24 +44,7 @@ fn wait_ready(
     ready: &std::path::Path,
     log: &std::path::Path,
 ) -> Result<serde_json::Value> {
-    let deadline = Instant::now() + UP_DEADLINE;
-    loop {
-        if let Ok(text) = std::fs::read_to_string(ready) {
-            if let Ok(v) = serde_json::from_str(&text) {
-                return Ok(v);
-            }
-        }
-        if let Some(code) = child.try_wait()? {
-            bail!(
-                "ndc up exited with {code} before it was ready:\n{}",
-                support::tail(log)
-            );
-        }
-        if Instant::now() > deadline {
-            bail!("ndc up was not ready in time:\n{}", support::tail(log));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    support::wait_up_ready(child, ready, log, UP_DEADLINE)
 }
 
 fn secret_values(s: &Secret) -> std::collections::BTreeMap<String, String> {
@@ -168,17 +151,7 @@ async fn ndc_up_brings_the_national_samples_up_and_reuses_its_data() -> Result<(
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            bail!("ndc up did not stop after SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = support::wait_exit(&mut child, Duration::from_secs(60), "stop after SIGTERM")?;
     assert!(
         status.success(),
         "{status}: {}",
@@ -275,17 +248,7 @@ fn ndc_up_takes_a_relative_data_dir_in_a_private_directory_and_its_servers_die_w
 
     // --check with a relative data dir: up, report, stop, exit 0.
     let mut check = base(true, "check.log")?.spawn()?;
-    let deadline = Instant::now() + UP_DEADLINE;
-    let status = loop {
-        if let Some(s) = check.try_wait()? {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = check.kill();
-            bail!("ndc up --check did not finish in time");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = support::wait_exit(&mut check, UP_DEADLINE, "finish ndc up --check")?;
     let out = support::tail(&home.path().join("check.log"));
     assert!(status.success(), "{status}: {out}");
     assert!(

@@ -282,6 +282,56 @@ impl Cluster {
     }
 }
 
+/// Waits for `child` to exit within `limit`; past it, kills it and fails
+/// saying it did not `what`.
+pub fn wait_exit(
+    child: &mut Child,
+    limit: Duration,
+    what: &str,
+) -> Result<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait()? {
+            return Ok(s);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("it did not {what} within {limit:?}");
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Waits until `ndc up` (`child`, logging to `log`) writes its summary to
+/// `ready`, and returns it; fails if it exits first or `limit` passes.
+pub fn wait_up_ready(
+    child: &mut Child,
+    ready: &Path,
+    log: &Path,
+    limit: Duration,
+) -> Result<serde_json::Value> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(ready) {
+            if let Ok(v) = serde_json::from_str(&text) {
+                return Ok(v);
+            }
+        }
+        if let Some(code) = child.try_wait()? {
+            bail!(
+                "ndc up exited with {code} before it was ready:\n{}",
+                tail(log)
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("ndc up was not ready in time:\n{}", tail(log));
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
 pub fn tail(path: &Path) -> String {
     let s = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = s.lines().collect();
