@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use ndc_api::convert;
 use ndc_api::tenants::tenants_client::TenantsClient;
 use ndc_api::tenants::{self as pb};
-use ndc_tenants::TenantSpec;
+use ndc_core::TenantSpec;
 use serde::Deserialize;
 
 use crate::output::{client, outln, status, CliError, Conn, Format};
@@ -55,7 +55,7 @@ fn parse(text: &str) -> Result<Vec<Document>, String> {
                 d.kind
             ));
         }
-        ndc_tenants::validate_spec(d.spec.clone())
+        ndc_core::validate_spec(d.spec.clone())
             .map_err(|e| format!("document {} ({}): {e}", i + 1, d.spec.id))?;
     }
     Ok(docs)
@@ -113,7 +113,7 @@ pub async fn apply_text(
                 say(format!("tenant/{id} created"))?;
             }
             Some(current) => {
-                let spec = ndc_tenants::validate_spec(d.spec)
+                let spec = ndc_core::validate_spec(d.spec)
                     .map_err(|e| CliError::Refused(anyhow::anyhow!("{id}: {e}")))?;
                 if current.parent != spec.parent && !current.aliases.contains(&id) {
                     return Err(CliError::Refused(anyhow::anyhow!(

@@ -6,7 +6,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use ndc_api::convert;
 use ndc_api::tenants::tenants_client::TenantsClient;
 use ndc_api::tenants::{self as pb};
-use ndc_tenants::{Level, MergeTarget, Quota, Reorg, Tenant, TenantSpec};
+use ndc_core::{Level, MergeTarget, Quota, Reorg, Tenant, TenantSpec};
 
 use crate::output::{client, out, outln, print_data, status, CliError, Conn, Format};
 use crate::quantity::{bytes, cpu_millis, show_bytes, show_cpu};
@@ -74,7 +74,7 @@ pub enum TenantCommand {
         #[arg(long)]
         level: Level,
         #[arg(long, default_value = "state")]
-        branch: ndc_tenants::Branch,
+        branch: ndc_core::Branch,
         #[arg(long)]
         parent: Option<String>,
         /// Administrative code: 2 digits for a province, 5 for a commune.
@@ -102,7 +102,7 @@ pub enum TenantCommand {
         #[arg(long)]
         level: Option<Level>,
         #[arg(long)]
-        branch: Option<ndc_tenants::Branch>,
+        branch: Option<ndc_core::Branch>,
         /// Direct children of this tenant.
         #[arg(long)]
         parent: Option<String>,

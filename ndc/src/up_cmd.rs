@@ -720,7 +720,7 @@ const ROOT_ID: &str = "vn";
 
 /// The root's quota stands for the data centre's first site until node
 /// agents report real capacity.
-const ROOT_QUOTA: ndc_tenants::Quota = ndc_tenants::Quota {
+const ROOT_QUOTA: ndc_core::Quota = ndc_core::Quota {
     cpu_millis: 100_000_000,
     memory_bytes: 400 << 40,
     storage_bytes: 50 << 50,
@@ -734,11 +734,11 @@ async fn ensure_root(client: &ndc_api::Client) -> Result<(), CliError> {
     if crate::tenant_cmd::get(client, ROOT_ID).await?.is_some() {
         return Ok(());
     }
-    let spec = ndc_tenants::TenantSpec {
+    let spec = ndc_core::TenantSpec {
         id: ROOT_ID.into(),
         display_name: "Cộng hòa Xã hội Chủ nghĩa Việt Nam".into(),
-        level: ndc_tenants::Level::Central,
-        branch: ndc_tenants::Branch::State,
+        level: ndc_core::Level::Central,
+        branch: ndc_core::Branch::State,
         parent: None,
         admin_code: None,
         security_level: 4,

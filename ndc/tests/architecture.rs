@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 /// (crate, what it must not depend on, why).
 const RULES: &[(&str, &[&str], &str)] = &[
     (
-        "ndc-tenants",
+        "ndc-core",
         &["tokio", "tonic", "kube", "rocksdb", "openraft"],
         "the pure core: every rule, no I/O",
     ),
@@ -60,7 +60,7 @@ const RULES: &[(&str, &[&str], &str)] = &[
 /// Folders whose crates must not depend on crates in the other folders.
 const LAYERS: &[(&str, &[&str])] = &[
     (
-        "tenants",
+        "core",
         &[
             "control-plane",
             "operators",
@@ -235,14 +235,14 @@ fn every_crate_keeps_its_dependency_rules() -> Result<()> {
 fn a_forbidden_dependency_is_found_with_the_path_that_brings_it() -> Result<()> {
     let mut g = graph(&metadata()?)?;
     // Give the core a dependency on the server, which brings tokio and tonic.
-    let core = g.id_of("ndc-tenants").context("core")?.clone();
+    let core = g.id_of("ndc-core").context("core")?.clone();
     let server = g.id_of("ndc-server").context("server")?.clone();
     g.deps.entry(core).or_default().push(server);
     let broken = broken(&g)?;
     for want in [
-        "ndc-tenants must not depend on tokio",
-        "ndc-tenants must not depend on tonic",
-        "ndc-tenants (in tenants/) must not depend on a crate in control-plane/: ndc-tenants → ndc-server",
+        "ndc-core must not depend on tokio",
+        "ndc-core must not depend on tonic",
+        "ndc-core (in core/) must not depend on a crate in control-plane/: ndc-core → ndc-server",
     ] {
         assert!(
             broken.iter().any(|b| b.starts_with(want)),

@@ -78,7 +78,7 @@ async fn the_audit_chain_detects_tampering() -> Result<()> {
         let cfs = rocksdb::DB::list_cf(&opts, data.join("db"))?;
         let db = rocksdb::DB::open_cf(&opts, data.join("db"), cfs)?;
         let kv = db.cf_handle("kv").context("kv family")?;
-        let key = ndc_store::domain::audit_key(3);
+        let key = ndc_store::keys::audit_key(3);
         let raw = db.get_cf(kv, key.as_bytes())?.context("record 3")?;
         let mut obj: ndc_store::StoredObject = ndc_store::decode("object", &raw)?;
         let mut rec: serde_json::Value = serde_json::from_slice(&obj.value)?;

@@ -6,7 +6,7 @@ mod support;
 use anyhow::{ensure, Context, Result};
 use ndc_api::convert;
 use ndc_api::tenants::{self as pb};
-use ndc_tenants::{Level, TenantSpec};
+use ndc_core::{Level, TenantSpec};
 use support::tenancy::*;
 use support::*;
 use tonic::Code;
@@ -438,7 +438,7 @@ async fn a_catalogue_of_bad_inputs_changes_nothing() -> Result<()> {
         checked += 1;
     }
 
-    use ndc_tenants::{MergeTarget, Reorg};
+    use ndc_core::{MergeTarget, Reorg};
     let reorgs: Vec<(&str, Reorg, Code, &str)> = vec![
         (
             "merge without sources",

@@ -8,7 +8,7 @@ use ndc_api::client::Auth;
 use ndc_api::convert;
 use ndc_api::tenants::tenants_client::TenantsClient;
 use ndc_api::tenants::{self as pb};
-use ndc_tenants::Level;
+use ndc_core::Level;
 use support::tenancy::*;
 use support::*;
 use tonic::Code;
@@ -198,7 +198,7 @@ async fn roles_keep_tenants_apart() -> Result<()> {
     ensure!(e.code() == Code::PermissionDenied, "{e:?}");
     let e = hn
         .reorganise(convert::reorg_to_pb(
-            &ndc_tenants::Reorg::Rename {
+            &ndc_core::Reorg::Rename {
                 from: "ba-dinh".into(),
                 to: "ba-dinh-2".into(),
             },
@@ -312,7 +312,7 @@ async fn roles_keep_tenants_apart() -> Result<()> {
 async fn a_stale_plan_is_not_applied() -> Result<()> {
     let c = national(1).await?;
     let mut t = tenants(&c.addr(1), OPERATOR)?;
-    let reorg = ndc_tenants::Reorg::Reparent {
+    let reorg = ndc_core::Reorg::Reparent {
         tenant: "ba-dinh".into(),
         parent: "hue".into(),
     };

@@ -15,8 +15,8 @@ use futures::StreamExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::ResourceExt;
 use ndc_api::tenants::tenants_client::TenantsClient;
+use ndc_core::{Branch, Level, Quota, TenantSpec};
 use ndc_crds::{Database, ObjectBucket, ServiceSubscription, SharedService};
-use ndc_tenants::{Branch, Level, Quota, TenantSpec};
 
 use crate::usage::{self, CpuMeter, CpuUse};
 use crate::{report, stats};

@@ -121,7 +121,7 @@ mod tests {
         assert_eq!(t.iter().filter(|t| t.level == Level::Province).count(), 33);
         assert_eq!(t.iter().filter(|t| t.level == Level::Commune).count(), 33);
         for s in &t {
-            ndc_tenants::validate_spec(s.clone()).expect("valid");
+            ndc_core::validate_spec(s.clone()).expect("valid");
         }
         let full = tenants(1.0);
         assert_eq!(

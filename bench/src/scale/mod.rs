@@ -23,7 +23,7 @@ use ndc_api::kv::kv_client::KvClient;
 use ndc_api::kv::WatchRequest;
 use ndc_api::tenants::tenants_client::TenantsClient;
 use ndc_api::tenants::{CreateTenantRequest, ListTenantsRequest};
-use ndc_tenants::{Branch, Level, Quota, TenantSpec};
+use ndc_core::{Branch, Level, Quota, TenantSpec};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use tonic::transport::Channel;
 

@@ -306,7 +306,7 @@ mod tests {
         let mut codes = std::collections::HashSet::new();
         let mut children = std::collections::HashMap::<String, Quota>::new();
         for i in 0..p.tenants {
-            let s = ndc_tenants::validate_spec(p.spec(i)).expect("valid spec");
+            let s = ndc_core::validate_spec(p.spec(i)).expect("valid spec");
             assert!(ids.insert(s.id.clone()), "duplicate id {}", s.id);
             if let Some(c) = &s.admin_code {
                 assert!(codes.insert((s.level, c.clone())), "duplicate code {c}");
@@ -331,7 +331,7 @@ mod tests {
         let p = Plan::new(1.2, 0).expect("plan");
         assert_eq!(p.communes, MAX_COMMUNES);
         assert_eq!(p.agencies, 120_000 - 54 - MAX_COMMUNES);
-        let last = ndc_tenants::validate_spec(p.spec(p.tenants - 1)).expect("valid");
+        let last = ndc_core::validate_spec(p.spec(p.tenants - 1)).expect("valid");
         assert_eq!(last.level, Level::Central);
         let tiny = Plan::new(0.0001, 0).expect("plan");
         assert_eq!(tiny.tenants, 10);

@@ -259,7 +259,7 @@ pub(super) async fn stage_build(
     let mut kv = KvClient::new(chans[1].clone());
     let mut stream = kv
         .watch(WatchRequest {
-            prefix: ndc_store::claims::CLAIMS_PREFIX.into(),
+            prefix: ndc_store::keys::CLAIMS_PREFIX.into(),
             start_revision: 0,
         })
         .await?
@@ -302,7 +302,7 @@ pub(super) async fn stage_build(
         ack.push(t.elapsed());
         m.writes.fetch_add(1, Ordering::Relaxed);
         let uid = r.claim.map(|c| c.uid).unwrap_or_default();
-        let want = ndc_store::claims::claim_key(&uid);
+        let want = ndc_store::keys::claim_key(&uid);
         let seen = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some((k, at)) = rx.recv().await {
                 if k == want {

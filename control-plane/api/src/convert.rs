@@ -2,7 +2,7 @@
 //! Strings that name an enum (level, branch, state) are parsed here, so a
 //! bad one is refused with the list of allowed values.
 
-use ndc_tenants as d;
+use ndc_core as d;
 
 use crate::tenants as pb;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use ndc_api::tenants::audit_server::Audit;
 use ndc_api::tenants::{self as pb};
-use ndc_store::domain::Role;
+use ndc_core::domain::Role;
 use tonic::{Request, Response, Status};
 
 use crate::auth::require;

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use ndc_store::domain::{Actor, Role};
+use ndc_core::domain::{Actor, Role};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tonic::metadata::MetadataMap;

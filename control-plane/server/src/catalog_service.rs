@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use ndc_api::catalog::catalog_server::Catalog;
 use ndc_api::catalog::{self as pb};
-use ndc_store::catalog::{self, CatalogOp, CatalogRequest, Service, ServiceSpec, Subscription};
-use ndc_store::domain::Actor;
+use ndc_core::catalog::{self, CatalogOp, CatalogRequest, Service, ServiceSpec, Subscription};
+use ndc_core::domain::Actor;
+use ndc_core::Level;
 use ndc_store::Response as StoreResponse;
-use ndc_tenants::Level;
 use tonic::{Request, Response, Status};
 
 use crate::node::Node;
@@ -118,7 +118,7 @@ impl CatalogService {
         let page = self
             .node
             .reader
-            .list(catalog::SERVICES_PREFIX, None, 0)
+            .list(ndc_store::keys::SERVICES_PREFIX, None, 0)
             .map_err(store_status)?;
         let services = page
             .items
@@ -132,7 +132,7 @@ impl CatalogService {
         let page = self
             .node
             .reader
-            .list(catalog::SUBSCRIPTIONS_PREFIX, None, 0)
+            .list(ndc_store::keys::SUBSCRIPTIONS_PREFIX, None, 0)
             .map_err(store_status)?;
         let subs = page
             .items
@@ -168,7 +168,7 @@ impl CatalogService {
             return Ok(None);
         };
         if reader
-            .get(&catalog::service_key(service))
+            .get(&ndc_store::keys::service_key(service))
             .map_err(store_status)?
             .0
             .is_none()
@@ -176,7 +176,7 @@ impl CatalogService {
             return Ok(None);
         }
         let (found, revision) = reader
-            .get(&catalog::subscription_key(&id, service))
+            .get(&ndc_store::keys::subscription_key(&id, service))
             .map_err(store_status)?;
         let Some(o) = found else {
             return Ok(None);

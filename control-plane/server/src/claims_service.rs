@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use ndc_api::claims::claims_server::Claims;
 use ndc_api::claims::{self as pb};
-use ndc_store::claims::{
+use ndc_core::claims::{
     self, BucketSpec, Claim, ClaimKind, ClaimOp, ClaimRequest, ClaimSpec, DatabaseSpec,
     DeletionPolicy,
 };
-use ndc_store::domain::Actor;
+use ndc_core::domain::Actor;
 use ndc_store::Response as StoreResponse;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
@@ -293,7 +293,7 @@ impl Claims for ClaimsService {
         let (_, mod_revision) = self
             .node
             .reader
-            .get(&claims::claim_key(&claim.uid))
+            .get(&ndc_store::keys::claim_key(&claim.uid))
             .map(|(o, _)| ((), o.map(|o| o.mod_revision).unwrap_or(0)))
             .map_err(store_status)?;
         Ok(Response::new(pb::ClaimResponse {

@@ -14,7 +14,7 @@ use tracing::instrument;
 use crate::auth::require;
 use crate::forward::{ForwardReply, ForwardRequest, MembershipView};
 use crate::node::Node;
-use ndc_store::domain::Role;
+use ndc_core::domain::Role;
 
 pub(crate) struct ClusterService {
     pub(crate) node: Arc<Node>,

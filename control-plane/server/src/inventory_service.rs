@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use ndc_api::inventory::inventory_server::Inventory;
 use ndc_api::inventory::{self as pb};
-use ndc_store::inventory::{self as inv, Host, HostState, InventoryOp, InventoryRequest};
+use ndc_core::inventory::{self as inv, Host, HostState, InventoryOp, InventoryRequest};
 use ndc_store::{Command, Response as StoreResponse};
 use tonic::{Request, Response, Status};
 use tracing::instrument;
@@ -59,7 +59,7 @@ pub(crate) fn host_to_pb(h: &Host) -> pb::Host {
 pub(crate) fn hosts(node: &Node) -> Result<Vec<Host>, Status> {
     let page = node
         .reader
-        .list(inv::NODES_PREFIX, None, 0)
+        .list(ndc_store::keys::NODES_PREFIX, None, 0)
         .map_err(store_status)?;
     page.items
         .into_iter()
@@ -72,7 +72,7 @@ pub(crate) fn hosts(node: &Node) -> Result<Vec<Host>, Status> {
 fn host(node: &Node, name: &str) -> Result<Host, Status> {
     let (obj, _) = node
         .reader
-        .get(&inv::node_key(name))
+        .get(&ndc_store::keys::node_key(name))
         .map_err(store_status)?;
     let obj = obj.ok_or_else(|| Status::not_found(format!("host {name} not found")))?;
     serde_json::from_slice(&obj.value).map_err(|e| Status::internal(e.to_string()))
@@ -117,7 +117,7 @@ impl InventoryService {
     }
 }
 
-fn cap_of(q: &ndc_tenants::Quota) -> inv::Capacity {
+fn cap_of(q: &ndc_core::Quota) -> inv::Capacity {
     inv::Capacity {
         cpu_millis: q.cpu_millis,
         memory_bytes: q.memory_bytes,
@@ -146,7 +146,10 @@ fn zone(name: &str, hosts: &[&Host], oc: &inv::Overcommit) -> pb::ZoneCapacity {
 
 /// The overcommit ratios in force on this node's state.
 fn overcommit(node: &Node) -> Result<inv::Overcommit, Status> {
-    let (obj, _) = node.reader.get(inv::OVERCOMMIT_KEY).map_err(store_status)?;
+    let (obj, _) = node
+        .reader
+        .get(ndc_store::keys::OVERCOMMIT_KEY)
+        .map_err(store_status)?;
     match obj {
         Some(o) => serde_json::from_slice(&o.value).map_err(|e| Status::internal(e.to_string())),
         None => Ok(inv::DEFAULT_OVERCOMMIT),
@@ -186,7 +189,7 @@ fn report(node: &Node) -> Result<pb::CapacityReport, Status> {
                     add(by_branch.entry(t.branch.to_string()).or_default(), &q);
                 }
             }
-            let mut largest: Vec<&ndc_tenants::Tenant> =
+            let mut largest: Vec<&ndc_core::Tenant> =
                 reg.iter().filter(|t| t.parent.is_some()).collect();
             largest.sort_by(|a, b| {
                 b.quota

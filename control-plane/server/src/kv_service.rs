@@ -17,7 +17,7 @@ use tracing::{instrument, Instrument};
 
 use crate::auth::require;
 use crate::node::Node;
-use ndc_store::domain::Role;
+use ndc_core::domain::Role;
 
 const WRITERS: [Role; 1] = [Role::DcOperator];
 const READERS: [Role; 2] = [Role::DcOperator, Role::Auditor];

@@ -288,8 +288,8 @@ fn touched_keys(cmd: &Command) -> Vec<String> {
             .map(|c| c.key.as_str())
             .chain(t.ops.iter().map(|o| o.key()))
             .map(|k| {
-                if k.starts_with(ndc_store::domain::RESERVED_PREFIX) {
-                    ndc_store::domain::RESERVED_PREFIX.to_string()
+                if k.starts_with(ndc_store::keys::RESERVED_PREFIX) {
+                    ndc_store::keys::RESERVED_PREFIX.to_string()
                 } else {
                     k.to_string()
                 }
@@ -297,43 +297,40 @@ fn touched_keys(cmd: &Command) -> Vec<String> {
             .collect(),
         // A reorganisation also rewrites the claims it moves: it shares its
         // entry with nothing.
-        Command::Domain(d) if matches!(d.op, ndc_store::domain::DomainOp::Reorganise(_)) => {
+        Command::Domain(d) if matches!(d.op, ndc_core::domain::DomainOp::Reorganise(_)) => {
             vec![EVERYTHING.to_string()]
         }
-        Command::Domain(_) => vec![ndc_store::domain::RESERVED_PREFIX.to_string()],
+        Command::Domain(_) => vec![ndc_store::keys::RESERVED_PREFIX.to_string()],
         // Heartbeats touch only their host, so many share an entry; other
         // inventory changes also extend the audit chain.
         Command::Inventory(r) => {
             let mut keys: Vec<String> =
                 r.op.hosts()
                     .iter()
-                    .map(|h| ndc_store::inventory::node_key(h))
+                    .map(|h| ndc_store::keys::node_key(h))
                     .collect();
             if r.op.audited() {
-                keys.push(ndc_store::domain::RESERVED_PREFIX.to_string());
+                keys.push(ndc_store::keys::RESERVED_PREFIX.to_string());
             }
             keys
         }
         // Status reports touch only their claim, so many share an entry;
         // other claim changes move quota and extend the audit chain.
         Command::Claim(r) => {
-            let mut keys = vec![ndc_store::claims::claim_key(r.op.uid())];
-            if !matches!(r.op, ndc_store::claims::ClaimOp::SetStatus { .. }) {
-                keys.push(ndc_store::domain::RESERVED_PREFIX.to_string());
+            let mut keys = vec![ndc_store::keys::claim_key(r.op.uid())];
+            if !matches!(r.op, ndc_core::claims::ClaimOp::SetStatus { .. }) {
+                keys.push(ndc_store::keys::RESERVED_PREFIX.to_string());
             }
             keys
         }
-        Command::Catalog(_) => vec![ndc_store::domain::RESERVED_PREFIX.to_string()],
+        Command::Catalog(_) => vec![ndc_store::keys::RESERVED_PREFIX.to_string()],
         Command::Batch(cmds) => cmds.iter().flat_map(touched_keys).collect(),
         Command::Once {
             request_id,
             command,
         } => {
             let mut keys = touched_keys(command);
-            keys.push(format!(
-                "{}{request_id}",
-                ndc_store::domain::REQUESTS_PREFIX
-            ));
+            keys.push(format!("{}{request_id}", ndc_store::keys::REQUESTS_PREFIX));
             keys
         }
     }

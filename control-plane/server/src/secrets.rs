@@ -7,7 +7,7 @@ use std::path::Path;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use ndc_store::claims::{Claim, Sealed};
+use ndc_core::claims::{Claim, Sealed};
 use serde::{Deserialize, Serialize};
 
 /// The key that seals claim credentials.
@@ -62,7 +62,7 @@ pub fn random_bytes(n: usize) -> Vec<u8> {
 
 /// A random claim uid.
 pub fn generate_uid() -> String {
-    hex(&random_bytes(ndc_store::claims::UID_LEN / 2))
+    hex(&random_bytes(ndc_core::claims::UID_LEN / 2))
 }
 
 impl SecretsKey {
@@ -183,7 +183,7 @@ mod tests {
     #[test]
     fn uids_are_valid() {
         let u = generate_uid();
-        assert!(ndc_store::claims::validate_uid(&u).is_ok(), "{u}");
+        assert!(ndc_core::claims::validate_uid(&u).is_ok(), "{u}");
         assert_ne!(u, generate_uid());
     }
 }

@@ -412,20 +412,20 @@ async fn expire_hosts(node: Arc<Node>, timeout_ms: u64) {
         let names: Vec<String> = hosts
             .iter()
             .filter(|h| {
-                h.state == ndc_store::inventory::HostState::Ready && h.last_heartbeat_ms < before
+                h.state == ndc_core::inventory::HostState::Ready && h.last_heartbeat_ms < before
             })
             .map(|h| h.spec.name.clone())
             .collect();
         if names.is_empty() {
             continue;
         }
-        let req = ndc_store::inventory::InventoryRequest {
-            actor: ndc_store::domain::Actor {
+        let req = ndc_core::inventory::InventoryRequest {
+            actor: ndc_core::domain::Actor {
                 name: "control-plane".into(),
-                roles: vec![ndc_store::domain::Role::DcOperator],
+                roles: vec![ndc_core::domain::Role::DcOperator],
             },
             at_ms: now,
-            op: ndc_store::inventory::InventoryOp::ExpireBefore {
+            op: ndc_core::inventory::InventoryOp::ExpireBefore {
                 names: names.clone(),
                 before_ms: before,
             },

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use ndc_api::convert;
 use ndc_api::tenants::tenants_server::Tenants;
 use ndc_api::tenants::{self as pb};
-use ndc_store::domain::{self, Actor, DomainOp, RejectKind};
+use ndc_core::domain::{self, Actor, DomainOp, RejectKind};
+use ndc_core::Level;
 use ndc_store::{Rejection, Response as StoreResponse};
-use ndc_tenants::Level;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
@@ -39,8 +39,8 @@ pub(crate) fn rejection(r: Rejection) -> Status {
 
 pub(crate) struct Applied {
     revision: u64,
-    changed: Vec<ndc_tenants::Tenant>,
-    plan: Option<ndc_tenants::Plan>,
+    changed: Vec<ndc_core::Tenant>,
+    plan: Option<ndc_core::Plan>,
 }
 
 impl TenantService {
@@ -124,8 +124,8 @@ impl Tenants for TenantService {
             .ok_or_else(|| Status::invalid_argument("the request has no tenant spec"))?;
         let spec = convert::spec_from_pb(spec).map_err(Status::invalid_argument)?;
         // Shape checks before the log, so bad input costs no revision.
-        let spec = ndc_tenants::validate_spec(spec)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let spec =
+            ndc_core::validate_spec(spec).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let id = spec.id.clone();
         let applied = self
             .propose(
@@ -176,7 +176,7 @@ impl Tenants for TenantService {
             .then(|| r.level.parse())
             .transpose()
             .map_err(Status::invalid_argument)?;
-        let branch: Option<ndc_tenants::Branch> = (!r.branch.is_empty())
+        let branch: Option<ndc_core::Branch> = (!r.branch.is_empty())
             .then(|| r.branch.parse())
             .transpose()
             .map_err(Status::invalid_argument)?;
@@ -202,7 +202,7 @@ impl Tenants for TenantService {
                     "" => None,
                     p => Some(visible(p)?),
                 };
-                let pool: Vec<&ndc_tenants::Tenant> = match r.subtree.as_str() {
+                let pool: Vec<&ndc_core::Tenant> = match r.subtree.as_str() {
                     "" => reg.iter().collect(),
                     s => reg.subtree(&visible(s)?),
                 };
@@ -288,7 +288,7 @@ impl Tenants for TenantService {
                 };
                 let plan = reg.plan(reorg).map_err(|e| {
                     rejection(Rejection::Domain {
-                        kind: domain::reject_kind(&e),
+                        kind: e.kind(),
                         message: e.to_string(),
                     })
                 })?;

@@ -20,13 +20,11 @@
 //! Beside the database: `snapshot.meta` and `snapshots/`, the current
 //! snapshot as a file (see `state_machine::snapshot`).
 
-pub mod catalog;
-pub mod claims;
+pub mod audit;
 mod codec;
 mod db;
-pub mod domain;
 mod error;
-pub mod inventory;
+pub mod keys;
 mod log_store;
 mod state_machine;
 mod types;

@@ -36,9 +36,9 @@ pub enum Command {
     /// Every compare must hold, then every op is applied, all at one revision.
     Txn(Txn),
     /// A tenancy request, authorised and checked against the state in apply.
-    Domain(Box<crate::domain::DomainRequest>),
+    Domain(Box<ndc_core::domain::DomainRequest>),
     /// A change to the hosts of the data centre.
-    Inventory(crate::inventory::InventoryRequest),
+    Inventory(ndc_core::inventory::InventoryRequest),
     /// Requests from several clients carried by one log entry, applied in
     /// order; each gets its own response. Their changes share the entry's
     /// revision.
@@ -51,9 +51,9 @@ pub enum Command {
     },
     /// A bucket or database claim, or the provisioner's report on one.
     /// (New variants go last: entries are encoded by variant position.)
-    Claim(Box<crate::claims::ClaimRequest>),
+    Claim(Box<ndc_core::claims::ClaimRequest>),
     /// A change to the shared-service catalogue or a subscription.
-    Catalog(Box<crate::catalog::CatalogRequest>),
+    Catalog(Box<ndc_core::catalog::CatalogRequest>),
 }
 
 impl Command {
@@ -138,9 +138,9 @@ pub enum Response {
     /// A domain request was applied at `revision`.
     Domain {
         revision: u64,
-        changed: Vec<ndc_tenants::Tenant>,
+        changed: Vec<ndc_core::Tenant>,
         removed: Vec<String>,
-        plan: Option<ndc_tenants::Plan>,
+        plan: Option<ndc_core::Plan>,
     },
     /// A compare or a rule failed; nothing changed.
     Rejected(Rejection),
@@ -150,14 +150,14 @@ pub enum Response {
     /// (as it was last, if `removed`). (New variants go last.)
     Claim {
         revision: u64,
-        claim: Box<crate::claims::Claim>,
+        claim: Box<ndc_core::claims::Claim>,
         removed: bool,
     },
     /// A catalogue request was applied at `revision`.
     Catalog {
         revision: u64,
-        service: Option<Box<crate::catalog::Service>>,
-        subscription: Option<crate::catalog::Subscription>,
+        service: Option<Box<ndc_core::catalog::Service>>,
+        subscription: Option<ndc_core::catalog::Subscription>,
     },
 }
 
@@ -180,7 +180,7 @@ pub enum Rejection {
     Invalid { reason: String },
     /// A domain rule or the caller's roles refused the request.
     Domain {
-        kind: crate::domain::RejectKind,
+        kind: ndc_core::domain::RejectKind,
         message: String,
     },
 }
@@ -283,11 +283,11 @@ pub fn validate_txn(txn: &Txn) -> Result<(), String> {
     let mut seen = std::collections::HashSet::new();
     for op in &txn.ops {
         validate_key(op.key())?;
-        if op.key().starts_with(crate::domain::RESERVED_PREFIX) {
+        if op.key().starts_with(crate::keys::RESERVED_PREFIX) {
             return Err(format!(
                 "key {:?} is under {}, which holds the control plane's own records; change them with the ndc tenant and audit commands",
                 op.key(),
-                crate::domain::RESERVED_PREFIX
+                crate::keys::RESERVED_PREFIX
             ));
         }
         if !seen.insert(op.key()) {
@@ -315,13 +315,13 @@ mod tests {
 
     #[test]
     fn actions_are_counted_through_batches_and_request_ids() {
-        let forget = Command::Claim(Box::new(crate::claims::ClaimRequest {
-            actor: crate::domain::Actor {
+        let forget = Command::Claim(Box::new(ndc_core::claims::ClaimRequest {
+            actor: ndc_core::domain::Actor {
                 name: "provisioner".into(),
                 roles: Vec::new(),
             },
             at_ms: 0,
-            op: crate::claims::ClaimOp::Forget {
+            op: ndc_core::claims::ClaimOp::Forget {
                 uid: "c1".into(),
                 outcome: "deleted".into(),
             },

@@ -12,15 +12,15 @@ fn service(
     from: Level,
     to: Level,
     needs: &[&str],
-) -> ndc_store::catalog::ServiceSpec {
-    ndc_store::catalog::ServiceSpec {
+) -> ndc_core::catalog::ServiceSpec {
+    ndc_core::catalog::ServiceSpec {
         name: name.into(),
         display_name: format!("Dịch vụ {name}"),
         capability: cap.into(),
         layer: "application".into(),
         from,
         to,
-        topology: ndc_store::catalog::Topology::Central,
+        topology: ndc_core::catalog::Topology::Central,
         depends_on: needs.iter().map(|s| s.to_string()).collect(),
         per_tenant_database_bytes: 0,
         per_tenant_bucket_bytes: 0,
@@ -34,10 +34,10 @@ impl Sm {
         &mut self,
         actor: Actor,
         decision: Option<&str>,
-        op: ndc_store::catalog::CatalogOp,
+        op: ndc_core::catalog::CatalogOp,
     ) -> Response {
         self.apply(Command::Catalog(Box::new(
-            ndc_store::catalog::CatalogRequest {
+            ndc_core::catalog::CatalogRequest {
                 actor,
                 at_ms: 3,
                 decision: decision.map(Into::into),
@@ -50,7 +50,7 @@ impl Sm {
 
 #[tokio::test]
 async fn the_catalogue_shares_a_capability_once_and_subscriptions_respect_scope() {
-    use ndc_store::catalog::CatalogOp::*;
+    use ndc_core::catalog::CatalogOp::*;
     let mut sm = with_tenants().await;
     let owner = Actor {
         name: "owner".into(),
@@ -299,7 +299,7 @@ async fn the_catalogue_shares_a_capability_once_and_subscriptions_respect_scope(
 
 #[tokio::test]
 async fn a_commune_is_refused_a_province_only_service_and_subscriptions_follow_a_merge() {
-    use ndc_store::catalog::CatalogOp::*;
+    use ndc_core::catalog::CatalogOp::*;
     let mut sm = with_tenants().await;
     sm.domain(DomainOp::CreateTenant(spec(
         "phu-xuan",
@@ -352,15 +352,15 @@ async fn a_commune_is_refused_a_province_only_service_and_subscriptions_follow_a
     })
     .await;
     let r = sm
-        .domain(DomainOp::Reorganise(ndc_tenants::Reorg::Merge {
+        .domain(DomainOp::Reorganise(ndc_core::Reorg::Merge {
             sources: vec!["hue".into()],
-            into: ndc_tenants::MergeTarget::Existing("ha-noi".into()),
+            into: ndc_core::MergeTarget::Existing("ha-noi".into()),
         }))
         .await;
     assert!(matches!(r, Response::Domain { .. }), "{r:?}");
     let keys: Vec<String> = sm
         .reader
-        .list(ndc_store::catalog::SUBSCRIPTIONS_PREFIX, None, 0)
+        .list(ndc_store::keys::SUBSCRIPTIONS_PREFIX, None, 0)
         .expect("list")
         .items
         .into_iter()

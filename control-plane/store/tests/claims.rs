@@ -419,9 +419,9 @@ async fn claims_follow_their_tenant_through_a_merge() {
     )
     .await;
     let r = sm
-        .domain(DomainOp::Reorganise(ndc_tenants::Reorg::Merge {
+        .domain(DomainOp::Reorganise(ndc_core::Reorg::Merge {
             sources: vec!["hue".into()],
-            into: ndc_tenants::MergeTarget::Existing("ha-noi".into()),
+            into: ndc_core::MergeTarget::Existing("ha-noi".into()),
         }))
         .await;
     assert!(matches!(r, Response::Domain { .. }), "{r:?}");

@@ -1,7 +1,7 @@
 //! Request ids through the state machine itself: a retried command is
 //! answered, not re-applied, until the id falls out of the retention window.
 
-use ndc_store::domain::{REQUEST_PRUNE_EVERY, REQUEST_RETENTION};
+use ndc_store::keys::{REQUEST_PRUNE_EVERY, REQUEST_RETENTION};
 use ndc_store::{Command, Op, Response, StateMachine, Txn, TypeConfig};
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};

@@ -10,7 +10,7 @@ use ndc_api::client::Auth;
 use ndc_api::convert;
 use ndc_api::tenants::tenants_client::TenantsClient;
 use ndc_api::tenants::{self as pb};
-use ndc_tenants::{Branch, Level, Quota, TenantSpec};
+use ndc_core::{Branch, Level, Quota, TenantSpec};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 

@@ -41,7 +41,7 @@ fn apply_params() -> PatchParams {
 }
 
 /// The mirror of one control-plane tenant.
-fn mirror(t: &ndc_tenants::Tenant, all: &HashMap<String, ndc_tenants::Tenant>) -> TenantSpec {
+fn mirror(t: &ndc_core::Tenant, all: &HashMap<String, ndc_core::Tenant>) -> TenantSpec {
     let mut ancestors = Vec::new();
     let mut at = t.parent.clone();
     while let Some(p) = at {
@@ -109,9 +109,9 @@ async fn follow_once(ctx: &Context) -> Result<(), Error> {
         })
         .await?
         .into_inner();
-    let mut all: HashMap<String, ndc_tenants::Tenant> = HashMap::new();
+    let mut all: HashMap<String, ndc_core::Tenant> = HashMap::new();
     for o in &list.objects {
-        let t: ndc_tenants::Tenant = serde_json::from_slice(&o.value)
+        let t: ndc_core::Tenant = serde_json::from_slice(&o.value)
             .map_err(|e| Error::Other(format!("tenant {}: {e}", o.key)))?;
         all.insert(t.id.clone(), t);
     }
@@ -150,7 +150,7 @@ async fn follow_once(ctx: &Context) -> Result<(), Error> {
                 all.remove(&id);
                 hierarchy = true;
             } else {
-                let t: ndc_tenants::Tenant = serde_json::from_slice(&o.value)
+                let t: ndc_core::Tenant = serde_json::from_slice(&o.value)
                     .map_err(|e| Error::Other(format!("tenant {id}: {e}")))?;
                 hierarchy |= match all.get(&id) {
                     Some(old) => old.parent != t.parent,
@@ -173,7 +173,7 @@ async fn follow_once(ctx: &Context) -> Result<(), Error> {
 /// unchanged tenants cost nothing.
 async fn sync(
     ctx: &Context,
-    all: &HashMap<String, ndc_tenants::Tenant>,
+    all: &HashMap<String, ndc_core::Tenant>,
     only: Option<&[String]>,
     applied: &mut HashMap<String, TenantSpec>,
     revision: u64,
@@ -185,7 +185,7 @@ async fn sync(
             applied.insert(t.name_any(), t.spec.clone());
         }
     }
-    let tenants: Vec<(&String, &ndc_tenants::Tenant)> = match only {
+    let tenants: Vec<(&String, &ndc_core::Tenant)> = match only {
         Some(ids) => ids.iter().filter_map(|id| all.get_key_value(id)).collect(),
         None => all.iter().collect(),
     };

@@ -12,8 +12,8 @@ use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
 use ndc_api::tenants::tenants_client::TenantsClient;
+use ndc_core::{Branch, Level, Quota, TenantSpec};
 use ndc_crds::{Database, DatabaseSpec, DeletionPolicy, ObjectBucket, ObjectBucketSpec, Tenant};
-use ndc_tenants::{Branch, Level, Quota, TenantSpec};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -315,9 +315,9 @@ async fn tenants_become_namespaces_with_their_guard_rails_and_drift_is_repaired(
 
     // A merge: Huế's mirror goes, its namespace stays with its data, re-homed.
     tc.reorganise(ndc_api::convert::reorg_to_pb(
-        &ndc_tenants::Reorg::Merge {
+        &ndc_core::Reorg::Merge {
             sources: vec!["hue".into()],
-            into: ndc_tenants::MergeTarget::Existing("ha-noi".into()),
+            into: ndc_core::MergeTarget::Existing("ha-noi".into()),
         },
         Some("QĐ sáp nhập"),
     ))

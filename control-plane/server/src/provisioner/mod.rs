@@ -13,12 +13,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ndc_storage::{BucketRequest, DatabaseRequest, DatabaseStore, ObjectStore, S3Credentials};
-use ndc_store::claims::{
+use ndc_core::claims::{
     Claim, ClaimKind, ClaimOp, ClaimRequest, ClaimSpec, ClaimStatus, Condition, DeletionPolicy,
     Phase, StatusBasis,
 };
-use ndc_store::domain::{Actor, Role};
+use ndc_core::domain::{Actor, Role};
+use ndc_storage::{BucketRequest, DatabaseRequest, DatabaseStore, ObjectStore, S3Credentials};
 use tracing::{info, warn};
 
 use crate::node::Node;

@@ -199,7 +199,7 @@ impl Queue {
                 }
                 self.revision = *revision;
                 for e in events.iter() {
-                    let Some(uid) = e.key.strip_prefix(ndc_store::claims::CLAIMS_PREFIX) else {
+                    let Some(uid) = e.key.strip_prefix(ndc_store::keys::CLAIMS_PREFIX) else {
                         continue;
                     };
                     if e.kind == ndc_store::EventKind::Delete {
@@ -234,17 +234,17 @@ pub(super) fn load(node: &Node, queue: &mut Queue) -> Option<u64> {
     let mut first = None;
     let mut after: Option<String> = None;
     loop {
-        let page = match node.reader.list(
-            ndc_store::claims::CLAIMS_PREFIX,
-            after.as_deref(),
-            LOAD_PAGE,
-        ) {
-            Ok(p) => p,
-            Err(e) => {
-                warn!(error = %e, "cannot read the claims to provision");
-                return None;
-            }
-        };
+        let page =
+            match node
+                .reader
+                .list(ndc_store::keys::CLAIMS_PREFIX, after.as_deref(), LOAD_PAGE)
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    warn!(error = %e, "cannot read the claims to provision");
+                    return None;
+                }
+            };
         first.get_or_insert(page.revision);
         for (key, o) in &page.items {
             match serde_json::from_slice::<Claim>(&o.value) {

@@ -13,13 +13,13 @@ use rocksdb::DB;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use ndc_tenants::Registry;
+use ndc_core::Registry;
 
 use crate::codec::decode;
 use crate::db::{blocking, cf, CF_SM};
-use crate::domain::AuditHead;
 use crate::error::{Error, Result};
 use crate::types::*;
+use ndc_core::domain::AuditHead;
 
 type Entry = openraft::Entry<TypeConfig>;
 

@@ -1,14 +1,17 @@
 //! Reads for the API: objects, pages, watch history, the audit chain.
 
+use crate::keys;
 use rocksdb::{Direction, IteratorMode};
 
-use ndc_tenants::Registry;
+use ndc_core::Registry;
 
 use super::*;
-use crate::claims::{self, Claim};
 use crate::codec::decode;
 use crate::db::{be, cf, from_be, CF_EVENTS, CF_KV, CF_SM};
-use crate::domain::{self, AuditHead, AuditRecord, VerifyReport};
+use ndc_core::claims::Claim;
+use ndc_core::domain::{AuditHead, AuditRecord};
+
+use crate::audit::{verify_chain, VerifyReport};
 use crate::error::{Error, Result};
 
 /// One page of a prefix listing.
@@ -53,8 +56,8 @@ impl StoreReader {
 
     /// Audit records from `from_seq` on, at most `limit` (0: all).
     pub fn audit_records(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditRecord>> {
-        let start = domain::audit_key(from_seq.max(1));
-        let page = self.list(domain::AUDIT_PREFIX, None, 0)?;
+        let start = keys::audit_key(from_seq.max(1));
+        let page = self.list(keys::AUDIT_PREFIX, None, 0)?;
         let mut out = Vec::new();
         for (k, o) in page.items {
             if k < start {
@@ -73,10 +76,10 @@ impl StoreReader {
 
     /// Checks the whole audit chain as this node stores it.
     pub fn verify_audit(&self) -> Result<VerifyReport> {
-        let page = self.list(domain::AUDIT_PREFIX, None, 0)?;
+        let page = self.list(keys::AUDIT_PREFIX, None, 0)?;
         let records: Vec<(String, Vec<u8>)> =
             page.items.into_iter().map(|(k, o)| (k, o.value)).collect();
-        let (head, _) = self.get(domain::AUDIT_HEAD_KEY)?;
+        let (head, _) = self.get(keys::AUDIT_HEAD_KEY)?;
         let head: Option<AuditHead> = match head {
             Some(o) => Some(serde_json::from_slice(&o.value).map_err(|e| Error::Decode {
                 what: "audit head",
@@ -84,12 +87,12 @@ impl StoreReader {
             })?),
             None => None,
         };
-        Ok(domain::verify_chain(&records, head.as_ref()))
+        Ok(verify_chain(&records, head.as_ref()))
     }
 
     /// One claim by uid, with the revision it was read at.
     pub fn claim(&self, uid: &str) -> Result<(Option<Claim>, u64)> {
-        let (o, revision) = self.get(&claims::claim_key(uid))?;
+        let (o, revision) = self.get(&keys::claim_key(uid))?;
         Ok((o.map(|o| decode_claim(&o.value)).transpose()?, revision))
     }
 
@@ -134,7 +137,7 @@ impl StoreReader {
         let revision = self.revision_at(&snap)?;
         let kv = cf(&self.db, CF_KV);
         for chunk in uids.chunks(1024) {
-            let keys: Vec<String> = chunk.iter().map(|u| claims::claim_key(u)).collect();
+            let keys: Vec<String> = chunk.iter().map(|u| keys::claim_key(u)).collect();
             for got in snap.multi_get_cf(keys.iter().map(|k| (kv, k.as_bytes()))) {
                 if let Some(bytes) = got? {
                     let o: StoredObject = decode("object", &bytes)?;
@@ -158,8 +161,8 @@ impl StoreReader {
         let snap = self.db.snapshot();
         self.settled(&snap)?;
         let revision = self.revision_at(&snap)?;
-        let prefix = claims::CLAIMS_PREFIX.as_bytes();
-        let after = claims::claim_key(start_after);
+        let prefix = keys::CLAIMS_PREFIX.as_bytes();
+        let after = keys::claim_key(start_after);
         let from = if start_after.is_empty() {
             prefix
         } else {

@@ -5,13 +5,13 @@
 
 pub use std::collections::BTreeMap;
 
-pub use ndc_store::claims::{
+pub use ndc_core::claims::{
     BucketSpec, ClaimOp, ClaimRequest, ClaimSpec, ClaimStatus, DatabaseSpec, DeletionPolicy, Phase,
     Sealed, StatusBasis,
 };
-pub use ndc_store::domain::{Actor, DomainOp, DomainRequest, RejectKind, Role};
+pub use ndc_core::domain::{Actor, DomainOp, DomainRequest, RejectKind, Role};
+pub use ndc_core::{Branch, Level, Quota, TenantPatch, TenantSpec, TenantState};
 pub use ndc_store::{Command, Rejection, Response, StateMachine, StoreReader, TypeConfig};
-pub use ndc_tenants::{Branch, Level, Quota, TenantPatch, TenantSpec, TenantState};
 pub use openraft::storage::RaftStateMachine;
 pub use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 

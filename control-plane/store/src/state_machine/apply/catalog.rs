@@ -1,17 +1,18 @@
 //! Applying catalogue requests: services and subscriptions.
 
-use ndc_tenants::Registry;
+use crate::keys;
+use ndc_core::Registry;
 
 use super::{audit_ops, to_json, Applier};
-use crate::catalog::{self, CatalogOp, CatalogRequest};
-use crate::claims;
-use crate::domain::{self, AuditHead};
 use crate::error::{Error, Result};
 use crate::types::*;
+use ndc_core::catalog::{self, CatalogOp, CatalogRequest};
+use ndc_core::claims;
+use ndc_core::domain::{self, AuditHead};
 
 impl Applier<'_> {
     fn services(&self) -> Result<Vec<catalog::Service>> {
-        self.scan(catalog::SERVICES_PREFIX)?
+        self.scan(keys::SERVICES_PREFIX)?
             .values()
             .map(|v| {
                 serde_json::from_slice(v).map_err(|e| Error::Decode {
@@ -68,7 +69,7 @@ impl Applier<'_> {
                     });
                 }
                 ops.push(Op::Put {
-                    key: catalog::service_key(&spec.name),
+                    key: keys::service_key(&spec.name),
                     value: to_json("service", &service)?,
                 });
                 target = format!("{} ({}, {})", spec.name, spec.capability, spec.scope());
@@ -82,7 +83,7 @@ impl Applier<'_> {
                     ));
                 }
                 let subscribers = self
-                    .scan(catalog::SUBSCRIPTIONS_PREFIX)?
+                    .scan(keys::SUBSCRIPTIONS_PREFIX)?
                     .keys()
                     .filter(|k| k.ends_with(&format!("/{name}")))
                     .count();
@@ -95,7 +96,7 @@ impl Applier<'_> {
                     ));
                 }
                 ops.push(Op::Delete {
-                    key: catalog::service_key(name),
+                    key: keys::service_key(name),
                 });
                 target = name.clone();
             }
@@ -112,7 +113,7 @@ impl Applier<'_> {
                         format!("service {service} is not in the catalogue"),
                     ));
                 };
-                let key = catalog::subscription_key(&t.id, service);
+                let key = keys::subscription_key(&t.id, service);
                 if let Some(o) = self.read(&key)? {
                     // Already subscribed: answer as the first time.
                     let s = serde_json::from_slice(&o.value).map_err(|e| Error::Decode {
@@ -141,7 +142,7 @@ impl Applier<'_> {
                 });
                 let mut updated = t.clone();
                 updated.subscriptions.insert(service.clone());
-                changeset = Some(ndc_tenants::Changeset {
+                changeset = Some(ndc_core::Changeset {
                     upserts: vec![updated],
                     ..Default::default()
                 });
@@ -156,7 +157,7 @@ impl Applier<'_> {
                         format!("tenant {tenant} not found"),
                     ));
                 };
-                let key = catalog::subscription_key(&t.id, service);
+                let key = keys::subscription_key(&t.id, service);
                 if self.read(&key)?.is_none() {
                     return refuse((
                         domain::RejectKind::NotFound,
@@ -166,7 +167,7 @@ impl Applier<'_> {
                 ops.push(Op::Delete { key });
                 let mut updated = t.clone();
                 updated.subscriptions.remove(service);
-                changeset = Some(ndc_tenants::Changeset {
+                changeset = Some(ndc_core::Changeset {
                     upserts: vec![updated],
                     ..Default::default()
                 });
@@ -176,7 +177,7 @@ impl Applier<'_> {
         if let Some(cs) = &changeset {
             for t in &cs.upserts {
                 ops.push(Op::Put {
-                    key: domain::tenant_key(&t.id),
+                    key: keys::tenant_key(&t.id),
                     value: to_json("tenant", t)?,
                 });
             }

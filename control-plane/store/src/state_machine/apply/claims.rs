@@ -1,16 +1,17 @@
 //! Applying claim requests.
 
-use ndc_tenants::Registry;
+use crate::keys;
+use ndc_core::Registry;
 
 use super::{audit_ops, to_json, Applier};
-use crate::claims::{self, Claim, ClaimOp, ClaimRequest};
-use crate::domain::{self, AuditHead};
 use crate::error::{Error, Result};
 use crate::types::*;
+use ndc_core::claims::{self, Claim, ClaimOp, ClaimRequest};
+use ndc_core::domain::{self, AuditHead};
 
 impl Applier<'_> {
     pub(super) fn claim_record(&self, uid: &str) -> Result<Option<Claim>> {
-        match self.read(&claims::claim_key(uid))? {
+        match self.read(&keys::claim_key(uid))? {
             Some(o) => Ok(Some(serde_json::from_slice(&o.value).map_err(|e| {
                 Error::Decode {
                     what: "claim",
@@ -88,7 +89,7 @@ impl Applier<'_> {
                 let cs = match reg.check_add_claim(&tenant, &uid, &spec.usage()) {
                     Ok(cs) => cs,
                     Err(e) => {
-                        return refuse((domain::reject_kind(&e), e.to_string()));
+                        return refuse((e.kind(), e.to_string()));
                     }
                 };
                 audit = Some((
@@ -183,7 +184,7 @@ impl Applier<'_> {
                 }
                 let cs = match reg.check_remove_claim(&c.tenant, &c.uid, &c.spec.usage()) {
                     Ok(cs) => cs,
-                    Err(e) => return refuse((domain::reject_kind(&e), e.to_string())),
+                    Err(e) => return refuse((e.kind(), e.to_string())),
                 };
                 changeset = Some(cs);
                 audit = Some((
@@ -197,18 +198,18 @@ impl Applier<'_> {
         if let Some(cs) = &changeset {
             for t in &cs.upserts {
                 ops.push(Op::Put {
-                    key: domain::tenant_key(&t.id),
+                    key: keys::tenant_key(&t.id),
                     value: to_json("tenant", t)?,
                 });
             }
         }
         ops.push(if removed {
             Op::Delete {
-                key: claims::claim_key(&claim.uid),
+                key: keys::claim_key(&claim.uid),
             }
         } else {
             Op::Put {
-                key: claims::claim_key(&claim.uid),
+                key: keys::claim_key(&claim.uid),
                 value: to_json("claim", &claim)?,
             }
         });

@@ -1,15 +1,16 @@
 //! Applying inventory changes, and admitting tenant quotas against the
 //! capacity of the registered hosts.
 
+use crate::keys;
 use rocksdb::{Direction, IteratorMode};
 
 use super::{audit_ops, to_json, Applier};
 use crate::codec::decode;
-use crate::domain::{self, AuditHead};
 use crate::error::{Error, Result};
-use crate::inventory::{self, Host, InventoryOp, InventoryRequest};
 use crate::types::*;
-use ndc_tenants::Registry;
+use ndc_core::domain::{self, AuditHead};
+use ndc_core::inventory::{self, Host, InventoryOp, InventoryRequest};
+use ndc_core::Registry;
 
 impl Applier<'_> {
     /// Applies an inventory change: authorise, compute the new host records
@@ -30,7 +31,7 @@ impl Applier<'_> {
         let mut current = std::collections::BTreeMap::new();
         for name in req.op.hosts() {
             let host =
-                match self.read(&inventory::node_key(&name))? {
+                match self.read(&keys::node_key(&name))? {
                     Some(o) => Some(serde_json::from_slice::<Host>(&o.value).map_err(|e| {
                         Error::Decode {
                             what: "host",
@@ -59,17 +60,17 @@ impl Applier<'_> {
         for (name, host) in &changes {
             ops.push(match host {
                 Some(h) => Op::Put {
-                    key: inventory::node_key(name),
+                    key: keys::node_key(name),
                     value: to_json("host", h)?,
                 },
                 None => Op::Delete {
-                    key: inventory::node_key(name),
+                    key: keys::node_key(name),
                 },
             });
         }
         if let InventoryOp::SetOvercommit(oc) = &req.op {
             ops.push(Op::Put {
-                key: inventory::OVERCOMMIT_KEY.to_string(),
+                key: keys::OVERCOMMIT_KEY.to_string(),
                 value: to_json("overcommit", oc)?,
             });
         }
@@ -102,7 +103,7 @@ impl Applier<'_> {
     pub(super) fn admit_capacity(
         &self,
         reg: &Registry,
-        cs: &ndc_tenants::Changeset,
+        cs: &ndc_core::Changeset,
     ) -> Result<(), String> {
         let raises = cs.upserts.iter().any(|t| {
             t.parent.is_none()
@@ -116,7 +117,7 @@ impl Applier<'_> {
         }
         let hosts = self.hosts().map_err(|e| e.to_string())?;
         let oc = self.overcommit().map_err(|e| e.to_string())?;
-        let add = |c: &mut inventory::Capacity, q: &ndc_tenants::Quota| {
+        let add = |c: &mut inventory::Capacity, q: &ndc_core::Quota| {
             c.cpu_millis = c.cpu_millis.saturating_add(q.cpu_millis);
             c.memory_bytes = c.memory_bytes.saturating_add(q.memory_bytes);
             c.storage_bytes = c.storage_bytes.saturating_add(q.storage_bytes);
@@ -128,7 +129,7 @@ impl Applier<'_> {
         let mut granted = inventory::Capacity::default();
         let removed: std::collections::BTreeSet<&str> =
             cs.removals.iter().map(String::as_str).collect();
-        let changed: std::collections::BTreeMap<&str, &ndc_tenants::Tenant> =
+        let changed: std::collections::BTreeMap<&str, &ndc_core::Tenant> =
             cs.upserts.iter().map(|t| (t.id.as_str(), t)).collect();
         let roots = reg
             .iter()
@@ -143,7 +144,7 @@ impl Applier<'_> {
 
     /// The overcommit ratios in force.
     fn overcommit(&self) -> Result<inventory::Overcommit> {
-        match self.read(inventory::OVERCOMMIT_KEY)? {
+        match self.read(keys::OVERCOMMIT_KEY)? {
             Some(o) => serde_json::from_slice(&o.value).map_err(|e| Error::Decode {
                 what: "overcommit",
                 reason: e.to_string(),
@@ -154,7 +155,7 @@ impl Applier<'_> {
 
     /// Every host as stored before this batch.
     fn hosts(&self) -> Result<Vec<Host>> {
-        let prefix = inventory::NODES_PREFIX.as_bytes();
+        let prefix = keys::NODES_PREFIX.as_bytes();
         let mut out = Vec::new();
         for item in self
             .db

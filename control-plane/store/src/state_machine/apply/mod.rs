@@ -1,6 +1,7 @@
 //! Applying log entries: objects, watch events, tenants and the audit
 //! chain, all in one `WriteBatch` per batch of entries.
 
+use crate::keys;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -8,13 +9,13 @@ use openraft::EntryPayload;
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 use serde::Serialize;
 
-use ndc_tenants::Registry;
+use ndc_core::Registry;
 
 use super::*;
 use crate::codec::{decode, encode};
 use crate::db::{be, cf, CF_EVENTS, CF_KV, CF_SM};
-use crate::domain::{self, AuditHead, AuditRecord};
 use crate::error::{Error, Result};
+use ndc_core::domain::{self, AuditHead, AuditRecord};
 
 mod catalog;
 mod claims;
@@ -87,7 +88,7 @@ impl Applier<'_> {
                 if let Err(reason) = validate_request_id(&request_id) {
                     return Ok(Response::Rejected(Rejection::Invalid { reason }));
                 }
-                let key = format!("{}{request_id}", domain::REQUESTS_PREFIX);
+                let key = format!("{}{request_id}", keys::REQUESTS_PREFIX);
                 if let Some(seen) = self.read(&key)? {
                     // A retry: answer as the first time, change nothing.
                     return decode("remembered response", &seen.value);
@@ -118,13 +119,13 @@ impl Applier<'_> {
     /// Forgets request ids older than the retention window. Deterministic:
     /// it depends only on the revision and the stored ids.
     fn prune_requests(&mut self, revision: u64) -> Result<()> {
-        if !revision.is_multiple_of(domain::REQUEST_PRUNE_EVERY)
-            || revision <= domain::REQUEST_RETENTION
+        if !revision.is_multiple_of(keys::REQUEST_PRUNE_EVERY)
+            || revision <= keys::REQUEST_RETENTION
         {
             return Ok(());
         }
-        let horizon = revision - domain::REQUEST_RETENTION;
-        let prefix = domain::REQUESTS_PREFIX.as_bytes();
+        let horizon = revision - keys::REQUEST_RETENTION;
+        let prefix = keys::REQUESTS_PREFIX.as_bytes();
         for item in self
             .db
             .iterator_cf(self.kv, IteratorMode::From(prefix, Direction::Forward))
@@ -283,11 +284,11 @@ fn audit_ops(
         hash: record.hash.clone(),
     };
     ops.push(Op::Put {
-        key: domain::audit_key(record.seq),
+        key: keys::audit_key(record.seq),
         value: to_json("audit record", &record)?,
     });
     ops.push(Op::Put {
-        key: domain::AUDIT_HEAD_KEY.to_string(),
+        key: keys::AUDIT_HEAD_KEY.to_string(),
         value: to_json("audit head", &new_head)?,
     });
     Ok(new_head)
@@ -304,14 +305,14 @@ pub(super) fn to_json<T: Serialize>(what: &'static str, v: &T) -> Result<Vec<u8>
 pub(super) fn load_domain(db: &DB) -> Result<(Registry, AuditHead)> {
     let kv = cf(db, CF_KV);
     let mut tenants = Vec::new();
-    let prefix = domain::TENANTS_PREFIX.as_bytes();
+    let prefix = keys::TENANTS_PREFIX.as_bytes();
     for item in db.iterator_cf(kv, IteratorMode::From(prefix, Direction::Forward)) {
         let (k, v) = item?;
         if !k.starts_with(prefix) {
             break;
         }
         let obj: StoredObject = decode("object", &v)?;
-        let t: ndc_tenants::Tenant =
+        let t: ndc_core::Tenant =
             serde_json::from_slice(&obj.value).map_err(|e| Error::Decode {
                 what: "tenant",
                 reason: e.to_string(),
@@ -319,7 +320,7 @@ pub(super) fn load_domain(db: &DB) -> Result<(Registry, AuditHead)> {
         tenants.push(t);
     }
     let mut retired = Vec::new();
-    let prefix = domain::RETIRED_IDS_PREFIX.as_bytes();
+    let prefix = keys::RETIRED_IDS_PREFIX.as_bytes();
     for item in db.iterator_cf(kv, IteratorMode::From(prefix, Direction::Forward)) {
         let (k, _) = item?;
         if !k.starts_with(prefix) {
@@ -327,7 +328,7 @@ pub(super) fn load_domain(db: &DB) -> Result<(Registry, AuditHead)> {
         }
         retired.push(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
     }
-    let head = match db.get_cf(kv, domain::AUDIT_HEAD_KEY.as_bytes())? {
+    let head = match db.get_cf(kv, keys::AUDIT_HEAD_KEY.as_bytes())? {
         Some(bytes) => {
             let obj: StoredObject = decode("object", &bytes)?;
             serde_json::from_slice(&obj.value).map_err(|e| Error::Decode {

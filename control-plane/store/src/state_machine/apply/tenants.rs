@@ -1,14 +1,14 @@
 //! Applying domain requests: the tenants, what moves with them, and the
 //! audit record.
 
-use ndc_tenants::Registry;
+use crate::keys;
+use ndc_core::Registry;
 
 use super::{audit_ops, to_json, Applier};
-use crate::catalog;
-use crate::claims;
-use crate::domain::{self, AuditHead, DomainRequest};
 use crate::error::Result;
 use crate::types::*;
+use ndc_core::catalog;
+use ndc_core::domain::{self, AuditHead, DomainRequest};
 
 impl Applier<'_> {
     /// Applies a domain request: authorise, check against the registry,
@@ -30,7 +30,7 @@ impl Applier<'_> {
             Ok(p) => p,
             Err(e) => {
                 return Ok(Response::Rejected(Rejection::Domain {
-                    kind: domain::reject_kind(&e),
+                    kind: e.kind(),
                     message: e.to_string(),
                 }))
             }
@@ -52,12 +52,12 @@ impl Applier<'_> {
         let mut ops = Vec::new();
         for id in &changeset.removals {
             ops.push(Op::Delete {
-                key: domain::tenant_key(id),
+                key: keys::tenant_key(id),
             });
         }
         for t in &changeset.upserts {
             ops.push(Op::Put {
-                key: domain::tenant_key(&t.id),
+                key: keys::tenant_key(&t.id),
                 value: to_json("tenant", t)?,
             });
         }
@@ -68,7 +68,7 @@ impl Applier<'_> {
                     if c.tenant != t.id {
                         c.tenant = t.id.clone();
                         ops.push(Op::Put {
-                            key: claims::claim_key(uid),
+                            key: keys::claim_key(uid),
                             value: to_json("claim", &c)?,
                         });
                     }
@@ -80,14 +80,14 @@ impl Applier<'_> {
             if let Some(t) = reg.get(id) {
                 for svc in &t.subscriptions {
                     ops.push(Op::Delete {
-                        key: catalog::subscription_key(id, svc),
+                        key: keys::subscription_key(id, svc),
                     });
                 }
             }
         }
         for t in &changeset.upserts {
             for svc in &t.subscriptions {
-                let key = catalog::subscription_key(&t.id, svc);
+                let key = keys::subscription_key(&t.id, svc);
                 if self.read(&key)?.is_none() {
                     let s = catalog::Subscription {
                         tenant: t.id.clone(),
@@ -105,7 +105,7 @@ impl Applier<'_> {
         }
         for id in &changeset.retired_ids {
             ops.push(Op::Put {
-                key: format!("{}{id}", domain::RETIRED_IDS_PREFIX),
+                key: format!("{}{id}", keys::RETIRED_IDS_PREFIX),
                 value: to_json("retired id", &revision)?,
             });
         }

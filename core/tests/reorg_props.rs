@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use ndc_tenants::*;
+use ndc_core::*;
 use proptest::prelude::*;
 
 fn q(units: u64) -> Quota {

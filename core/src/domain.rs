@@ -8,32 +8,8 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use ndc_tenants::{Error as TenantError, Plan, Registry, Reorg, TenantPatch, TenantSpec};
-
-/// Key prefix of everything the control plane itself owns. The raw object
-/// API refuses writes under it.
-pub const RESERVED_PREFIX: &str = "/ndc/";
-pub const TENANTS_PREFIX: &str = "/ndc/tenants/";
-pub const AUDIT_PREFIX: &str = "/ndc/audit/";
-pub const AUDIT_HEAD_KEY: &str = "/ndc/audit-head";
-/// Responses to requests that carried a request id, kept for
-/// [`REQUEST_RETENTION`] revisions so a retry is answered, not re-applied.
-pub const REQUESTS_PREFIX: &str = "/ndc/requests/";
-/// Revisions a request id is remembered for. A client retries within
-/// seconds; at thousands of writes a second this is still minutes.
-pub const REQUEST_RETENTION: u64 = 200_000;
-/// How often (in revisions) forgotten request ids are pruned.
-pub const REQUEST_PRUNE_EVERY: u64 = 4_096;
-/// Ids of deleted tenants, kept so they are never given again.
-pub const RETIRED_IDS_PREFIX: &str = "/ndc/retired-tenant-ids/";
-
-pub fn tenant_key(id: &str) -> String {
-    format!("{TENANTS_PREFIX}{id}")
-}
-
-pub fn audit_key(seq: u64) -> String {
-    format!("{AUDIT_PREFIX}{seq:020}")
-}
+pub use crate::RejectKind;
+use crate::{Error as TenantError, Plan, Registry, Reorg, TenantPatch, TenantSpec};
 
 /// What a caller may do.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -104,14 +80,7 @@ impl Actor {
 
     /// Whether this actor may read `tenant` (resolved id).
     pub fn can_read(&self, reg: &Registry, tenant: &str) -> bool {
-        self.reads_every_tenant()
-            || self.roles.iter().any(|r| match r {
-                // By current id only: an old id (after a merge or rename) grants nothing.
-                Role::TenantAdmin(x) => reg
-                    .get(x)
-                    .is_some_and(|x| reg.is_ancestor_or_self(&x.id, tenant)),
-                _ => false,
-            })
+        self.reads_every_tenant() || self.administers_or_above(reg, tenant)
     }
 
     /// The tenants this actor administers, resolved.
@@ -128,7 +97,10 @@ impl Actor {
             .any(|x| x != tenant && reg.is_ancestor_or_self(&x, tenant))
     }
 
-    fn at_or_below_own(&self, reg: &Registry, tenant: &str) -> bool {
+    /// Whether this actor is the tenant-admin of `tenant` (resolved id) or
+    /// of a tenant above it. By current id only: an old id (after a merge
+    /// or rename) grants nothing.
+    pub fn administers_or_above(&self, reg: &Registry, tenant: &str) -> bool {
         self.administers(reg)
             .any(|x| reg.is_ancestor_or_self(&x, tenant))
     }
@@ -180,8 +152,8 @@ impl DomainOp {
             DomainOp::UpdateTenant { id, .. } | DomainOp::DeleteTenant { id } => id.clone(),
             DomainOp::Reorganise(Reorg::Merge { sources, into }) => {
                 let to = match into {
-                    ndc_tenants::MergeTarget::Existing(id) => id.clone(),
-                    ndc_tenants::MergeTarget::New(s) => s.id.clone(),
+                    crate::MergeTarget::Existing(id) => id.clone(),
+                    crate::MergeTarget::New(s) => s.id.clone(),
                 };
                 format!("{} -> {to}", sources.join(","))
             }
@@ -190,54 +162,6 @@ impl DomainOp {
             }
             DomainOp::Reorganise(Reorg::Rename { from, to }) => format!("{from} -> {to}"),
         }
-    }
-}
-
-/// How a domain request was refused; maps to a gRPC code at the edge.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RejectKind {
-    NotFound,
-    AlreadyExists,
-    Invalid,
-    Precondition,
-    PermissionDenied,
-}
-
-pub fn reject_kind(e: &TenantError) -> RejectKind {
-    use TenantError::*;
-    match e {
-        NotFound { .. } => RejectKind::NotFound,
-        AlreadyExists { .. }
-        | AliasTaken { .. }
-        | CodeTaken { .. }
-        | ClaimExists { .. }
-        | IdRetired { .. } => RejectKind::AlreadyExists,
-        EmptyId
-        | IdTooLong { .. }
-        | IdBadChar { .. }
-        | IdBadEdge { .. }
-        | NameEmpty
-        | NameTooLong { .. }
-        | NameControl { .. }
-        | NameBidiControl { .. }
-        | CodeMissing { .. }
-        | CodeUnexpected { .. }
-        | CodeFormat { .. }
-        | SecurityLevel { .. }
-        | LabelKey { .. }
-        | LabelValue { .. }
-        | TooManyLabels { .. }
-        | ParentMissing { .. }
-        | ParentWrongLevel { .. }
-        | MergeEmpty
-        | MergeDuplicate { .. }
-        | MergeIntoSelf { .. }
-        | MergeLevel { .. }
-        | MergeTargetQuota
-        | SameParent { .. }
-        | RenameSame { .. }
-        | UseCurrentId { .. } => RejectKind::Invalid,
-        _ => RejectKind::Precondition,
     }
 }
 
@@ -266,7 +190,7 @@ pub fn authorize(reg: &Registry, actor: &Actor, op: &DomainOp) -> Result<(), Str
         DomainOp::CreateTenant(spec) => {
             let parent = spec.parent.as_deref().map(resolved);
             match parent {
-                Some(p) if actor.at_or_below_own(reg, &p) => Ok(()),
+                Some(p) if actor.administers_or_above(reg, &p) => Ok(()),
                 _ => Err(format!(
                     "{who} may not create tenant {} there: a tenant-admin creates tenants only under its own tenant",
                     spec.id
@@ -279,7 +203,7 @@ pub fn authorize(reg: &Registry, actor: &Actor, op: &DomainOp) -> Result<(), Str
                 && patch.state.is_none()
                 && patch.deletion_protection.is_none()
                 && patch.security_level.is_none();
-            if actor.below_own(reg, &id) || (own_cosmetic && actor.at_or_below_own(reg, &id)) {
+            if actor.below_own(reg, &id) || (own_cosmetic && actor.administers_or_above(reg, &id)) {
                 Ok(())
             } else {
                 Err(format!(
@@ -307,7 +231,7 @@ pub fn authorize(reg: &Registry, actor: &Actor, op: &DomainOp) -> Result<(), Str
 pub fn plan(
     reg: &Registry,
     op: &DomainOp,
-) -> Result<(ndc_tenants::Changeset, Option<Plan>), TenantError> {
+) -> Result<(crate::Changeset, Option<Plan>), TenantError> {
     match op {
         DomainOp::CreateTenant(spec) => Ok((reg.check_create(spec.clone())?, None)),
         DomainOp::UpdateTenant { id, patch } => Ok((reg.check_update(id, patch.clone())?, None)),
@@ -360,91 +284,6 @@ pub fn record_hash(r: &AuditRecord) -> String {
     hex::encode(h.finalize())
 }
 
-/// The outcome of checking the chain.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct VerifyReport {
-    pub checked: u64,
-    /// The first record found altered, missing or out of place, and why.
-    pub problem: Option<(u64, String)>,
-}
-
-/// Walks the records in order and checks each hash, each link and the head.
-pub fn verify_chain(records: &[(String, Vec<u8>)], head: Option<&AuditHead>) -> VerifyReport {
-    let mut prev = AuditHead::default();
-    let mut checked = 0;
-    for (key, bytes) in records {
-        let expected_seq = prev.seq + 1;
-        let r: AuditRecord = match serde_json::from_slice(bytes) {
-            Ok(r) => r,
-            Err(e) => {
-                return VerifyReport {
-                    checked,
-                    problem: Some((expected_seq, format!("record {key} cannot be read: {e}"))),
-                }
-            }
-        };
-        if key != &audit_key(r.seq) {
-            return VerifyReport {
-                checked,
-                problem: Some((
-                    expected_seq,
-                    format!("record stored at {key} says it is number {}", r.seq),
-                )),
-            };
-        }
-        if r.seq != expected_seq {
-            return VerifyReport {
-                checked,
-                problem: Some((
-                    expected_seq,
-                    format!("record {expected_seq} is missing (next found is {})", r.seq),
-                )),
-            };
-        }
-        if r.prev_hash != prev.hash {
-            return VerifyReport {
-                checked,
-                problem: Some((
-                    r.seq,
-                    "its link to the previous record does not match".into(),
-                )),
-            };
-        }
-        if record_hash(&r) != r.hash {
-            return VerifyReport {
-                checked,
-                problem: Some((
-                    r.seq,
-                    "its content does not match its hash: it was altered".into(),
-                )),
-            };
-        }
-        checked += 1;
-        prev = AuditHead {
-            seq: r.seq,
-            hash: r.hash,
-        };
-    }
-    if let Some(h) = head {
-        if h.seq != prev.seq || h.hash != prev.hash {
-            return VerifyReport {
-                checked,
-                problem: Some((
-                    prev.seq + 1,
-                    format!(
-                        "the chain ends at record {} but the head says {}: records were removed",
-                        prev.seq, h.seq
-                    ),
-                )),
-            };
-        }
-    }
-    VerifyReport {
-        checked,
-        problem: None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -465,56 +304,9 @@ mod tests {
         r
     }
 
-    fn chain(n: u64) -> (Vec<(String, Vec<u8>)>, AuditHead) {
-        let mut out = Vec::new();
-        let mut prev = String::new();
-        for s in 1..=n {
-            let r = rec(s, &prev);
-            prev = r.hash.clone();
-            out.push((audit_key(s), serde_json::to_vec(&r).unwrap()));
-        }
-        (out, AuditHead { seq: n, hash: prev })
-    }
-
-    #[test]
-    fn an_intact_chain_verifies() {
-        let (records, head) = chain(5);
-        assert_eq!(
-            verify_chain(&records, Some(&head)),
-            VerifyReport {
-                checked: 5,
-                problem: None
-            }
-        );
-    }
-
-    #[test]
-    fn alterations_are_found_at_the_first_bad_record() {
-        let (mut records, head) = chain(5);
-        let mut r: AuditRecord = serde_json::from_slice(&records[2].1).unwrap();
-        r.actor = "someone else".into();
-        records[2].1 = serde_json::to_vec(&r).unwrap();
-        let rep = verify_chain(&records, Some(&head));
-        assert_eq!(rep.checked, 2);
-        assert_eq!(rep.problem.as_ref().map(|p| p.0), Some(3));
-
-        let (mut records, head) = chain(5);
-        records.remove(1);
-        assert_eq!(
-            verify_chain(&records, Some(&head)).problem.map(|p| p.0),
-            Some(2)
-        );
-
-        let (mut records, head) = chain(5);
-        records.pop();
-        assert!(verify_chain(&records, Some(&head))
-            .problem
-            .is_some_and(|p| p.1.contains("removed")));
-    }
-
     #[test]
     fn an_old_id_grants_no_rights() {
-        use ndc_tenants::{Branch, Level, MergeTarget, Quota, TenantSpec};
+        use crate::{Branch, Level, MergeTarget, Quota, TenantSpec};
         let spec = |id: &str, level: Level, parent: Option<&str>, code: Option<&str>| TenantSpec {
             id: id.into(),
             display_name: id.into(),

@@ -8,13 +8,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{Actor, Role};
 
-/// Key prefix of host records.
-pub const NODES_PREFIX: &str = "/ndc/nodes/";
-
-pub fn node_key(name: &str) -> String {
-    format!("{NODES_PREFIX}{name}")
-}
-
 /// What a host offers.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Capacity {
@@ -114,9 +107,6 @@ pub enum InventoryOp {
     /// Sets the overcommit ratios used by admission and the capacity report.
     SetOvercommit(Overcommit),
 }
-
-/// Where the overcommit ratios are kept (absent: [`DEFAULT_OVERCOMMIT`]).
-pub const OVERCOMMIT_KEY: &str = "/ndc/settings/overcommit";
 
 /// Why ratios are refused: each at least 1× (less would refuse what the
 /// hosts can hold) and at most 100×.

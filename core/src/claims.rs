@@ -11,15 +11,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use ndc_tenants::{Quota, Registry, TenantState};
+use crate::{Quota, Registry, TenantState};
 
 use crate::domain::{Actor, RejectKind, Role};
-
-pub const CLAIMS_PREFIX: &str = "/ndc/claims/";
-
-pub fn claim_key(uid: &str) -> String {
-    format!("{CLAIMS_PREFIX}{uid}")
-}
 
 /// Length of a claim uid: lowercase hex.
 pub const UID_LEN: usize = 16;
@@ -480,13 +474,7 @@ pub fn authorize(reg: &Registry, actor: &Actor, op: &ClaimOp, tenant: &str) -> R
     if actor.is_operator() {
         return Ok(());
     }
-    let admin = actor.roles.iter().any(|r| match r {
-        Role::TenantAdmin(x) => reg
-            .get(x)
-            .is_some_and(|x| reg.is_ancestor_or_self(&x.id, tenant)),
-        _ => false,
-    });
-    if admin {
+    if actor.administers_or_above(reg, tenant) {
         Ok(())
     } else {
         let what = match op {
@@ -500,13 +488,7 @@ pub fn authorize(reg: &Registry, actor: &Actor, op: &ClaimOp, tenant: &str) -> R
 
 /// Whether this actor may see the claim's credentials.
 pub fn may_see_credentials(reg: &Registry, actor: &Actor, tenant: &str) -> bool {
-    actor.is_operator()
-        || actor.roles.iter().any(|r| match r {
-            Role::TenantAdmin(x) => reg
-                .get(x)
-                .is_some_and(|x| reg.is_ancestor_or_self(&x.id, tenant)),
-            _ => false,
-        })
+    actor.is_operator() || actor.administers_or_above(reg, tenant)
 }
 
 /// Checks a new claim against its tenant before the quota: shape and state.

@@ -10,21 +10,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use ndc_tenants::{Level, Registry, Tenant};
+use crate::{Level, Registry, Tenant};
 
 use crate::claims::Refusal;
 use crate::domain::{Actor, RejectKind, Role};
-
-pub const SERVICES_PREFIX: &str = "/ndc/services/";
-pub const SUBSCRIPTIONS_PREFIX: &str = "/ndc/subscriptions/";
-
-pub fn service_key(name: &str) -> String {
-    format!("{SERVICES_PREFIX}{name}")
-}
-
-pub fn subscription_key(tenant: &str, service: &str) -> String {
-    format!("{SUBSCRIPTIONS_PREFIX}{tenant}/{service}")
-}
 
 /// How a service is deployed.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -243,13 +232,7 @@ pub fn authorize(reg: &Registry, actor: &Actor, op: &CatalogOp) -> Result<(), Re
                 .resolve(tenant)
                 .map(|t| t.id.clone())
                 .unwrap_or_default();
-            let admin = actor.roles.iter().any(|r| match r {
-                Role::TenantAdmin(x) => reg
-                    .get(x)
-                    .is_some_and(|x| reg.is_ancestor_or_self(&x.id, &id)),
-                _ => false,
-            });
-            if admin {
+            if actor.administers_or_above(reg, &id) {
                 Ok(())
             } else {
                 Err((
@@ -310,7 +293,7 @@ pub fn check_subscribe(
     service: &Service,
     services: &[Service],
 ) -> Result<(), Refusal> {
-    if tenant.state != ndc_tenants::TenantState::Active {
+    if tenant.state != crate::TenantState::Active {
         return Err((
             RejectKind::Precondition,
             format!(

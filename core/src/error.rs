@@ -1,3 +1,5 @@
+use serde::{Deserialize, Serialize};
+
 use crate::model::{Level, Resource, TenantState};
 
 /// Why a tenant request is refused. Each message says what was wrong and
@@ -144,3 +146,67 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How a request was refused, whatever refused it; the server maps each to
+/// one gRPC code, in one place.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RejectKind {
+    NotFound,
+    AlreadyExists,
+    Invalid,
+    Precondition,
+    PermissionDenied,
+}
+
+impl Error {
+    /// The kind of refusal, named for every variant: a new variant does not
+    /// compile until it is given one.
+    pub fn kind(&self) -> RejectKind {
+        use Error::*;
+        match self {
+            NotFound { .. } => RejectKind::NotFound,
+            AlreadyExists { .. }
+            | AliasTaken { .. }
+            | CodeTaken { .. }
+            | ClaimExists { .. }
+            | IdRetired { .. } => RejectKind::AlreadyExists,
+            EmptyId
+            | IdTooLong { .. }
+            | IdBadChar { .. }
+            | IdBadEdge { .. }
+            | NameEmpty
+            | NameTooLong { .. }
+            | NameControl { .. }
+            | NameBidiControl { .. }
+            | CodeMissing { .. }
+            | CodeUnexpected { .. }
+            | CodeFormat { .. }
+            | SecurityLevel { .. }
+            | LabelKey { .. }
+            | LabelValue { .. }
+            | TooManyLabels { .. }
+            | ParentMissing { .. }
+            | ParentWrongLevel { .. }
+            | MergeEmpty
+            | MergeDuplicate { .. }
+            | MergeIntoSelf { .. }
+            | MergeLevel { .. }
+            | MergeTargetQuota
+            | SameParent { .. }
+            | RenameSame { .. }
+            | UseCurrentId { .. } => RejectKind::Invalid,
+            ParentNotFound { .. }
+            | ParentInactive { .. }
+            | Cycle { .. }
+            | QuotaExceedsParent { .. }
+            | QuotaBelowCommitted { .. }
+            | QuotaOverflow { .. }
+            | HasChildren { .. }
+            | HasClaims { .. }
+            | Protected { .. }
+            | NotActive { .. }
+            | ClaimNotFound { .. }
+            | QuotaExceeded { .. } => RejectKind::Precondition,
+        }
+    }
+}
