@@ -83,16 +83,8 @@ impl From<anyhow::Error> for CliError {
 
 /// Maps a gRPC status from the cluster to the CLI's two kinds of failure.
 pub fn status(context: impl Into<String>, s: Status) -> CliError {
-    let refused = matches!(
-        s.code(),
-        Code::InvalidArgument
-            | Code::FailedPrecondition
-            | Code::NotFound
-            | Code::AlreadyExists
-            | Code::OutOfRange
-            | Code::PermissionDenied
-            | Code::Unauthenticated
-    );
+    // A refused credential is the caller's to fix, like a refusal.
+    let refused = ndc_api::is_refusal(&s) || s.code() == Code::Unauthenticated;
     let err = anyhow::anyhow!("{}", s.message()).context(context.into());
     if refused {
         CliError::Refused(err)

@@ -9,7 +9,7 @@ pub mod convert;
 mod error;
 
 pub use client::Client;
-pub use error::{Error, Result};
+pub use error::{is_refusal, Error, Result};
 
 /// The revisioned object API.
 pub mod kv {

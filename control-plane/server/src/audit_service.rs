@@ -1,6 +1,6 @@
 //! The audit log: listing and verifying the hash chain.
 
-use crate::error::store_status;
+use crate::status;
 use std::sync::Arc;
 
 use ndc_api::tenants::audit_server::Audit;
@@ -31,7 +31,7 @@ impl Audit for AuditService {
             .node
             .reader
             .audit_records(r.from_seq, 0)
-            .map_err(store_status)?;
+            .map_err(status::store)?;
         let records = records
             .into_iter()
             .filter(|a| r.actor.is_empty() || a.actor == r.actor)
@@ -64,7 +64,7 @@ impl Audit for AuditService {
         let actor = self.node.auth.actor(request.metadata())?;
         require(&actor, &READERS, "verify the audit log")?;
         self.node.read_barrier(false).await?;
-        let report = self.node.reader.verify_audit().map_err(store_status)?;
+        let report = self.node.reader.verify_audit().map_err(status::store)?;
         let (first_bad_seq, problem) = report.problem.unwrap_or((0, String::new()));
         Ok(Response::new(pb::VerifyAuditResponse {
             ok: problem.is_empty(),

@@ -1,6 +1,6 @@
 //! The catalogue service: shared services and subscriptions, checked in apply.
 
-use crate::error::store_status;
+use crate::status;
 use std::sync::Arc;
 
 use ndc_api::catalog::catalog_server::Catalog;
@@ -12,7 +12,6 @@ use ndc_store::Response as StoreResponse;
 use tonic::{Request, Response, Status};
 
 use crate::node::Node;
-use crate::tenant_service::rejection;
 
 pub(crate) struct CatalogService {
     pub(crate) node: Arc<Node>,
@@ -109,7 +108,7 @@ impl CatalogService {
                 service,
                 subscription,
             } => Ok((service, subscription, revision)),
-            StoreResponse::Rejected(r) => Err(rejection(r)),
+            StoreResponse::Rejected(r) => Err(status::rejected(r)),
             other => Err(Status::internal(format!("unexpected result {other:?}"))),
         }
     }
@@ -119,7 +118,7 @@ impl CatalogService {
             .node
             .reader
             .list(ndc_store::keys::SERVICES_PREFIX, None, 0)
-            .map_err(store_status)?;
+            .map_err(status::store)?;
         let services = page
             .items
             .iter()
@@ -133,7 +132,7 @@ impl CatalogService {
             .node
             .reader
             .list(ndc_store::keys::SUBSCRIPTIONS_PREFIX, None, 0)
-            .map_err(store_status)?;
+            .map_err(status::store)?;
         let subs = page
             .items
             .iter()
@@ -163,13 +162,13 @@ impl CatalogService {
                     .ok()
                     .and_then(|_| reg.resolve(tenant).map(|t| t.id.clone()))
             })
-            .map_err(store_status)?;
+            .map_err(status::store)?;
         let Some(id) = id else {
             return Ok(None);
         };
         if reader
             .get(&ndc_store::keys::service_key(service))
-            .map_err(store_status)?
+            .map_err(status::store)?
             .0
             .is_none()
         {
@@ -177,7 +176,7 @@ impl CatalogService {
         }
         let (found, revision) = reader
             .get(&ndc_store::keys::subscription_key(&id, service))
-            .map_err(store_status)?;
+            .map_err(status::store)?;
         let Some(o) = found else {
             return Ok(None);
         };
@@ -203,7 +202,7 @@ impl CatalogService {
             .node
             .reader
             .with_registry(|reg| catalog::authorize(reg, actor, &op).is_ok())
-            .map_err(store_status)?;
+            .map_err(status::store)?;
         if !allowed {
             return Ok(None);
         }
@@ -235,7 +234,7 @@ impl Catalog for CatalogService {
             r.spec
                 .ok_or_else(|| Status::invalid_argument("the request has no service spec"))?,
         )?;
-        catalog::validate_spec(&spec).map_err(|(_, m)| Status::invalid_argument(m))?;
+        catalog::validate_spec(&spec).map_err(|(k, m)| status::refused(k, m))?;
         let decision = (!r.decision.trim().is_empty()).then(|| r.decision.trim().to_string());
         // As for subscribe: only a sure answer is taken from the read.
         if let Ok(Some((service, revision))) = self.registered(&actor, &spec).await {
@@ -375,7 +374,7 @@ impl Catalog for CatalogService {
                     .map(sub_to_pb)
                     .collect()
             })
-            .map_err(store_status)?;
+            .map_err(status::store)?;
         Ok(Response::new(pb::ListSubscriptionsResponse {
             subscriptions,
             revision,

@@ -1,7 +1,7 @@
 //! The claims service: buckets and databases, admitted in apply; their
 //! credentials generated and sealed here before they reach the log.
 
-use crate::error::store_status;
+use crate::status;
 use std::sync::Arc;
 
 use ndc_api::claims::claims_server::Claims;
@@ -17,7 +17,6 @@ use tracing::instrument;
 
 use crate::node::Node;
 use crate::secrets::Secret;
-use crate::tenant_service::rejection;
 
 pub(crate) struct ClaimsService {
     pub(crate) node: Arc<Node>,
@@ -145,7 +144,7 @@ impl ClaimsService {
             StoreResponse::Claim {
                 revision, claim, ..
             } => Ok((*claim, revision)),
-            StoreResponse::Rejected(r) => Err(rejection(r)),
+            StoreResponse::Rejected(r) => Err(status::rejected(r)),
             other => Err(Status::internal(format!("unexpected result {other:?}"))),
         }
     }
@@ -155,7 +154,7 @@ impl ClaimsService {
     fn find(&self, actor: &Actor, r: &pb::ClaimRef) -> Result<(Claim, u64), Status> {
         let reader = &self.node.reader;
         let (claim, revision) = if !r.uid.is_empty() {
-            let (c, rev) = reader.claim(&r.uid).map_err(store_status)?;
+            let (c, rev) = reader.claim(&r.uid).map_err(status::store)?;
             let c = c.ok_or_else(|| Status::not_found(format!("claim {} not found", r.uid)))?;
             (c, rev)
         } else {
@@ -174,12 +173,12 @@ impl ClaimsService {
                 .with_registry(|reg| {
                     reg.find(&r.tenant)
                         .map(|t| t.claims.iter().cloned().collect::<Vec<_>>())
-                        .map_err(|e| Status::not_found(e.to_string()))
+                        .map_err(|e| status::core(&e))
                 })
-                .map_err(store_status)??;
+                .map_err(status::store)??;
             let mut found = Vec::new();
             for uid in uids {
-                let (c, rev) = reader.claim(&uid).map_err(store_status)?;
+                let (c, rev) = reader.claim(&uid).map_err(status::store)?;
                 if let Some(c) = c.filter(|c| c.kind() == kind && c.name == r.name) {
                     found.push((c, rev));
                 }
@@ -204,7 +203,7 @@ impl ClaimsService {
         };
         let visible = reader
             .with_registry(|reg| actor.can_read(reg, &claim.tenant))
-            .map_err(store_status)?;
+            .map_err(status::store)?;
         if !visible {
             return Err(Status::permission_denied(format!(
                 "{} may not read the claims of tenant {}: it is outside the caller's tenants",
@@ -295,7 +294,7 @@ impl Claims for ClaimsService {
             .reader
             .get(&ndc_store::keys::claim_key(&claim.uid))
             .map(|(o, _)| ((), o.map(|o| o.mod_revision).unwrap_or(0)))
-            .map_err(store_status)?;
+            .map_err(status::store)?;
         Ok(Response::new(pb::ClaimResponse {
             claim: Some(claim_to_pb(&claim, mod_revision)),
             revision,
@@ -338,7 +337,7 @@ impl Claims for ClaimsService {
                             .collect();
                         return Ok((readable.len() < reg.len()).then_some(readable));
                     }
-                    let t = reg.find(&r.tenant).map_err(|e| Status::not_found(e.to_string()))?;
+                    let t = reg.find(&r.tenant).map_err(|e| status::core(&e))?;
                     if !actor.can_read(reg, &t.id) {
                         return Err(Status::permission_denied(format!(
                             "{} may not read the claims of tenant {}: it is outside the caller's tenants",
@@ -382,7 +381,7 @@ impl Claims for ClaimsService {
             Some(ids) => reader.claims_of(ids, &r.start_after, take),
             None => reader.scan_claims(&r.start_after, take),
         }
-        .map_err(store_status)?;
+        .map_err(status::store)?;
         let next_after = match (more, found.last()) {
             (true, Some(c)) => c.uid.clone(),
             _ => String::new(),
@@ -486,7 +485,7 @@ impl Claims for ClaimsService {
             .node
             .reader
             .with_registry(|reg| claims::may_see_credentials(reg, &actor, &claim.tenant))
-            .map_err(store_status)?;
+            .map_err(status::store)?;
         if !allowed {
             return Err(Status::permission_denied(format!(
                 "{} may not see the credentials of tenant {}: only its tenant-admins (or those above) and dc-operator may",

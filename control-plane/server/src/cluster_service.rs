@@ -1,6 +1,6 @@
 //! Cluster status and membership administration.
 
-use crate::error::store_status;
+use crate::status;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -85,7 +85,7 @@ impl Cluster for ClusterService {
                     .collect()
             })
             .unwrap_or_default();
-        let (revision, compacted_revision) = node.reader.revisions().map_err(store_status)?;
+        let (revision, compacted_revision) = node.reader.revisions().map_err(status::store)?;
         Ok(Response::new(pb::StatusResponse {
             id: node.id,
             addr: node.addr.clone(),

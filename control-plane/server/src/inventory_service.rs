@@ -1,6 +1,6 @@
 //! The inventory service: hosts registered and kept alive by their agents.
 
-use crate::error::store_status;
+use crate::status;
 use std::sync::Arc;
 
 use ndc_api::inventory::inventory_server::Inventory;
@@ -11,7 +11,6 @@ use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use crate::node::{once, request_id, Node};
-use crate::tenant_service::rejection;
 
 pub(crate) struct InventoryService {
     pub(crate) node: Arc<Node>,
@@ -60,7 +59,7 @@ pub(crate) fn hosts(node: &Node) -> Result<Vec<Host>, Status> {
     let page = node
         .reader
         .list(ndc_store::keys::NODES_PREFIX, None, 0)
-        .map_err(store_status)?;
+        .map_err(status::store)?;
     page.items
         .into_iter()
         .map(|(_, o)| {
@@ -73,7 +72,7 @@ fn host(node: &Node, name: &str) -> Result<Host, Status> {
     let (obj, _) = node
         .reader
         .get(&ndc_store::keys::node_key(name))
-        .map_err(store_status)?;
+        .map_err(status::store)?;
     let obj = obj.ok_or_else(|| Status::not_found(format!("host {name} not found")))?;
     serde_json::from_slice(&obj.value).map_err(|e| Status::internal(e.to_string()))
 }
@@ -96,7 +95,7 @@ impl InventoryService {
             .await?
         {
             StoreResponse::Applied { revision, .. } => Ok(revision),
-            StoreResponse::Rejected(r) => Err(rejection(r)),
+            StoreResponse::Rejected(r) => Err(status::rejected(r)),
             other => Err(Status::internal(format!("unexpected result {other:?}"))),
         }
     }
@@ -149,7 +148,7 @@ fn overcommit(node: &Node) -> Result<inv::Overcommit, Status> {
     let (obj, _) = node
         .reader
         .get(ndc_store::keys::OVERCOMMIT_KEY)
-        .map_err(store_status)?;
+        .map_err(status::store)?;
     match obj {
         Some(o) => serde_json::from_slice(&o.value).map_err(|e| Status::internal(e.to_string())),
         None => Ok(inv::DEFAULT_OVERCOMMIT),
@@ -237,7 +236,7 @@ fn report(node: &Node) -> Result<pb::CapacityReport, Status> {
                 ),
             }
         })
-        .map_err(store_status)
+        .map_err(status::store)
 }
 
 #[tonic::async_trait]

@@ -1,6 +1,6 @@
 //! The revisioned object API.
 
-use crate::error::store_status;
+use crate::status;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -8,8 +8,8 @@ use futures::Stream;
 use ndc_api::kv::kv_server::Kv;
 use ndc_api::kv::{self as pb, Consistency};
 use ndc_store::{
-    validate_key, validate_txn, Command, Compare, Event, EventKind, Op, Rejection, Response,
-    StoredObject, Txn, WatchBatch,
+    validate_key, validate_txn, Command, Compare, Event, EventKind, Op, Response, StoredObject,
+    Txn, WatchBatch,
 };
 use tokio::sync::{broadcast, mpsc};
 use tonic::{Request, Status};
@@ -64,15 +64,7 @@ impl KvService {
                 revision,
                 results.into_iter().map(|r| r.prev_revision).collect(),
             )),
-            Response::Rejected(r @ Rejection::RevisionMismatch { .. }) => {
-                Err(Status::failed_precondition(r.to_string()))
-            }
-            Response::Rejected(r @ Rejection::Invalid { .. }) => {
-                Err(Status::invalid_argument(r.to_string()))
-            }
-            Response::Rejected(r @ Rejection::Domain { .. }) => {
-                Err(Status::failed_precondition(r.to_string()))
-            }
+            Response::Rejected(r) => Err(status::rejected(r)),
             Response::Empty
             | Response::Domain { .. }
             | Response::Claim { .. }
@@ -137,7 +129,7 @@ impl Kv for KvService {
         let r = request.into_inner();
         validate_key(&r.key).map_err(Status::invalid_argument)?;
         self.node.read_barrier(stale(r.consistency)).await?;
-        let (obj, revision) = self.node.reader.get(&r.key).map_err(store_status)?;
+        let (obj, revision) = self.node.reader.get(&r.key).map_err(status::store)?;
         Ok(tonic::Response::new(pb::GetResponse {
             object: obj.map(|o| object(r.key, o)),
             revision,
@@ -191,7 +183,7 @@ impl Kv for KvService {
             .node
             .reader
             .list(&r.prefix, start_after, r.limit as usize)
-            .map_err(store_status)?;
+            .map_err(status::store)?;
         Ok(tonic::Response::new(pb::ListResponse {
             objects: page.items.into_iter().map(|(k, o)| object(k, o)).collect(),
             revision: page.revision,
@@ -264,14 +256,14 @@ impl Kv for KvService {
         let reader = self.node.reader.clone();
         // Subscribe before reading history so no change falls in between.
         let live = reader.subscribe();
-        let (current, compacted) = reader.revisions().map_err(store_status)?;
+        let (current, compacted) = reader.revisions().map_err(status::store)?;
         let start = if r.start_revision == 0 {
             current + 1
         } else {
             r.start_revision
         };
         if start <= compacted {
-            return Err(store_status(ndc_store::Error::Compacted {
+            return Err(status::store(ndc_store::Error::Compacted {
                 requested: start,
                 oldest: compacted + 1,
             }));
@@ -327,7 +319,7 @@ async fn pump(
         loop {
             let page = reader
                 .history(next, u64::MAX, HISTORY_PAGE)
-                .map_err(store_status)?;
+                .map_err(status::store)?;
             let Some(last) = page.last().map(|(rev, _)| *rev) else {
                 break;
             };

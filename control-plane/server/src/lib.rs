@@ -21,6 +21,7 @@ mod raft_service;
 mod read_index;
 pub mod secrets;
 mod start;
+mod status;
 mod tenant_service;
 
 pub use auth::Auth;

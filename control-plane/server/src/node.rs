@@ -1,7 +1,7 @@
 //! One control-plane node's shared state and the request paths the
 //! services have in common: write, read barrier, membership, forwarding.
 
-use crate::error::store_status;
+use crate::status;
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -101,7 +101,7 @@ impl Node {
         self.reader
             .revisions()
             .map(|(current, _)| current)
-            .map_err(store_status)
+            .map_err(status::store)
     }
 
     /// Refuses requests on a node that was removed from its cluster.

@@ -1,14 +1,14 @@
 //! The tenant service: CRUD and reorganisation, checked in apply.
 
-use crate::error::store_status;
+use crate::status;
 use std::sync::Arc;
 
 use ndc_api::convert;
 use ndc_api::tenants::tenants_server::Tenants;
 use ndc_api::tenants::{self as pb};
-use ndc_core::domain::{self, Actor, DomainOp, RejectKind};
+use ndc_core::domain::{self, Actor, DomainOp};
 use ndc_core::Level;
-use ndc_store::{Rejection, Response as StoreResponse};
+use ndc_store::Response as StoreResponse;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
@@ -21,20 +21,6 @@ pub(crate) struct TenantService {
 fn decision(s: &str) -> Option<String> {
     let s = s.trim();
     (!s.is_empty()).then(|| s.to_string())
-}
-
-/// A domain refusal as the client sees it.
-pub(crate) fn rejection(r: Rejection) -> Status {
-    match r {
-        Rejection::Domain { kind, message } => match kind {
-            RejectKind::NotFound => Status::not_found(message),
-            RejectKind::AlreadyExists => Status::already_exists(message),
-            RejectKind::Invalid => Status::invalid_argument(message),
-            RejectKind::Precondition => Status::failed_precondition(message),
-            RejectKind::PermissionDenied => Status::permission_denied(message),
-        },
-        other => Status::failed_precondition(other.to_string()),
-    }
 }
 
 pub(crate) struct Applied {
@@ -88,7 +74,7 @@ impl TenantService {
                 changed,
                 plan,
             }),
-            StoreResponse::Rejected(r) => Err(rejection(r)),
+            StoreResponse::Rejected(r) => Err(status::rejected(r)),
             other => Err(Status::internal(format!("unexpected result {other:?}"))),
         }
     }
@@ -124,8 +110,7 @@ impl Tenants for TenantService {
             .ok_or_else(|| Status::invalid_argument("the request has no tenant spec"))?;
         let spec = convert::spec_from_pb(spec).map_err(Status::invalid_argument)?;
         // Shape checks before the log, so bad input costs no revision.
-        let spec =
-            ndc_core::validate_spec(spec).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let spec = ndc_core::validate_spec(spec).map_err(|e| status::core(&e))?;
         let id = spec.id.clone();
         let applied = self
             .propose(
@@ -163,7 +148,7 @@ impl Tenants for TenantService {
                     revision,
                 }))
             })
-            .map_err(store_status)?
+            .map_err(status::store)?
     }
 
     async fn list(
@@ -188,7 +173,7 @@ impl Tenants for TenantService {
                 // A filter naming a tenant the caller may not read is refused
                 // like a read of that tenant.
                 let visible = |id: &str| -> Result<String, Status> {
-                    let t = reg.find(id).map_err(|e| Status::not_found(e.to_string()))?;
+                    let t = reg.find(id).map_err(|e| status::core(&e))?;
                     if actor.can_read(reg, &t.id) {
                         Ok(t.id.clone())
                     } else {
@@ -216,7 +201,7 @@ impl Tenants for TenantService {
                     .collect();
                 Ok(Response::new(pb::ListTenantsResponse { tenants, revision }))
             })
-            .map_err(store_status)?
+            .map_err(status::store)?
     }
 
     #[instrument(skip_all, fields(id = %request.get_ref().id))]
@@ -286,12 +271,7 @@ impl Tenants for TenantService {
                 let DomainOp::Reorganise(reorg) = &op else {
                     return Err(Status::internal("not a reorganisation"));
                 };
-                let plan = reg.plan(reorg).map_err(|e| {
-                    rejection(Rejection::Domain {
-                        kind: e.kind(),
-                        message: e.to_string(),
-                    })
-                })?;
+                let plan = reg.plan(reorg).map_err(|e| status::core(&e))?;
                 Ok(Response::new(convert::plan_to_pb(
                     &plan,
                     false,
@@ -299,7 +279,7 @@ impl Tenants for TenantService {
                     domain::plan_digest(&plan),
                 )))
             })
-            .map_err(store_status)?
+            .map_err(status::store)?
     }
 
     #[instrument(skip_all)]
