@@ -357,14 +357,7 @@ async fn wait_for(
                     "{what} no longer exists"
                 )))
             }
-            (Until::Ready, Some(k))
-                if k.phase == "Ready"
-                    && !k.deleting
-                    && k.observed_generation == k.generation
-                    && k.observed_credentials == k.credentials_generation =>
-            {
-                return Ok(claim)
-            }
+            (Until::Ready, Some(k)) if k.ready => return Ok(claim),
             (_, Some(k))
                 if k.phase == "Failed"
                     || (k.deleting

@@ -1,7 +1,8 @@
 //! The claims service: buckets and databases, admitted in apply; their
 //! credentials generated and sealed here before they reach the log.
 
-use crate::status;
+use crate::{status, watch};
+use ndc_store::{keys, EventKind};
 use std::sync::Arc;
 
 use ndc_api::claims::claims_server::Claims;
@@ -50,6 +51,7 @@ pub(crate) fn claim_to_pb(c: &Claim, mod_revision: u64) -> pb::Claim {
         purge: c.deletion.as_ref().is_some_and(|d| d.purge),
         external_name: c.external_name(),
         phase: c.status.phase.as_str().into(),
+        ready: c.converged(),
         conditions: c
             .status
             .conditions
@@ -231,6 +233,47 @@ impl ClaimsService {
 
 #[tonic::async_trait]
 impl Claims for ClaimsService {
+    type WatchStream = watch::Watch<pb::ClaimEvents>;
+
+    #[instrument(skip_all, fields(from = request.get_ref().start_revision))]
+    async fn watch(
+        &self,
+        request: Request<pb::WatchClaimsRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let actor = self.node.auth.actor(request.metadata())?;
+        watch::require_reads_every_tenant(&actor, "watch claims")?;
+        let stream = watch::open(
+            self.node.reader.clone(),
+            request.into_inner().start_revision,
+            |revision| pb::ClaimEvents {
+                events: vec![],
+                revision,
+            },
+            |revision, events| {
+                let mut out = Vec::new();
+                for e in events {
+                    if !e.key.starts_with(keys::CLAIMS_PREFIX) {
+                        continue;
+                    }
+                    let claim: Claim = watch::decode(e)?;
+                    let kind = match e.kind {
+                        EventKind::Put => pb::claim_event::Kind::Put,
+                        EventKind::Delete => pb::claim_event::Kind::Delete,
+                    };
+                    out.push(pb::ClaimEvent {
+                        kind: kind as i32,
+                        claim: Some(claim_to_pb(&claim, e.object.mod_revision)),
+                    });
+                }
+                Ok((!out.is_empty()).then_some(pb::ClaimEvents {
+                    events: out,
+                    revision,
+                }))
+            },
+        )?;
+        Ok(Response::new(stream))
+    }
+
     #[instrument(skip_all, fields(tenant = %request.get_ref().tenant, name = %request.get_ref().name))]
     async fn create(
         &self,

@@ -1,19 +1,15 @@
 //! The revisioned object API.
 
-use crate::status;
-use std::pin::Pin;
+use crate::{status, watch};
 use std::sync::Arc;
 
-use futures::Stream;
 use ndc_api::kv::kv_server::Kv;
 use ndc_api::kv::{self as pb, Consistency};
 use ndc_store::{
-    validate_key, validate_txn, Command, Compare, Event, EventKind, Op, Response, StoredObject,
-    Txn, WatchBatch,
+    validate_key, validate_txn, Command, Compare, Event, EventKind, Op, Response, StoredObject, Txn,
 };
-use tokio::sync::{broadcast, mpsc};
 use tonic::{Request, Status};
-use tracing::{instrument, Instrument};
+use tracing::instrument;
 
 use crate::auth::require;
 use crate::node::Node;
@@ -21,12 +17,6 @@ use ndc_core::domain::Role;
 
 const WRITERS: [Role; 1] = [Role::DcOperator];
 const READERS: [Role; 2] = [Role::DcOperator, Role::Auditor];
-
-/// Messages a watch stream may hold for a slow client before the server
-/// waits for it.
-const WATCH_BUFFER: usize = 256;
-/// Revisions read from history in one go while a watcher catches up.
-const HISTORY_PAGE: usize = 1_000;
 
 pub(crate) struct KvService {
     pub(crate) node: Arc<Node>,
@@ -85,7 +75,7 @@ fn guard(key: &str, expected_revision: Option<u64>) -> Vec<Compare> {
         .collect()
 }
 
-type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+type WatchStream = watch::Watch<pb::WatchResponse>;
 
 #[tonic::async_trait]
 impl Kv for KvService {
@@ -253,38 +243,20 @@ impl Kv for KvService {
             validate_key(&r.prefix)
                 .map_err(|e| Status::invalid_argument(format!("prefix: {e}")))?;
         }
-        let reader = self.node.reader.clone();
-        // Subscribe before reading history so no change falls in between.
-        let live = reader.subscribe();
-        let (current, compacted) = reader.revisions().map_err(status::store)?;
-        let start = if r.start_revision == 0 {
-            current + 1
-        } else {
-            r.start_revision
-        };
-        if start <= compacted {
-            return Err(status::store(ndc_store::Error::Compacted {
-                requested: start,
-                oldest: compacted + 1,
-            }));
-        }
-        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
-        let established = pb::WatchResponse {
-            events: vec![],
-            revision: start - 1,
-        };
-        tokio::spawn(
-            async move {
-                if tx.send(Ok(established)).await.is_ok() {
-                    if let Err(status) = pump(reader, live, r.prefix, start, &tx).await {
-                        let _ = tx.send(Err(status)).await;
-                    }
-                }
-            }
-            .instrument(tracing::debug_span!("watch")),
-        );
-        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-        Ok(tonic::Response::new(Box::pin(stream)))
+        let prefix = r.prefix;
+        let stream = watch::open(
+            self.node.reader.clone(),
+            r.start_revision,
+            |revision| pb::WatchResponse {
+                events: vec![],
+                revision,
+            },
+            move |revision, events| {
+                let events = to_pb(events, &prefix);
+                Ok((!events.is_empty()).then_some(pb::WatchResponse { events, revision }))
+            },
+        )?;
+        Ok(tonic::Response::new(stream))
     }
 }
 
@@ -301,75 +273,4 @@ fn to_pb(events: &[Event], prefix: &str) -> Vec<pb::Event> {
             revision: e.revision,
         })
         .collect()
-}
-
-type Tx = mpsc::Sender<Result<pb::WatchResponse, Status>>;
-
-/// Sends history from `next` on, then live changes. Returns Ok when the
-/// client has gone away.
-async fn pump(
-    reader: ndc_store::StoreReader,
-    mut live: broadcast::Receiver<WatchBatch>,
-    prefix: String,
-    mut next: u64,
-    tx: &Tx,
-) -> Result<(), Status> {
-    loop {
-        // Catch up from history (the first time, and after lagging).
-        loop {
-            let page = reader
-                .history(next, u64::MAX, HISTORY_PAGE)
-                .map_err(status::store)?;
-            let Some(last) = page.last().map(|(rev, _)| *rev) else {
-                break;
-            };
-            for (revision, events) in page {
-                let events = to_pb(&events, &prefix);
-                if !events.is_empty()
-                    && tx
-                        .send(Ok(pb::WatchResponse { events, revision }))
-                        .await
-                        .is_err()
-                {
-                    return Ok(());
-                }
-            }
-            next = last + 1;
-        }
-        loop {
-            // A client that went away ends the watch even when nothing changes.
-            let next_notice = tokio::select! {
-                n = live.recv() => n,
-                _ = tx.closed() => return Ok(()),
-            };
-            match next_notice {
-                Ok(WatchBatch::Changes { revision, events }) => {
-                    if revision < next {
-                        continue;
-                    }
-                    next = revision + 1;
-                    let events = to_pb(&events, &prefix);
-                    if !events.is_empty()
-                        && tx
-                            .send(Ok(pb::WatchResponse { events, revision }))
-                            .await
-                            .is_err()
-                    {
-                        return Ok(());
-                    }
-                }
-                Ok(WatchBatch::Reset { revision }) => {
-                    return Err(Status::out_of_range(format!(
-                        "this node installed a snapshot at revision {revision}; list again and watch from the listed revision"
-                    )));
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => break,
-                Err(broadcast::error::RecvError::Closed) => {
-                    return Err(Status::unavailable(
-                        "the node is shutting down; watch again",
-                    ));
-                }
-            }
-        }
-    }
 }

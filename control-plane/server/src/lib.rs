@@ -23,6 +23,7 @@ pub mod secrets;
 mod start;
 mod status;
 mod tenant_service;
+mod watch;
 
 pub use auth::Auth;
 pub use error::{Error, Result};

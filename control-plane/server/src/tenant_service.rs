@@ -1,6 +1,7 @@
 //! The tenant service: CRUD and reorganisation, checked in apply.
 
-use crate::status;
+use crate::{status, watch};
+use ndc_store::{keys, EventKind};
 use std::sync::Arc;
 
 use ndc_api::convert;
@@ -97,6 +98,50 @@ impl TenantService {
 
 #[tonic::async_trait]
 impl Tenants for TenantService {
+    type WatchStream = watch::Watch<pb::TenantEvents>;
+
+    #[instrument(skip_all, fields(from = request.get_ref().start_revision))]
+    async fn watch(
+        &self,
+        request: Request<pb::WatchTenantsRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let actor = self.node.auth.actor(request.metadata())?;
+        watch::require_reads_every_tenant(&actor, "watch tenants")?;
+        let stream = watch::open(
+            self.node.reader.clone(),
+            request.into_inner().start_revision,
+            |revision| pb::TenantEvents {
+                events: vec![],
+                revision,
+            },
+            |revision, events| {
+                let mut out = Vec::new();
+                for e in events {
+                    let Some(id) = e.key.strip_prefix(keys::TENANTS_PREFIX) else {
+                        continue;
+                    };
+                    out.push(match e.kind {
+                        EventKind::Put => pb::TenantEvent {
+                            kind: pb::tenant_event::Kind::Put as i32,
+                            id: id.to_string(),
+                            tenant: Some(convert::tenant_to_pb(&watch::decode(e)?)),
+                        },
+                        EventKind::Delete => pb::TenantEvent {
+                            kind: pb::tenant_event::Kind::Delete as i32,
+                            id: id.to_string(),
+                            tenant: None,
+                        },
+                    });
+                }
+                Ok((!out.is_empty()).then_some(pb::TenantEvents {
+                    events: out,
+                    revision,
+                }))
+            },
+        )?;
+        Ok(Response::new(stream))
+    }
+
     #[instrument(skip_all, fields(id = request.get_ref().spec.as_ref().map(|s| s.id.as_str()).unwrap_or("")))]
     async fn create(
         &self,

@@ -263,9 +263,7 @@ async fn apply<K: ClaimObject>(o: Arc<K>, ctx: &Context) -> Result<Action, Error
             }
         }
     };
-    let ready = claim.phase == "Ready"
-        && claim.observed_generation == claim.generation
-        && claim.observed_credentials == claim.credentials_generation;
+    let ready = claim.ready;
     let message = claim
         .conditions
         .iter()

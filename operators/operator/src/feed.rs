@@ -12,14 +12,13 @@ use std::sync::{Arc, Mutex};
 
 use futures::{Stream, StreamExt};
 use kube::runtime::reflector::ObjectRef;
-use ndc_api::kv::kv_client::KvClient;
-use ndc_api::kv::{Consistency, ListRequest, WatchRequest};
+use ndc_api::claims::claims_client::ClaimsClient;
+use ndc_api::claims::WatchClaimsRequest;
 use ndc_crds::{Database, ObjectBucket, ServiceSubscription};
 use tokio::sync::broadcast;
 
 use crate::{Context, Error, Stop};
 
-const CLAIMS_PREFIX: &str = "/ndc/claims/";
 /// Triggers kept for a controller that is busy; one that falls further
 /// behind is caught by its timers.
 const BACKLOG: usize = 16_384;
@@ -140,17 +139,12 @@ impl ClaimFeed {
     }
 }
 
-/// The feed's key of a claim from its stored JSON.
-fn claim_key(value: &[u8]) -> Option<ClaimKey> {
-    #[derive(serde::Deserialize)]
-    struct Head {
-        tenant: String,
-        name: String,
-        spec: HashMap<String, serde::de::IgnoredAny>,
+/// The feed's key of a claim from the control plane's claim.
+fn claim_key(c: &ndc_api::claims::Claim) -> Option<ClaimKey> {
+    if c.tenant.is_empty() || c.kind.is_empty() || c.name.is_empty() {
+        return None;
     }
-    let h: Head = serde_json::from_slice(value).ok()?;
-    let kind = h.spec.into_keys().next()?;
-    Some((h.tenant, kind, h.name))
+    Some(key(&c.tenant, &c.kind, &c.name))
 }
 
 /// Follows the control plane's claims until `stop`, watching again after a
@@ -161,36 +155,16 @@ pub async fn follow(ctx: Arc<Context>, stop: Stop) {
 
 async fn follow_once(ctx: &Context) -> Result<(), Error> {
     let auth = ctx.ndc.auth();
-    // Only the revision: what changes from now on matters.
-    let revision = ctx
-        .ndc
-        .call(|ch| {
-            let a = auth.clone();
-            async move {
-                KvClient::with_interceptor(ch, a)
-                    .list(ListRequest {
-                        prefix: CLAIMS_PREFIX.into(),
-                        start_after: String::new(),
-                        limit: 1,
-                        consistency: Consistency::Linearizable as i32,
-                    })
-                    .await
-            }
-        })
-        .await?
-        .into_inner()
-        .revision;
+    // From now on: what changes from here matters. The first message says
+    // the watch is established.
     let mut stream = ctx
         .ndc
         .call(|ch| {
             let a = auth.clone();
             async move {
-                KvClient::with_interceptor(ch, a)
+                ClaimsClient::with_interceptor(ch, a)
                     .max_decoding_message_size(256 * 1024 * 1024)
-                    .watch(WatchRequest {
-                        prefix: CLAIMS_PREFIX.into(),
-                        start_revision: revision + 1,
-                    })
+                    .watch(WatchClaimsRequest { start_revision: 0 })
                     .await
             }
         })
@@ -203,7 +177,7 @@ async fn follow_once(ctx: &Context) -> Result<(), Error> {
     }
     while let Some(msg) = stream.next().await {
         for e in &msg?.events {
-            if let Some(k) = e.object.as_ref().and_then(|o| claim_key(&o.value)) {
+            if let Some(k) = e.claim.as_ref().and_then(claim_key) {
                 ctx.claim_feed.changed(&k);
             }
         }
@@ -217,13 +191,18 @@ mod tests {
 
     #[test]
     fn a_claim_is_named_by_tenant_kind_and_name() {
-        let v = br#"{"uid":"u1","tenant":"t1","name":"docs","spec":{"bucket":{"size_bytes":1}},"status":{}}"#;
+        let c = ndc_api::claims::Claim {
+            uid: "u1".into(),
+            tenant: "t1".into(),
+            kind: "bucket".into(),
+            name: "docs".into(),
+            ..Default::default()
+        };
         assert_eq!(
-            claim_key(v),
+            claim_key(&c),
             Some(("t1".into(), "bucket".into(), "docs".into()))
         );
-        assert_eq!(claim_key(b"{}"), None);
-        assert_eq!(claim_key(b"not json"), None);
+        assert_eq!(claim_key(&ndc_api::claims::Claim::default()), None);
     }
 
     #[tokio::test]

@@ -153,7 +153,7 @@ async fn ensure_claim(
             .unwrap_or_default();
         return Ok(Err(format!("its {kind} {name} failed: {m}")));
     }
-    if claim.phase != "Ready" || claim.observed_credentials != claim.credentials_generation {
+    if !claim.ready {
         return Ok(Ok(None));
     }
     let cref = pb::ClaimRef {

@@ -14,8 +14,8 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use ndc_api::kv::kv_client::KvClient;
-use ndc_api::kv::{Consistency, ListRequest, WatchRequest};
+use ndc_api::tenants::tenants_client::TenantsClient;
+use ndc_api::tenants::{ListTenantsRequest, WatchTenantsRequest};
 use ndc_crds::{labels, Tenant, TenantQuota, TenantSpec, TenantStatus};
 use serde_json::json;
 use tracing::{info, warn};
@@ -23,7 +23,6 @@ use tracing::{info, warn};
 use crate::{conditions, Context, Error, Stop};
 
 pub const MANAGER: &str = "ndc-operator";
-const TENANTS_PREFIX: &str = "/ndc/tenants/";
 /// Names a namespace must not take: Kubernetes' own and shared services'.
 const RESERVED: [&str; 4] = ["default", "kube-", "svc-", "ndc-"];
 
@@ -96,23 +95,17 @@ async fn follow_once(ctx: &Context) -> Result<(), Error> {
         .call(|ch| {
             let a = auth.clone();
             async move {
-                KvClient::with_interceptor(ch, a)
+                TenantsClient::with_interceptor(ch, a)
                     .max_decoding_message_size(256 * 1024 * 1024)
-                    .list(ListRequest {
-                        prefix: TENANTS_PREFIX.into(),
-                        start_after: String::new(),
-                        limit: 0,
-                        consistency: Consistency::Linearizable as i32,
-                    })
+                    .list(ListTenantsRequest::default())
                     .await
             }
         })
         .await?
         .into_inner();
     let mut all: HashMap<String, ndc_core::Tenant> = HashMap::new();
-    for o in &list.objects {
-        let t: ndc_core::Tenant = serde_json::from_slice(&o.value)
-            .map_err(|e| Error::Other(format!("tenant {}: {e}", o.key)))?;
+    for t in list.tenants {
+        let t = from_pb(t)?;
         all.insert(t.id.clone(), t);
     }
     let mut applied: HashMap<String, TenantSpec> = HashMap::new();
@@ -124,10 +117,9 @@ async fn follow_once(ctx: &Context) -> Result<(), Error> {
         .call(|ch| {
             let a = auth.clone();
             async move {
-                KvClient::with_interceptor(ch, a)
+                TenantsClient::with_interceptor(ch, a)
                     .max_decoding_message_size(256 * 1024 * 1024)
-                    .watch(WatchRequest {
-                        prefix: TENANTS_PREFIX.into(),
+                    .watch(WatchTenantsRequest {
                         start_revision: list.revision + 1,
                     })
                     .await
@@ -143,29 +135,35 @@ async fn follow_once(ctx: &Context) -> Result<(), Error> {
         // ancestors of others: then every tenant is looked at.
         let mut changed = Vec::new();
         let mut hierarchy = false;
-        for e in &msg.events {
-            let Some(o) = &e.object else { continue };
-            let id = o.key.trim_start_matches(TENANTS_PREFIX).to_string();
-            if e.kind == ndc_api::kv::event::Kind::Delete as i32 {
-                all.remove(&id);
-                hierarchy = true;
-            } else {
-                let t: ndc_core::Tenant = serde_json::from_slice(&o.value)
-                    .map_err(|e| Error::Other(format!("tenant {id}: {e}")))?;
-                hierarchy |= match all.get(&id) {
-                    Some(old) => old.parent != t.parent,
-                    None => all
-                        .values()
-                        .any(|x| x.parent.as_deref() == Some(id.as_str())),
-                };
-                all.insert(id.clone(), t);
-                changed.push(id);
+        for e in msg.events {
+            let id = e.id;
+            match e.tenant {
+                None => {
+                    all.remove(&id);
+                    hierarchy = true;
+                }
+                Some(t) => {
+                    let t = from_pb(t)?;
+                    hierarchy |= match all.get(&id) {
+                        Some(old) => old.parent != t.parent,
+                        None => all
+                            .values()
+                            .any(|x| x.parent.as_deref() == Some(id.as_str())),
+                    };
+                    all.insert(id.clone(), t);
+                    changed.push(id);
+                }
             }
         }
         let only = (!hierarchy).then_some(changed.as_slice());
         sync(ctx, &all, only, &mut applied, msg.revision).await?;
     }
     Err(Error::Other("the control plane's watch ended".into()))
+}
+
+fn from_pb(t: ndc_api::tenants::Tenant) -> Result<ndc_core::Tenant, Error> {
+    let id = t.spec.as_ref().map(|s| s.id.clone()).unwrap_or_default();
+    ndc_api::convert::tenant_from_pb(t).map_err(|e| Error::Other(format!("tenant {id}: {e}")))
 }
 
 /// Brings the `Tenant` objects to `all`, or only those named in `only`
