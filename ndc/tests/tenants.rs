@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use anyhow::{ensure, Context, Result};
 use ndc_api::client::Auth;
 use ndc_api::convert;
@@ -416,5 +418,83 @@ async fn a_retried_creation_is_recorded_once() -> Result<()> {
         records.as_array().map(|a| a.len()) == Some(1),
         "one audit record: {out}"
     );
+    Ok(())
+}
+
+/// The typed tenant watch: from a listed revision, each change as a typed
+/// event (a put with the tenant, a delete with its id); only roles that
+/// read every tenant may open it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tenant_watch_streams_typed_changes_from_a_revision() -> Result<()> {
+    let c = national(1).await?;
+    let addr = c.addr(1);
+    let mut op = tenants(&addr, OPERATOR)?;
+    let listed = op
+        .list(pb::ListTenantsRequest::default())
+        .await?
+        .into_inner();
+    let mut watch = op
+        .watch(pb::WatchTenantsRequest {
+            start_revision: listed.revision + 1,
+        })
+        .await?
+        .into_inner();
+    let first = watch.message().await?.context("no established message")?;
+    ensure!(first.events.is_empty() && first.revision == listed.revision);
+
+    create(
+        &mut op,
+        &spec("tay-ho", Level::Commune, Some("ha-noi"), Some("00103"), 1),
+    )
+    .await?;
+    op.delete(pb::DeleteTenantRequest {
+        id: "tay-ho".into(),
+        ..Default::default()
+    })
+    .await?;
+    // Creating a commune changes its parent's allocation too: wait for the
+    // put of tay-ho, then for its delete.
+    let mut seen_put = None;
+    let events = async {
+        loop {
+            let msg = watch.message().await?.context("the watch ended")?;
+            ensure!(msg.revision > listed.revision);
+            let mut deleted = false;
+            for e in msg.events {
+                if e.id != "tay-ho" {
+                    continue;
+                }
+                if e.kind == pb::tenant_event::Kind::Put as i32 {
+                    let t = convert::tenant_from_pb(e.tenant.context("a put without its tenant")?)
+                        .map_err(anyhow::Error::msg)?;
+                    ensure!(t.parent.as_deref() == Some("ha-noi"), "{t:?}");
+                    seen_put = Some(msg.revision);
+                } else {
+                    ensure!(e.tenant.is_none(), "a delete carries no tenant");
+                    deleted = true;
+                }
+            }
+            if deleted {
+                return Ok::<u64, anyhow::Error>(msg.revision);
+            }
+        }
+    };
+    let deleted_at = tokio::time::timeout(Duration::from_secs(60), events)
+        .await
+        .context("no delete event within 60 s")??;
+    let put_at = seen_put.context("the put came after the delete, or never")?;
+    ensure!(put_at < deleted_at);
+
+    // A tenant-admin reads only its subtree: it may not watch them all.
+    let mut hn = tenants(&addr, HANOI_ADMIN)?;
+    let e = hn
+        .watch(pb::WatchTenantsRequest { start_revision: 0 })
+        .await
+        .expect_err("a tenant-admin watched every tenant");
+    ensure!(e.code() == Code::PermissionDenied, "{e:?}");
+    // The auditor reads every tenant: it may.
+    let mut au = tenants(&addr, AUDITOR)?;
+    au.watch(pb::WatchTenantsRequest { start_revision: 0 })
+        .await?;
     Ok(())
 }
