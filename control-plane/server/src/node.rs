@@ -44,9 +44,10 @@ pub(crate) struct Node {
     pub(crate) retired_marker: PathBuf,
     /// Seals and opens claim credentials; without it claims are refused.
     pub(crate) secrets: Option<crate::secrets::SecretsKey>,
-    /// Where the leader provisions claims.
+    /// Where the leader provisions claims. The claims service asks the
+    /// object store at once what it can: a feature a bucket claim needs, a
+    /// bucket's emptiness before a delete. The provisioner gets its own copy.
     pub(crate) provisioning: crate::provisioner::Provisioning,
-    pub(crate) provisioner_stats: crate::provisioner::Stats,
 }
 
 pub(crate) fn unavailable_no_leader() -> Status {
@@ -397,14 +398,7 @@ async fn tell_removed(id: NodeId, addr: String, log_index: u64, secret: Option<S
     }
 }
 
-/// This node's clock in milliseconds since the epoch: the time a proposer
-/// writes into a command (apply never reads a clock).
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub(crate) use crate::clock::now_ms;
 
 /// The request id a client sent with a write, if any.
 pub(crate) fn request_id(md: &tonic::metadata::MetadataMap) -> Result<Option<String>, Status> {
