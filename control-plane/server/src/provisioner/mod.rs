@@ -27,6 +27,8 @@ use crate::secrets::Secret;
 mod backends;
 mod context;
 mod queue;
+#[cfg(test)]
+mod tests;
 
 pub use backends::{BackendsFile, Provisioning};
 pub(crate) use context::{Context, Leadership, StatusWriter};
