@@ -8,6 +8,7 @@ mod audit_service;
 pub mod auth;
 mod catalog_service;
 mod claims_service;
+mod clock;
 mod cluster_service;
 mod error;
 mod forward;

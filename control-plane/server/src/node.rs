@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use ndc_api::raft::Payload;
 use ndc_store::{decode, encode, Command, LogStore, NodeId, Raft, Response, StoreReader};
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, RaftMetrics};
 use tokio::sync::Mutex;
 use tonic::Status;
@@ -17,7 +16,7 @@ use tracing::{warn, Instrument};
 use crate::error::Result;
 use crate::forward::{ForwardReply, ForwardRequest, ForwardResult, MembershipView, RetireNotice};
 use crate::network::{peer_client, PeerClient};
-use crate::proposer::{Outcome, Proposer};
+use crate::proposer::{fatal, unavailable_no_leader, write_error, Outcome, Proposer};
 use crate::read_index::{ReadBatcher, ReadIndexError};
 
 /// How long a follower waits to apply up to the leader's read index before
@@ -44,17 +43,10 @@ pub(crate) struct Node {
     pub(crate) retired_marker: PathBuf,
     /// Seals and opens claim credentials; without it claims are refused.
     pub(crate) secrets: Option<crate::secrets::SecretsKey>,
-    /// Where the leader provisions claims.
+    /// Where the leader provisions claims. The claims service asks the
+    /// object store at once what it can: a feature a bucket claim needs, a
+    /// bucket's emptiness before a delete. The provisioner gets its own copy.
     pub(crate) provisioning: crate::provisioner::Provisioning,
-    pub(crate) provisioner_stats: crate::provisioner::Stats,
-}
-
-pub(crate) fn unavailable_no_leader() -> Status {
-    Status::unavailable("no leader is known yet (an election may be under way); retry shortly")
-}
-
-fn fatal(e: impl std::fmt::Display) -> Status {
-    Status::unavailable(format!("this node's raft has stopped: {e}"))
 }
 
 impl Node {
@@ -397,14 +389,7 @@ async fn tell_removed(id: NodeId, addr: String, log_index: u64, secret: Option<S
     }
 }
 
-/// This node's clock in milliseconds since the epoch: the time a proposer
-/// writes into a command (apply never reads a clock).
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub(crate) use crate::clock::now_ms;
 
 /// The request id a client sent with a write, if any.
 pub(crate) fn request_id(md: &tonic::metadata::MetadataMap) -> Result<Option<String>, Status> {
@@ -435,14 +420,4 @@ fn not_member(id: NodeId) -> Status {
     Status::failed_precondition(format!(
         "node {id} is not a member of the cluster (it was removed or never joined); send requests to a member"
     ))
-}
-
-pub(crate) fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Status {
-    match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => unavailable_no_leader(),
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-            Status::failed_precondition(format!("membership change refused: {e}"))
-        }
-        RaftError::Fatal(e) => fatal(e),
-    }
 }

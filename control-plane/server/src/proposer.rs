@@ -9,8 +9,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use ndc_store::{Command, Raft, Response};
+use ndc_store::{Command, NodeId, Raft, Response};
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::BasicNode;
 use tokio::sync::{oneshot, Semaphore};
 use tonic::Status;
 use tracing::Instrument;
@@ -42,7 +43,7 @@ async fn write(raft: &Raft, cmd: Command, stats: &Stats) -> Result<Response, Out
         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
             Err(Outcome::NotLeader)
         }
-        Ok(Err(e)) => Err(Outcome::Failed(crate::node::write_error(e))),
+        Ok(Err(e)) => Err(Outcome::Failed(write_error(e))),
         Err(_) => Err(Outcome::Failed(Status::deadline_exceeded(
             "the write was not committed in time; its outcome is unknown: read before retrying",
         ))),
@@ -63,6 +64,25 @@ type Waiter = (Command, oneshot::Sender<Outcome>);
 struct Queue {
     running: bool,
     waiting: Vec<Waiter>,
+}
+
+pub(crate) fn unavailable_no_leader() -> Status {
+    Status::unavailable("no leader is known yet (an election may be under way); retry shortly")
+}
+
+pub(crate) fn fatal(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("this node's raft has stopped: {e}"))
+}
+
+/// Why a write (or a membership change) was refused, for the caller.
+pub(crate) fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Status {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => unavailable_no_leader(),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            Status::failed_precondition(format!("membership change refused: {e}"))
+        }
+        RaftError::Fatal(e) => fatal(e),
+    }
 }
 
 /// What this node committed as leader: log entries, and the requests they

@@ -114,6 +114,7 @@ pub struct RunningNode {
     expiry: JoinHandle<()>,
     snapshots: JoinHandle<()>,
     provisioner: JoinHandle<()>,
+    provisioner_stats: Arc<crate::provisioner::Stats>,
     server: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
     stop: oneshot::Sender<()>,
 }
@@ -220,7 +221,6 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         retired_marker,
         secrets: config.secrets.clone(),
         provisioning: config.provisioning.clone(),
-        provisioner_stats: Default::default(),
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -337,18 +337,56 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         snapshot_when_due(node.clone(), config.snapshot_every)
             .instrument(tracing::info_span!("snapshots", node = config.id)),
     );
+    let provisioner_stats = Arc::new(crate::provisioner::Stats::default());
+    let provisioner = crate::provisioner::Context {
+        claims: node.reader.clone(),
+        status: node.clone(),
+        leadership: node.clone(),
+        secrets: config.secrets.clone(),
+        backends: config.provisioning.clone(),
+        stats: provisioner_stats.clone(),
+    };
     let provisioner = tokio::spawn(
-        crate::provisioner::run(node.clone()).instrument(tracing::info_span!("provisioner")),
+        crate::provisioner::run(Arc::new(provisioner))
+            .instrument(tracing::info_span!("provisioner")),
     );
     Ok(RunningNode {
         addr,
         expiry,
         snapshots,
         provisioner,
+        provisioner_stats,
         node,
         server,
         stop,
     })
+}
+
+/// The provisioner may act while this node leads and was not removed.
+#[tonic::async_trait]
+impl crate::provisioner::Leadership for Node {
+    fn leads(&self) -> bool {
+        self.metrics().current_leader == Some(self.id) && self.retired_at().is_none()
+    }
+
+    async fn read_barrier(&self) -> std::result::Result<(), String> {
+        Node::read_barrier(self, false)
+            .await
+            .map_err(|s| s.message().to_string())
+    }
+}
+
+/// The provisioner records claim statuses through this node's write path.
+#[tonic::async_trait]
+impl crate::provisioner::StatusWriter for Node {
+    async fn record(
+        &self,
+        req: ndc_core::claims::ClaimRequest,
+    ) -> std::result::Result<ndc_store::Response, String> {
+        self.write(ndc_store::Command::Claim(Box::new(req)))
+            .await
+            .map_err(|s| s.message().to_string())
+    }
 }
 
 /// Objects per log entry behind a snapshot: a snapshot is built once the
@@ -492,7 +530,7 @@ impl RunningNode {
     /// What this node's provisioner has done so far (it works only while
     /// the node leads).
     pub fn provisioner_stats(&self) -> crate::provisioner::ProvisionerStats {
-        self.node.provisioner_stats.read()
+        self.provisioner_stats.read()
     }
 
     /// The log entries this node committed as leader, and the requests

@@ -21,13 +21,17 @@ use ndc_core::domain::{Actor, Role};
 use ndc_storage::{BucketRequest, DatabaseRequest, DatabaseStore, ObjectStore, S3Credentials};
 use tracing::{info, warn};
 
-use crate::node::Node;
+use crate::clock::now_ms;
 use crate::secrets::Secret;
 
 mod backends;
+mod context;
 mod queue;
+#[cfg(test)]
+mod tests;
 
 pub use backends::{BackendsFile, Provisioning};
+pub(crate) use context::{Context, Leadership, StatusWriter};
 use queue::{load, Queue, NO_DATABASE_SERVER, NO_OBJECT_STORE};
 
 /// Claims handled at once. A pass spends much of its time waiting (for
@@ -147,17 +151,18 @@ fn condition(status: bool, reason: &str, message: String) -> Condition {
         status,
         reason: reason.into(),
         message,
-        at_ms: crate::node::now_ms(),
+        at_ms: now_ms(),
     }
 }
 
-pub(crate) async fn run(node: Arc<Node>) {
-    let mut notices = node.reader.subscribe();
+/// Provisions claims while this node leads, until the change feed closes.
+pub(crate) async fn run(ctx: Arc<Context>) {
+    let mut notices = ctx.claims.subscribe();
     let mut tick = tokio::time::interval(RESCAN);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut queue = Queue::new(&node.provisioning);
+    let mut queue = Queue::new(&ctx.backends);
     let mut running: tokio::task::JoinSet<(String, bool)> = tokio::task::JoinSet::new();
-    let stats = &node.provisioner_stats;
+    let stats = &ctx.stats;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -180,17 +185,17 @@ pub(crate) async fn run(node: Arc<Node>) {
                 Err(_) => break,
             }
         }
-        if node.metrics().current_leader != Some(node.id) || node.retired_at().is_some() {
+        if !ctx.leadership.leads() {
             // Passes under way finish (their reports are fenced); nothing new starts.
             queue.clear();
             continue;
         }
         if !queue.loaded {
             // Everything committed before this point is applied here.
-            if node.read_barrier(false).await.is_err() {
+            if ctx.leadership.read_barrier().await.is_err() {
                 continue;
             }
-            let Some(revision) = load(&node, &mut queue) else {
+            let Some(revision) = load(&ctx.claims, &mut queue) else {
                 continue;
             };
             stats.full_scans.fetch_add(1, Ordering::Relaxed);
@@ -207,7 +212,7 @@ pub(crate) async fn run(node: Arc<Node>) {
         for uid in queue.take(free) {
             // The claim as it is now; one that converged or went meanwhile
             // leaves the queue.
-            let c = match node.reader.claim(&uid) {
+            let c = match ctx.claims.claim(&uid) {
                 Ok((Some(c), _)) if !c.converged() && queue.workable(&c) => c,
                 Ok(_) => {
                     queue.remove(&uid);
@@ -219,18 +224,18 @@ pub(crate) async fn run(node: Arc<Node>) {
                     continue;
                 }
             };
-            let node = node.clone();
+            let ctx = ctx.clone();
             running.spawn(async move {
                 let uid = c.uid.clone();
                 let start = Instant::now();
-                let ok = match tokio::time::timeout(PASS_TIMEOUT, pass(&node, c)).await {
+                let ok = match tokio::time::timeout(PASS_TIMEOUT, pass(&ctx, c)).await {
                     Ok(ok) => ok,
                     Err(_) => {
                         warn!(%uid, "a provisioning pass took longer than {PASS_TIMEOUT:?}; abandoned, retried later");
                         false
                     }
                 };
-                let stats = &node.provisioner_stats;
+                let stats = &ctx.stats;
                 add_time(&stats.pass_micros, start);
                 stats.passes.fetch_add(1, Ordering::Relaxed);
                 if !ok {
@@ -244,17 +249,17 @@ pub(crate) async fn run(node: Arc<Node>) {
 
 /// One pass over one claim: act, then record the outcome. Returns whether
 /// the claim needs no retry.
-async fn pass(node: &Node, claim: Claim) -> bool {
-    let stats = &node.provisioner_stats;
+async fn pass(ctx: &Context, claim: Claim) -> bool {
+    let stats = &ctx.stats;
     let (backend_time, passes) = match claim.kind() {
         ClaimKind::Bucket => (&stats.object_store_micros, &stats.bucket_passes),
         ClaimKind::Database => (&stats.database_micros, &stats.database_passes),
     };
     passes.fetch_add(1, Ordering::Relaxed);
     let outcome = if claim.deletion.is_some() {
-        timed(backend_time, delete(node, &claim)).await
+        timed(backend_time, delete(ctx, &claim)).await
     } else {
-        timed(backend_time, provision(node, &claim)).await
+        timed(backend_time, provision(ctx, &claim)).await
     };
     let (op, ok) = match outcome {
         Ok(Done::Status(status)) => (
@@ -303,15 +308,11 @@ async fn pass(node: &Node, claim: Claim) -> bool {
     };
     let req = ClaimRequest {
         actor: actor(),
-        at_ms: crate::node::now_ms(),
+        at_ms: now_ms(),
         op,
     };
     stats.status_writes.fetch_add(1, Ordering::Relaxed);
-    let written = timed(
-        &stats.status_write_micros,
-        node.write(ndc_store::Command::Claim(Box::new(req))),
-    )
-    .await;
+    let written = timed(&stats.status_write_micros, ctx.status.record(req)).await;
     match written {
         Ok(ndc_store::Response::Claim { .. }) => ok,
         Ok(other) => {
@@ -319,14 +320,14 @@ async fn pass(node: &Node, claim: Claim) -> bool {
             false
         }
         Err(e) => {
-            warn!(uid = %claim.uid, error = %e.message(), "claim status not recorded");
+            warn!(uid = %claim.uid, error = %e, "claim status not recorded");
             false
         }
     }
 }
 
-fn open(node: &Node, claim: &Claim) -> Result<Secret, Failure> {
-    let key = node.secrets.as_ref().ok_or_else(|| {
+fn open(ctx: &Context, claim: &Claim) -> Result<Secret, Failure> {
+    let key = ctx.secrets.as_ref().ok_or_else(|| {
         Failure::new(
             "NoSecretsKey",
             "the leader has no secrets key (--secrets-key-file) to open the credentials with",
@@ -336,8 +337,8 @@ fn open(node: &Node, claim: &Claim) -> Result<Secret, Failure> {
         .map_err(|e| Failure::new("CredentialsUnreadable", e))
 }
 
-fn objects(node: &Node) -> Result<&Arc<dyn ObjectStore>, Failure> {
-    node.provisioning.objects.as_ref().ok_or_else(|| {
+fn objects(ctx: &Context) -> Result<&Arc<dyn ObjectStore>, Failure> {
+    ctx.backends.objects.as_ref().ok_or_else(|| {
         Failure::new(
             NO_OBJECT_STORE,
             "no object store is configured on the control plane (ndc server --backends-file)",
@@ -345,8 +346,8 @@ fn objects(node: &Node) -> Result<&Arc<dyn ObjectStore>, Failure> {
     })
 }
 
-fn databases(node: &Node) -> Result<&Arc<dyn DatabaseStore>, Failure> {
-    node.provisioning.databases.as_ref().ok_or_else(|| {
+fn databases(ctx: &Context) -> Result<&Arc<dyn DatabaseStore>, Failure> {
+    ctx.backends.databases.as_ref().ok_or_else(|| {
         Failure::new(
             NO_DATABASE_SERVER,
             "no PostgreSQL server is configured on the control plane (ndc server --backends-file)",
@@ -363,9 +364,9 @@ fn backend(e: ndc_storage::Error) -> Failure {
     Failure::new(reason, e)
 }
 
-async fn provision(node: &Node, claim: &Claim) -> Result<Done, Failure> {
+async fn provision(ctx: &Context, claim: &Claim) -> Result<Done, Failure> {
     let name = claim.external_name();
-    let secret = open(node, claim)?;
+    let secret = open(ctx, claim)?;
     let mut status = ClaimStatus {
         phase: Phase::Ready,
         observed_generation: claim.generation,
@@ -380,7 +381,7 @@ async fn provision(node: &Node, claim: &Claim) -> Result<Done, Failure> {
                 secret_access_key,
             },
         ) => {
-            let objects = objects(node)?;
+            let objects = objects(ctx)?;
             // After a rotation every earlier key goes, once the new one
             // works, however many rotations were interrupted.
             let removed = objects
@@ -412,7 +413,7 @@ async fn provision(node: &Node, claim: &Claim) -> Result<Done, Failure> {
             )];
         }
         (ClaimSpec::Database(d), Secret::Password { password }) => {
-            let dbs = databases(node)?;
+            let dbs = databases(ctx)?;
             dbs.ensure_database(&DatabaseRequest {
                 name: name.clone(),
                 role: name.clone(),
@@ -438,9 +439,8 @@ async fn provision(node: &Node, claim: &Claim) -> Result<Done, Failure> {
     Ok(Done::Status(status))
 }
 
-async fn delete(node: &Node, claim: &Claim) -> Result<Done, Failure> {
+async fn delete(ctx: &Context, claim: &Claim) -> Result<Done, Failure> {
     let name = claim.external_name();
-    let purge = claim.deletion.as_ref().is_some_and(|d| d.purge);
     if claim.deletion_policy == DeletionPolicy::Retain {
         return Ok(Done::Forget(format!(
             "retained: {} {name} and its credentials are kept",
@@ -448,109 +448,116 @@ async fn delete(node: &Node, claim: &Claim) -> Result<Done, Failure> {
         )));
     }
     match claim.kind() {
-        ClaimKind::Bucket => {
-            let objects = objects(node)?;
-            if objects.bucket_exists(&name).await.map_err(backend)? {
-                if !purge && !objects.is_empty(&name).await.map_err(backend)? {
-                    return Err(Failure::new(
-                        "BucketNotEmpty",
-                        format!(
-                            "bucket {} is not empty; nothing was deleted: delete it again with --purge to delete its objects too",
-                            claim.name
-                        ),
-                    ));
-                }
-                // The tenant's keys go first, so nothing is written meanwhile.
-                objects
-                    .remove_other_keys(&name, "")
-                    .await
-                    .map_err(backend)?;
-                objects.delete_bucket(&name, purge).await.map_err(backend)?;
-            }
-            let mut keys: Vec<String> = claim.status.access_key_id.iter().cloned().collect();
-            if let Ok(Secret::S3 { access_key_id, .. }) = open(node, claim) {
-                keys.push(access_key_id);
-            }
-            keys.dedup();
-            for k in keys {
-                objects.remove_key(&k).await.map_err(backend)?;
-            }
-            Ok(Done::Forget(format!(
-                "deleted bucket {name}{}",
-                if purge { " and its objects" } else { "" }
-            )))
-        }
-        ClaimKind::Database => {
-            let dbs = databases(node)?;
-            if !dbs.database_exists(&name).await.map_err(backend)? {
-                dbs.drop_database(&name, &name).await.map_err(backend)?;
-                return Ok(Done::Forget(match &claim.status.backup {
-                    Some(b) => format!("deleted database {name}; final dump at {b}"),
-                    None => format!("deleted database {name} (it was never created)"),
-                }));
-            }
-            let objects = node.provisioning.objects.as_ref();
-            let bucket = node.provisioning.backup_bucket.as_ref();
-            let (Some(objects), Some(bucket)) = (objects, bucket) else {
-                return Err(Failure::new(
-                    "NoBackupBucket",
-                    "a database is never dropped without a final dump, and no backup bucket is configured (backends file: backup_bucket)",
-                ));
-            };
-            // Nothing is written after the dump; the dump is stored, and its
-            // place recorded, before the drop.
-            dbs.lock_out(&name, &name).await.map_err(backend)?;
-            let dump = dbs.dump(&name).await.map_err(backend)?;
-            objects
-                .ensure_bucket(&BucketRequest {
-                    name: bucket.clone(),
-                    size_quota_bytes: 0,
-                    versioning: false,
-                    retention_days: None,
-                })
-                .await
-                .map_err(backend)?;
-            let key = format!(
-                "databases/{}/{}-{}/{}.sql",
-                claim.tenant,
-                claim.name,
-                claim.uid,
-                crate::node::now_ms()
-            );
-            objects
-                .put_object(bucket, &key, dump)
-                .await
-                .map_err(backend)?;
-            if !objects.object_exists(bucket, &key).await.map_err(backend)? {
-                return Err(Failure::new(
-                    "BackupMissing",
-                    format!("the final dump s3://{bucket}/{key} was written but cannot be found; the database is kept"),
-                ));
-            }
-            let location = format!("s3://{bucket}/{key}");
-            let mut status = claim.status.clone();
-            status.backup = Some(location.clone());
-            status.conditions = vec![condition(
-                false,
-                "Deleting",
-                format!("final dump stored at {location}; dropping the database"),
-            )];
-            let req = ClaimRequest {
-                actor: actor(),
-                at_ms: crate::node::now_ms(),
-                op: ClaimOp::SetStatus {
-                    uid: claim.uid.clone(),
-                    status,
-                    basis: StatusBasis::of(claim),
-                },
-            };
-            node.write(ndc_store::Command::Claim(Box::new(req)))
-                .await
-                .map_err(|e| Failure::new("StatusNotRecorded", e.message()))?;
-            dbs.drop_database(&name, &name).await.map_err(backend)?;
-            Ok(Done::Forget(format!(
-                "deleted database {name}; final dump at {location}"
-            )))
-        }
+        ClaimKind::Bucket => delete_bucket(ctx, claim, &name).await,
+        ClaimKind::Database => delete_database(ctx, claim, &name).await,
     }
+}
+
+/// Deletes a claim's bucket (refused while it holds objects, unless the
+/// deletion purges) and every key of it.
+async fn delete_bucket(ctx: &Context, claim: &Claim, name: &str) -> Result<Done, Failure> {
+    let purge = claim.deletion.as_ref().is_some_and(|d| d.purge);
+    let objects = objects(ctx)?;
+    if objects.bucket_exists(name).await.map_err(backend)? {
+        if !purge && !objects.is_empty(name).await.map_err(backend)? {
+            return Err(Failure::new(
+                "BucketNotEmpty",
+                format!(
+                    "bucket {} is not empty; nothing was deleted: delete it again with --purge to delete its objects too",
+                    claim.name
+                ),
+            ));
+        }
+        // The tenant's keys go first, so nothing is written meanwhile.
+        objects.remove_other_keys(name, "").await.map_err(backend)?;
+        objects.delete_bucket(name, purge).await.map_err(backend)?;
+    }
+    let mut keys: Vec<String> = claim.status.access_key_id.iter().cloned().collect();
+    if let Ok(Secret::S3 { access_key_id, .. }) = open(ctx, claim) {
+        keys.push(access_key_id);
+    }
+    keys.dedup();
+    for k in keys {
+        objects.remove_key(&k).await.map_err(backend)?;
+    }
+    Ok(Done::Forget(format!(
+        "deleted bucket {name}{}",
+        if purge { " and its objects" } else { "" }
+    )))
+}
+
+/// Drops a claim's database and its role, after storing a final dump in
+/// the backup bucket and recording where it went.
+async fn delete_database(ctx: &Context, claim: &Claim, name: &str) -> Result<Done, Failure> {
+    let dbs = databases(ctx)?;
+    if !dbs.database_exists(name).await.map_err(backend)? {
+        dbs.drop_database(name, name).await.map_err(backend)?;
+        return Ok(Done::Forget(match &claim.status.backup {
+            Some(b) => format!("deleted database {name}; final dump at {b}"),
+            None => format!("deleted database {name} (it was never created)"),
+        }));
+    }
+    let objects = ctx.backends.objects.as_ref();
+    let bucket = ctx.backends.backup_bucket.as_ref();
+    let (Some(objects), Some(bucket)) = (objects, bucket) else {
+        return Err(Failure::new(
+            "NoBackupBucket",
+            "a database is never dropped without a final dump, and no backup bucket is configured (backends file: backup_bucket)",
+        ));
+    };
+    // Nothing is written after the dump; the dump is stored, and its
+    // place recorded, before the drop.
+    dbs.lock_out(name, name).await.map_err(backend)?;
+    let dump = dbs.dump(name).await.map_err(backend)?;
+    objects
+        .ensure_bucket(&BucketRequest {
+            name: bucket.clone(),
+            size_quota_bytes: 0,
+            versioning: false,
+            retention_days: None,
+        })
+        .await
+        .map_err(backend)?;
+    let key = format!(
+        "databases/{}/{}-{}/{}.sql",
+        claim.tenant,
+        claim.name,
+        claim.uid,
+        now_ms()
+    );
+    objects
+        .put_object(bucket, &key, dump)
+        .await
+        .map_err(backend)?;
+    if !objects.object_exists(bucket, &key).await.map_err(backend)? {
+        return Err(Failure::new(
+            "BackupMissing",
+            format!("the final dump s3://{bucket}/{key} was written but cannot be found; the database is kept"),
+        ));
+    }
+    let location = format!("s3://{bucket}/{key}");
+    let mut status = claim.status.clone();
+    status.backup = Some(location.clone());
+    status.conditions = vec![condition(
+        false,
+        "Deleting",
+        format!("final dump stored at {location}; dropping the database"),
+    )];
+    let req = ClaimRequest {
+        actor: actor(),
+        at_ms: now_ms(),
+        op: ClaimOp::SetStatus {
+            uid: claim.uid.clone(),
+            status,
+            basis: StatusBasis::of(claim),
+        },
+    };
+    ctx.status
+        .record(req)
+        .await
+        .map_err(|e| Failure::new("StatusNotRecorded", e))?;
+    dbs.drop_database(name, name).await.map_err(backend)?;
+    Ok(Done::Forget(format!(
+        "deleted database {name}; final dump at {location}"
+    )))
 }

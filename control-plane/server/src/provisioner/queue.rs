@@ -229,22 +229,18 @@ const LOAD_PAGE: usize = 10_000;
 /// Fills the queue with every claim that has not converged, a page at a
 /// time. Returns the revision of the first page, or `None` if the store
 /// could not be read.
-pub(super) fn load(node: &Node, queue: &mut Queue) -> Option<u64> {
+pub(super) fn load(claims: &ndc_store::StoreReader, queue: &mut Queue) -> Option<u64> {
     queue.clear();
     let mut first = None;
     let mut after: Option<String> = None;
     loop {
-        let page =
-            match node
-                .reader
-                .list(ndc_store::keys::CLAIMS_PREFIX, after.as_deref(), LOAD_PAGE)
-            {
-                Ok(p) => p,
-                Err(e) => {
-                    warn!(error = %e, "cannot read the claims to provision");
-                    return None;
-                }
-            };
+        let page = match claims.list(ndc_store::keys::CLAIMS_PREFIX, after.as_deref(), LOAD_PAGE) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(error = %e, "cannot read the claims to provision");
+                return None;
+            }
+        };
         first.get_or_insert(page.revision);
         for (key, o) in &page.items {
             match serde_json::from_slice::<Claim>(&o.value) {
