@@ -4,10 +4,6 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-const DEADLINE: Duration = Duration::from_secs(60);
-const POLL: Duration = Duration::from_millis(25);
 
 struct Killed(Child);
 
@@ -67,13 +63,7 @@ fn hosts(addr: &str) -> Vec<Host> {
         .collect()
 }
 
-fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(POLL);
-    }
-}
+use ndc_testkit::wait_until_blocking as wait_until;
 
 fn server(dir: &std::path::Path, host_timeout_ms: &str) -> (Killed, String) {
     let ready = dir.join("ready");

@@ -18,8 +18,8 @@ use ndc_api::kv::{Consistency, ListRequest};
 
 pub const NDC: &str = env!("CARGO_BIN_EXE_ndc");
 /// Generous: the machine may be busy building while tests run.
-pub const DEADLINE: Duration = Duration::from_secs(60);
-const POLL: Duration = Duration::from_millis(25);
+#[allow(unused_imports)]
+pub use ndc_testkit::{DEADLINE, POLL};
 
 pub struct Proc {
     pub id: u64,
@@ -49,23 +49,8 @@ pub enum Start<'a> {
     Bare,
 }
 
-/// Polls `check` until it returns Some or the deadline passes.
-pub async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = check().await {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
+#[allow(unused_imports)]
+pub use ndc_testkit::wait_for;
 
 /// A node's status; the operator token of the tenancy fixture is sent, so
 /// this works on clusters with and without an auth file.

@@ -3,14 +3,12 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
-
 use anyhow::{Context, Result};
 use ndc_api::client::Auth;
 use ndc_api::convert;
 use ndc_api::tenants::tenants_client::TenantsClient;
 use ndc_api::tenants::{self as pb};
-use ndc_core::{Branch, Level, Quota, TenantSpec};
+use ndc_core::{Level, TenantSpec};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -47,37 +45,11 @@ pub fn tenants(addr: &str, token: &str) -> Result<Tenants> {
     ))
 }
 
-pub fn cores(n: u64) -> Quota {
-    Quota {
-        cpu_millis: n * 1000,
-        memory_bytes: n << 30,
-        storage_bytes: n << 34,
-        buckets: n,
-        databases: n,
-        namespaces: n,
-    }
-}
+#[allow(unused_imports)]
+pub use ndc_testkit::cores;
 
-pub fn spec(
-    id: &str,
-    level: Level,
-    parent: Option<&str>,
-    code: Option<&str>,
-    n: u64,
-) -> TenantSpec {
-    TenantSpec {
-        id: id.into(),
-        display_name: format!("Đơn vị {id}"),
-        level,
-        branch: Branch::State,
-        parent: parent.map(Into::into),
-        admin_code: code.map(Into::into),
-        security_level: 3,
-        labels: BTreeMap::new(),
-        quota: cores(n),
-        deletion_protection: false,
-    }
-}
+#[allow(unused_imports)]
+pub use ndc_testkit::tenant_spec as spec;
 
 pub async fn create(t: &mut Tenants, s: &TenantSpec) -> Result<pb::TenantResponse, tonic::Status> {
     t.create(pb::CreateTenantRequest {

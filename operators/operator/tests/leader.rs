@@ -135,19 +135,7 @@ impl Candidate {
     }
 }
 
-/// Polls `cond` until it holds or `within` has passed.
-async fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let until = Instant::now() + within;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= until {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use ndc_testkit::holds_within as eventually;
 
 /// Checks `cond` every few milliseconds for all of `during`.
 async fn throughout(during: Duration, mut cond: impl FnMut() -> bool) -> bool {

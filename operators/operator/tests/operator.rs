@@ -2,8 +2,7 @@
 //! Garage and PostgreSQL for claims), the Kubernetes API simulator, and the
 //! operator between them.
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret};
@@ -12,7 +11,7 @@ use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
 use ndc_api::tenants::tenants_client::TenantsClient;
-use ndc_core::{Branch, Level, Quota, TenantSpec};
+use ndc_core::{Level, Quota, TenantSpec};
 use ndc_crds::{Database, DatabaseSpec, DeletionPolicy, ObjectBucket, ObjectBucketSpec, Tenant};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -49,16 +48,8 @@ fn quota(n: u64) -> Quota {
 
 fn spec(id: &str, level: Level, parent: Option<&str>, code: Option<&str>, n: u64) -> TenantSpec {
     TenantSpec {
-        id: id.into(),
-        display_name: format!("Đơn vị {id}"),
-        level,
-        branch: Branch::State,
-        parent: parent.map(Into::into),
-        admin_code: code.map(Into::into),
-        security_level: 3,
-        labels: BTreeMap::new(),
         quota: quota(n),
-        deletion_protection: false,
+        ..ndc_testkit::tenant_spec(id, level, parent, code, n)
     }
 }
 
@@ -131,32 +122,7 @@ async fn world() -> Result<World> {
     })
 }
 
-/// Polls `check` until it gives a value or the deadline passes.
-async fn eventually<T, F, Fut>(what: &str, check: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    eventually_within(DEADLINE, what, check).await
-}
-
-/// [`eventually`] with a deadline of its own.
-async fn eventually_within<T, F, Fut>(within: Duration, what: &str, mut check: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check().await {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use ndc_testkit::{wait_for as eventually, wait_for_within as eventually_within};
 
 fn ready_condition(conds: &[ndc_crds::Condition]) -> Option<&ndc_crds::Condition> {
     conds.iter().find(|c| c.type_ == "Ready")

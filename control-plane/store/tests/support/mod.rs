@@ -133,16 +133,10 @@ pub fn spec(
     quota: Quota,
 ) -> TenantSpec {
     TenantSpec {
-        id: id.into(),
         display_name: id.into(),
-        level,
-        branch: Branch::State,
-        parent: parent.map(Into::into),
-        admin_code: code.map(Into::into),
         security_level: 2,
-        labels: BTreeMap::new(),
         quota,
-        deletion_protection: false,
+        ..ndc_testkit::tenant_spec(id, level, parent, code, 0)
     }
 }
 

@@ -59,10 +59,5 @@ impl Drop for Watch {
     }
 }
 
-pub async fn wait_until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !cond() {
-        assert!(std::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-}
+#[allow(unused_imports)]
+pub use ndc_testkit::wait_until;
