@@ -6,7 +6,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use ndc_api::convert;
 use ndc_api::tenants::tenants_client::TenantsClient;
 use ndc_api::tenants::{self as pb};
-use ndc_core::{Level, MergeTarget, Quota, Reorg, Tenant, TenantSpec};
+use ndc_core::{Branch, Level, MergeTarget, Quota, Reorg, Tenant, TenantSpec};
 
 use crate::output::{client, out, outln, print_data, status, CliError, Conn, Format};
 use crate::quantity::{bytes, cpu_millis, show_bytes, show_cpu};
@@ -382,6 +382,204 @@ pub async fn list_all(
     r.tenants.into_iter().map(to_domain).collect()
 }
 
+/// `ndc tenant list`: a table, or the data in `format`.
+async fn print_list(
+    c: &ndc_api::Client,
+    level: Option<Level>,
+    branch: Option<Branch>,
+    parent: Option<String>,
+    subtree: Option<String>,
+    format: Format,
+) -> Result<(), CliError> {
+    let req = pb::ListTenantsRequest {
+        level: level.map(|l| l.to_string()).unwrap_or_default(),
+        branch: branch.map(|b| b.to_string()).unwrap_or_default(),
+        parent: parent.unwrap_or_default(),
+        subtree: subtree.unwrap_or_default(),
+        stale: false,
+    };
+    let tenants = list_all(c, req).await?;
+    match format {
+        Format::Table => {
+            outln!(
+                "{:<24} {:<9} {:<18} {:<16} {:<6} {:<10} NAME",
+                "ID",
+                "LEVEL",
+                "BRANCH",
+                "PARENT",
+                "CODE",
+                "STATE"
+            );
+            for t in &tenants {
+                outln!(
+                    "{:<24} {:<9} {:<18} {:<16} {:<6} {:<10} {}",
+                    t.id,
+                    t.level,
+                    t.branch,
+                    t.parent.as_deref().unwrap_or("-"),
+                    t.admin_code.as_deref().unwrap_or("-"),
+                    t.state,
+                    t.display_name
+                );
+            }
+            outln!("{} tenant(s)", tenants.len());
+        }
+        _ => print_data(format, &tenants)?,
+    }
+    Ok(())
+}
+
+/// `ndc tenant tree`: the hierarchy drawn with what each tenant committed
+/// out of its quota, or the data in `format`.
+async fn print_tree(
+    c: &ndc_api::Client,
+    root: Option<String>,
+    format: Format,
+) -> Result<(), CliError> {
+    let req = pb::ListTenantsRequest {
+        subtree: root.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    let tenants = list_all(c, req).await?;
+    if format != Format::Table {
+        print_data(format, &tenants)?;
+        return Ok(());
+    }
+    let ids: std::collections::BTreeSet<&str> = tenants.iter().map(|t| t.id.as_str()).collect();
+    let mut children: BTreeMap<Option<&str>, Vec<&Tenant>> = BTreeMap::new();
+    for t in &tenants {
+        // A tenant whose parent is not in the listing is a root here.
+        let p = t.parent.as_deref().filter(|p| ids.contains(p));
+        children.entry(p).or_default().push(t);
+    }
+    fn draw(
+        t: &Tenant,
+        prefix: &str,
+        last: bool,
+        top: bool,
+        children: &BTreeMap<Option<&str>, Vec<&Tenant>>,
+    ) -> Result<(), CliError> {
+        let branch = if top {
+            ""
+        } else if last {
+            "└── "
+        } else {
+            "├── "
+        };
+        outln!(
+            "{prefix}{branch}{} \"{}\" [{}{}]  cpu {}/{}  mem {}/{}  storage {}/{}",
+            t.id,
+            t.display_name,
+            t.level,
+            t.admin_code
+                .as_deref()
+                .map(|c| format!(" {c}"))
+                .unwrap_or_default(),
+            show_cpu(t.allocated.cpu_millis + t.used.cpu_millis),
+            show_cpu(t.quota.cpu_millis),
+            show_bytes(t.allocated.memory_bytes + t.used.memory_bytes),
+            show_bytes(t.quota.memory_bytes),
+            show_bytes(t.allocated.storage_bytes + t.used.storage_bytes),
+            show_bytes(t.quota.storage_bytes),
+        );
+        let next = if top {
+            String::new()
+        } else {
+            format!("{prefix}{}", if last { "    " } else { "│   " })
+        };
+        if let Some(kids) = children.get(&Some(t.id.as_str())) {
+            for (i, k) in kids.iter().enumerate() {
+                draw(k, &next, i + 1 == kids.len(), false, children)?;
+            }
+        }
+        Ok(())
+    }
+    outln!("(committed/quota: what is handed to children plus used, out of the quota)");
+    for t in children.get(&None).into_iter().flatten() {
+        draw(t, "", true, true, &children)?;
+    }
+    Ok(())
+}
+
+/// The tenant `id`; refused when there is none.
+async fn existing(c: &ndc_api::Client, id: &str) -> Result<Tenant, CliError> {
+    get(c, id)
+        .await?
+        .ok_or_else(|| CliError::Refused(anyhow::anyhow!("tenant {id} not found")))
+}
+
+/// Sends a tenant update; the tenant as it is after it.
+async fn update(c: &ndc_api::Client, req: pb::UpdateTenantRequest) -> Result<Tenant, CliError> {
+    let id = req.id.clone();
+    let r = c
+        .write(|ch, a| {
+            let req = req.clone();
+            async move { TenantsClient::with_interceptor(ch, a).update(req).await }
+        })
+        .await
+        .map_err(|s| status(format!("cannot update tenant {id}"), s))?
+        .into_inner();
+    to_domain(
+        r.tenant
+            .ok_or_else(|| CliError::Failed(anyhow::anyhow!("no tenant in the answer")))?,
+    )
+}
+
+/// Deletes a tenant; the revision of the deletion.
+async fn delete(c: &ndc_api::Client, id: &str, decision: Option<String>) -> Result<u64, CliError> {
+    let req = pb::DeleteTenantRequest {
+        id: id.to_string(),
+        decision: decision.unwrap_or_default(),
+    };
+    let r = c
+        .write(|ch, a| {
+            let req = req.clone();
+            async move { TenantsClient::with_interceptor(ch, a).delete(req).await }
+        })
+        .await
+        .map_err(|s| status(format!("cannot delete tenant {id}"), s))?
+        .into_inner();
+    Ok(r.revision)
+}
+
+/// What a merge goes into: an existing tenant, or a new one that takes the
+/// first source's level, branch, parent and security level.
+async fn merge_target(
+    c: &ndc_api::Client,
+    sources: &[String],
+    into: Option<String>,
+    new_id: Option<String>,
+    new_name: Option<String>,
+    new_code: Option<String>,
+    new_parent: Option<String>,
+) -> Result<MergeTarget, CliError> {
+    Ok(match (into, new_id) {
+        (Some(id), _) => MergeTarget::Existing(id),
+        (None, Some(id)) => {
+            let first = get(c, &sources[0]).await?.ok_or_else(|| {
+                CliError::Refused(anyhow::anyhow!("tenant {} not found", sources[0]))
+            })?;
+            MergeTarget::New(TenantSpec {
+                id,
+                display_name: new_name.unwrap_or_default(),
+                level: first.level,
+                branch: first.branch,
+                parent: new_parent.or(first.parent.clone()),
+                admin_code: new_code,
+                security_level: first.security_level,
+                labels: BTreeMap::new(),
+                quota: Quota::default(),
+                deletion_protection: false,
+            })
+        }
+        (None, None) => {
+            return Err(CliError::Failed(anyhow::anyhow!(
+                "give --into ID or --new-id ID"
+            )))
+        }
+    })
+}
+
 pub async fn run(cmd: TenantCommand, conn: &Conn, format: Format) -> Result<(), CliError> {
     let c = client(conn).await?;
     match cmd {
@@ -415,10 +613,7 @@ pub async fn run(cmd: TenantCommand, conn: &Conn, format: Format) -> Result<(), 
             Ok(())
         }
         TenantCommand::Get { id } => {
-            let t = get(&c, &id)
-                .await?
-                .ok_or_else(|| CliError::Refused(anyhow::anyhow!("tenant {id} not found")))?;
-            print_tenant(&t, format)?;
+            print_tenant(&existing(&c, &id).await?, format)?;
             Ok(())
         }
         TenantCommand::List {
@@ -426,110 +621,8 @@ pub async fn run(cmd: TenantCommand, conn: &Conn, format: Format) -> Result<(), 
             branch,
             parent,
             subtree,
-        } => {
-            let req = pb::ListTenantsRequest {
-                level: level.map(|l| l.to_string()).unwrap_or_default(),
-                branch: branch.map(|b| b.to_string()).unwrap_or_default(),
-                parent: parent.unwrap_or_default(),
-                subtree: subtree.unwrap_or_default(),
-                stale: false,
-            };
-            let tenants = list_all(&c, req).await?;
-            match format {
-                Format::Table => {
-                    outln!(
-                        "{:<24} {:<9} {:<18} {:<16} {:<6} {:<10} NAME",
-                        "ID",
-                        "LEVEL",
-                        "BRANCH",
-                        "PARENT",
-                        "CODE",
-                        "STATE"
-                    );
-                    for t in &tenants {
-                        outln!(
-                            "{:<24} {:<9} {:<18} {:<16} {:<6} {:<10} {}",
-                            t.id,
-                            t.level,
-                            t.branch,
-                            t.parent.as_deref().unwrap_or("-"),
-                            t.admin_code.as_deref().unwrap_or("-"),
-                            t.state,
-                            t.display_name
-                        );
-                    }
-                    outln!("{} tenant(s)", tenants.len());
-                }
-                _ => print_data(format, &tenants)?,
-            }
-            Ok(())
-        }
-        TenantCommand::Tree { root } => {
-            let req = pb::ListTenantsRequest {
-                subtree: root.clone().unwrap_or_default(),
-                ..Default::default()
-            };
-            let tenants = list_all(&c, req).await?;
-            if format != Format::Table {
-                print_data(format, &tenants)?;
-                return Ok(());
-            }
-            let ids: std::collections::BTreeSet<&str> =
-                tenants.iter().map(|t| t.id.as_str()).collect();
-            let mut children: BTreeMap<Option<&str>, Vec<&Tenant>> = BTreeMap::new();
-            for t in &tenants {
-                // A tenant whose parent is not in the listing is a root here.
-                let p = t.parent.as_deref().filter(|p| ids.contains(p));
-                children.entry(p).or_default().push(t);
-            }
-            fn draw(
-                t: &Tenant,
-                prefix: &str,
-                last: bool,
-                top: bool,
-                children: &BTreeMap<Option<&str>, Vec<&Tenant>>,
-            ) -> Result<(), CliError> {
-                let branch = if top {
-                    ""
-                } else if last {
-                    "└── "
-                } else {
-                    "├── "
-                };
-                outln!(
-                    "{prefix}{branch}{} \"{}\" [{}{}]  cpu {}/{}  mem {}/{}  storage {}/{}",
-                    t.id,
-                    t.display_name,
-                    t.level,
-                    t.admin_code
-                        .as_deref()
-                        .map(|c| format!(" {c}"))
-                        .unwrap_or_default(),
-                    show_cpu(t.allocated.cpu_millis + t.used.cpu_millis),
-                    show_cpu(t.quota.cpu_millis),
-                    show_bytes(t.allocated.memory_bytes + t.used.memory_bytes),
-                    show_bytes(t.quota.memory_bytes),
-                    show_bytes(t.allocated.storage_bytes + t.used.storage_bytes),
-                    show_bytes(t.quota.storage_bytes),
-                );
-                let next = if top {
-                    String::new()
-                } else {
-                    format!("{prefix}{}", if last { "    " } else { "│   " })
-                };
-                if let Some(kids) = children.get(&Some(t.id.as_str())) {
-                    for (i, k) in kids.iter().enumerate() {
-                        draw(k, &next, i + 1 == kids.len(), false, children)?;
-                    }
-                }
-                Ok(())
-            }
-            outln!("(committed/quota: what is handed to children plus used, out of the quota)");
-            for t in children.get(&None).into_iter().flatten() {
-                draw(t, "", true, true, &children)?;
-            }
-            Ok(())
-        }
+        } => print_list(&c, level, branch, parent, subtree, format).await,
+        TenantCommand::Tree { root } => print_tree(&c, root, format).await,
         TenantCommand::Update {
             id,
             name,
@@ -541,13 +634,11 @@ pub async fn run(cmd: TenantCommand, conn: &Conn, format: Format) -> Result<(), 
             security_level,
             decision,
         } => {
-            let quota_pb = if quota.any() {
-                let current = get(&c, &id)
-                    .await?
-                    .ok_or_else(|| CliError::Refused(anyhow::anyhow!("tenant {id} not found")))?;
-                Some(convert::quota_to_pb(&quota.over(current.quota)))
-            } else {
-                None
+            let quota_pb = match quota.any() {
+                true => Some(convert::quota_to_pb(
+                    &quota.over(existing(&c, &id).await?.quota),
+                )),
+                false => None,
             };
             let req = pb::UpdateTenantRequest {
                 id: id.clone(),
@@ -560,35 +651,13 @@ pub async fn run(cmd: TenantCommand, conn: &Conn, format: Format) -> Result<(), 
                 security_level: security_level.map(u32::from),
                 decision: decision.unwrap_or_default(),
             };
-            let r = c
-                .write(|ch, a| {
-                    let req = req.clone();
-                    async move { TenantsClient::with_interceptor(ch, a).update(req).await }
-                })
-                .await
-                .map_err(|s| status(format!("cannot update tenant {id}"), s))?
-                .into_inner();
-            let t =
-                to_domain(r.tenant.ok_or_else(|| {
-                    CliError::Failed(anyhow::anyhow!("no tenant in the answer"))
-                })?)?;
+            let t = update(&c, req).await?;
             print_tenant(&t, format)?;
             Ok(())
         }
         TenantCommand::Delete { id, decision } => {
-            let req = pb::DeleteTenantRequest {
-                id: id.clone(),
-                decision: decision.unwrap_or_default(),
-            };
-            let r = c
-                .write(|ch, a| {
-                    let req = req.clone();
-                    async move { TenantsClient::with_interceptor(ch, a).delete(req).await }
-                })
-                .await
-                .map_err(|s| status(format!("cannot delete tenant {id}"), s))?
-                .into_inner();
-            outln!("tenant {id} deleted at revision {}", r.revision);
+            let revision = delete(&c, &id, decision).await?;
+            outln!("tenant {id} deleted at revision {revision}");
             Ok(())
         }
         TenantCommand::Merge {
@@ -601,31 +670,8 @@ pub async fn run(cmd: TenantCommand, conn: &Conn, format: Format) -> Result<(), 
             decision,
             yes,
         } => {
-            let into = match (into, new_id) {
-                (Some(id), _) => MergeTarget::Existing(id),
-                (None, Some(id)) => {
-                    let first = get(&c, &sources[0]).await?.ok_or_else(|| {
-                        CliError::Refused(anyhow::anyhow!("tenant {} not found", sources[0]))
-                    })?;
-                    MergeTarget::New(TenantSpec {
-                        id,
-                        display_name: new_name.unwrap_or_default(),
-                        level: first.level,
-                        branch: first.branch,
-                        parent: new_parent.or(first.parent.clone()),
-                        admin_code: new_code,
-                        security_level: first.security_level,
-                        labels: BTreeMap::new(),
-                        quota: Quota::default(),
-                        deletion_protection: false,
-                    })
-                }
-                (None, None) => {
-                    return Err(CliError::Failed(anyhow::anyhow!(
-                        "give --into ID or --new-id ID"
-                    )))
-                }
-            };
+            let into =
+                merge_target(&c, &sources, into, new_id, new_name, new_code, new_parent).await?;
             reorganise(&c, Reorg::Merge { sources, into }, decision, yes, format).await
         }
         TenantCommand::Reparent {
