@@ -59,95 +59,99 @@ fn status_json(s: &StatusResponse) -> serde_json::Value {
     })
 }
 
+/// `ndc cluster status`: every member's own view, and the members as the
+/// leader sees them.
+async fn print_status(c: &ndc_api::Client, format: Format) -> Result<(), CliError> {
+    let mut views = Vec::new();
+    let mut unreachable = Vec::new();
+    for ep in c.endpoints() {
+        let ch = ndc_api::client::channel(ep).map_err(|e| CliError::Failed(e.into()))?;
+        match ClusterClient::with_interceptor(ch, c.auth())
+            .status(StatusRequest {})
+            .await
+        {
+            Ok(r) => views.push(r.into_inner()),
+            Err(s) => unreachable.push((ep.clone(), s.message().to_string())),
+        }
+    }
+    if views.is_empty() {
+        let detail = unreachable
+            .iter()
+            .map(|(ep, m)| format!("{ep}: {m}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(CliError::Failed(
+            anyhow::anyhow!(detail).context("no member answered"),
+        ));
+    }
+    match format {
+        Format::Json | Format::Yaml => print_data(
+            format,
+            &json!({
+                "nodes": views.iter().map(status_json).collect::<Vec<_>>(),
+                "unreachable": unreachable.iter().map(|(ep, m)| json!({"endpoint": ep, "error": m})).collect::<Vec<_>>(),
+            }),
+        )?,
+        Format::Table => {
+            outln!(
+                "{:<4} {:<22} {:<9} {:<7} {:>6} {:>9} {:>9} {:>9} {:>9}",
+                "ID",
+                "ADDRESS",
+                "STATE",
+                "LEADER",
+                "TERM",
+                "LAST-LOG",
+                "COMMIT",
+                "APPLIED",
+                "SNAPSHOT"
+            );
+            for s in &views {
+                outln!(
+                    "{:<4} {:<22} {:<9} {:<7} {:>6} {:>9} {:>9} {:>9} {:>9}",
+                    s.id,
+                    s.addr,
+                    s.state,
+                    s.leader_id
+                        .map(|l| l.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    s.term,
+                    s.last_log_index,
+                    s.commit_index,
+                    s.applied_index,
+                    s.snapshot_index
+                );
+            }
+            for (ep, m) in &unreachable {
+                outln!("{:<4} {:<22} unreachable: {m}", "?", ep);
+            }
+            if let Some(leader) = views.iter().find(|s| s.state == "leader") {
+                outln!();
+                outln!("members (as the leader, node {}, sees them):", leader.id);
+                for m in &leader.members {
+                    let lag = leader
+                        .replication
+                        .iter()
+                        .find(|r| r.id == m.id)
+                        .map(|r| format!("lag {}", r.lag))
+                        .unwrap_or_else(|| "leader".into());
+                    outln!(
+                        "  {:<4} {:<22} {:<8} {}",
+                        m.id,
+                        m.addr,
+                        if m.voter { "voter" } else { "learner" },
+                        lag
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 pub async fn run(cmd: ClusterCommand, conn: &Conn, format: Format) -> Result<(), CliError> {
     let c = client(conn).await?;
     match cmd {
-        ClusterCommand::Status => {
-            let mut views = Vec::new();
-            let mut unreachable = Vec::new();
-            for ep in c.endpoints() {
-                let ch = ndc_api::client::channel(ep).map_err(|e| CliError::Failed(e.into()))?;
-                match ClusterClient::with_interceptor(ch, c.auth())
-                    .status(StatusRequest {})
-                    .await
-                {
-                    Ok(r) => views.push(r.into_inner()),
-                    Err(s) => unreachable.push((ep.clone(), s.message().to_string())),
-                }
-            }
-            if views.is_empty() {
-                let detail = unreachable
-                    .iter()
-                    .map(|(ep, m)| format!("{ep}: {m}"))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                return Err(CliError::Failed(
-                    anyhow::anyhow!(detail).context("no member answered"),
-                ));
-            }
-            match format {
-                Format::Json | Format::Yaml => print_data(
-                    format,
-                    &json!({
-                        "nodes": views.iter().map(status_json).collect::<Vec<_>>(),
-                        "unreachable": unreachable.iter().map(|(ep, m)| json!({"endpoint": ep, "error": m})).collect::<Vec<_>>(),
-                    }),
-                )?,
-                Format::Table => {
-                    outln!(
-                        "{:<4} {:<22} {:<9} {:<7} {:>6} {:>9} {:>9} {:>9} {:>9}",
-                        "ID",
-                        "ADDRESS",
-                        "STATE",
-                        "LEADER",
-                        "TERM",
-                        "LAST-LOG",
-                        "COMMIT",
-                        "APPLIED",
-                        "SNAPSHOT"
-                    );
-                    for s in &views {
-                        outln!(
-                            "{:<4} {:<22} {:<9} {:<7} {:>6} {:>9} {:>9} {:>9} {:>9}",
-                            s.id,
-                            s.addr,
-                            s.state,
-                            s.leader_id
-                                .map(|l| l.to_string())
-                                .unwrap_or_else(|| "-".into()),
-                            s.term,
-                            s.last_log_index,
-                            s.commit_index,
-                            s.applied_index,
-                            s.snapshot_index
-                        );
-                    }
-                    for (ep, m) in &unreachable {
-                        outln!("{:<4} {:<22} unreachable: {m}", "?", ep);
-                    }
-                    if let Some(leader) = views.iter().find(|s| s.state == "leader") {
-                        outln!();
-                        outln!("members (as the leader, node {}, sees them):", leader.id);
-                        for m in &leader.members {
-                            let lag = leader
-                                .replication
-                                .iter()
-                                .find(|r| r.id == m.id)
-                                .map(|r| format!("lag {}", r.lag))
-                                .unwrap_or_else(|| "leader".into());
-                            outln!(
-                                "  {:<4} {:<22} {:<8} {}",
-                                m.id,
-                                m.addr,
-                                if m.voter { "voter" } else { "learner" },
-                                lag
-                            );
-                        }
-                    }
-                }
-            }
-            Ok(())
-        }
+        ClusterCommand::Status => print_status(&c, format).await,
         ClusterCommand::Add { id, addr } => {
             let r = c
                 .call(|ch| {

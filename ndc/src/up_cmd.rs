@@ -390,6 +390,102 @@ fn summary_note(out: &mut Vec<String>, what: &str, c: Option<&ndc_crds::Conditio
     });
 }
 
+/// Starts the one-node control plane on the local Garage and PostgreSQL,
+/// and waits for it to lead.
+async fn start_control_plane(
+    args: &UpArgs,
+    garage: &ndc_storage::LocalGarage,
+    postgres: &ndc_storage::LocalPostgres,
+    secrets: ndc_server::SecretsKey,
+    auth_file: &Path,
+) -> Result<ndc_server::RunningNode, CliError> {
+    let mut config = NodeConfig::new(1, args.listen, args.data_dir.join("node-1"));
+    config.init = true;
+    config.auth = ndc_server::Auth::load(auth_file).map_err(failed)?;
+    config.secrets = Some(secrets);
+    config.provisioning =
+        ndc_server::Provisioning::connect(ndc_server::provisioner::BackendsFile {
+            garage: Some(garage.config()),
+            postgres: Some(postgres.config()),
+            backup_bucket: Some("ndc-backups".into()),
+        })
+        .await
+        .map_err(failed)?;
+    let node = ndc_server::start(config)
+        .await
+        .context("the control plane could not start")?;
+    if !node.wait_for_leader(Duration::from_secs(30)).await {
+        node.shutdown().await.ok();
+        return Err(failed("no leader was elected within 30 s"));
+    }
+    node.refresh_own_address()
+        .await
+        .context("cannot record the node's new address")?;
+    Ok(node)
+}
+
+/// The simulator's pieces `ndc up` keeps: its URL, the kubeconfig naming
+/// it, a client, and how to stop it.
+type Simulator = (
+    String,
+    PathBuf,
+    kube::Client,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+);
+
+/// Starts the Kubernetes API simulator and writes a kubeconfig for it.
+async fn start_simulator(args: &UpArgs) -> Result<Simulator, CliError> {
+    let (sim_stop, sim_stopped) = tokio::sync::oneshot::channel::<()>();
+    let (kube_addr, sim_task) = ndc_kube_sim::Simulator::new()
+        .ready_delay(Duration::from_millis(500))
+        .serve(args.kube_listen, async {
+            let _ = sim_stopped.await;
+        })
+        .await
+        .map_err(|e| {
+            failed(format!(
+                "the Kubernetes simulator cannot listen on {}: {e}",
+                args.kube_listen
+            ))
+        })?;
+    let kube_url = format!("http://{kube_addr}");
+    let kubeconfig = args.data_dir.join("kubeconfig");
+    ndc_kube_sim::write_kubeconfig(&kubeconfig, &kube_url)
+        .map_err(|e| failed(format!("cannot write {}: {e}", kubeconfig.display())))?;
+    let kube = kube::Client::try_from(kube::Config::new(
+        kube_url
+            .parse()
+            .map_err(|e| failed(format!("{kube_url}: {e}")))?,
+    ))
+    .map_err(failed)?;
+    Ok((kube_url, kubeconfig, kube, sim_stop, sim_task))
+}
+
+/// With everything up: the summary, the ready file, then (unless
+/// `--check`) running until Ctrl-C. Under `--check`, refused unless every
+/// sample became ready.
+async fn finish(summary: &Summary, args: &UpArgs, kubeconfig: &Path) -> Result<(), CliError> {
+    report(summary, args, kubeconfig);
+    if let Some(p) = &args.ready_file {
+        let json = serde_json::to_string_pretty(summary).unwrap_or_default();
+        std::fs::write(p, json)
+            .map_err(|e| failed(format!("cannot write {}: {e}", p.display())))?;
+    }
+    if !args.check {
+        say!("Press Ctrl-C to stop everything.");
+        shutdown_signal().await;
+    }
+    if args.check && !summary.all_ready() {
+        Err(CliError::Refused(anyhow::anyhow!(
+            "not everything was ready: {}",
+            summary.line()
+        )))
+    } else {
+        Ok(())
+    }
+}
+
 pub async fn run(args: UpArgs) -> Result<(), CliError> {
     let started = Instant::now();
     let mut step = Step {
@@ -429,28 +525,7 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
         postgres.config().port
     ));
 
-    let mut config = NodeConfig::new(1, args.listen, data_dir.join("node-1"));
-    config.init = true;
-    config.auth = ndc_server::Auth::load(&auth_file).map_err(failed)?;
-    config.secrets = Some(secrets);
-    config.provisioning =
-        ndc_server::Provisioning::connect(ndc_server::provisioner::BackendsFile {
-            garage: Some(garage.config()),
-            postgres: Some(postgres.config()),
-            backup_bucket: Some("ndc-backups".into()),
-        })
-        .await
-        .map_err(failed)?;
-    let node = ndc_server::start(config)
-        .await
-        .context("the control plane could not start")?;
-    if !node.wait_for_leader(Duration::from_secs(30)).await {
-        node.shutdown().await.ok();
-        return Err(failed("no leader was elected within 30 s"));
-    }
-    node.refresh_own_address()
-        .await
-        .context("cannot record the node's new address")?;
+    let node = start_control_plane(&args, &garage, &postgres, secrets, &auth_file).await?;
     let conn = crate::output::Conn {
         endpoints: vec![node.addr.clone()],
         token: Some(token.clone()),
@@ -462,29 +537,7 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
         node.addr
     ));
 
-    let (sim_stop, sim_stopped) = tokio::sync::oneshot::channel::<()>();
-    let (kube_addr, sim_task) = ndc_kube_sim::Simulator::new()
-        .ready_delay(Duration::from_millis(500))
-        .serve(args.kube_listen, async {
-            let _ = sim_stopped.await;
-        })
-        .await
-        .map_err(|e| {
-            failed(format!(
-                "the Kubernetes simulator cannot listen on {}: {e}",
-                args.kube_listen
-            ))
-        })?;
-    let kube_url = format!("http://{kube_addr}");
-    let kubeconfig = data_dir.join("kubeconfig");
-    ndc_kube_sim::write_kubeconfig(&kubeconfig, &kube_url)
-        .map_err(|e| failed(format!("cannot write {}: {e}", kubeconfig.display())))?;
-    let kube = kube::Client::try_from(kube::Config::new(
-        kube_url
-            .parse()
-            .map_err(|e| failed(format!("{kube_url}: {e}")))?,
-    ))
-    .map_err(failed)?;
+    let (kube_url, kubeconfig, kube, sim_stop, sim_task) = start_simulator(&args).await?;
     apply_all(&kube, ndc_crds::all().into_iter().map(|(_, c)| c).collect()).await?;
     step.say(&format!(
         "Kubernetes API simulator at {kube_url} (kubeconfig {}), CRDs installed",
@@ -531,26 +584,7 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
     summary.seconds = started.elapsed().as_secs_f64();
 
     let result = match outcome {
-        Ok(()) => {
-            report(&summary, &args, &kubeconfig);
-            if let Some(p) = &args.ready_file {
-                let json = serde_json::to_string_pretty(&summary).unwrap_or_default();
-                std::fs::write(p, json)
-                    .map_err(|e| failed(format!("cannot write {}: {e}", p.display())))?;
-            }
-            if !args.check {
-                say!("Press Ctrl-C to stop everything.");
-                shutdown_signal().await;
-            }
-            if args.check && !summary.all_ready() {
-                Err(CliError::Refused(anyhow::anyhow!(
-                    "not everything was ready: {}",
-                    summary.line()
-                )))
-            } else {
-                Ok(())
-            }
-        }
+        Ok(()) => finish(&summary, &args, &kubeconfig).await,
         Err(e) => Err(e),
     };
 
