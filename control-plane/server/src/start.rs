@@ -144,26 +144,9 @@ fn cluster_secret_check(
     }
 }
 
-/// Starts a node: opens the store, starts Raft and the gRPC server, then
-/// bootstraps (`init`) or joins (`join`) when the node has no state yet.
-pub async fn start(config: NodeConfig) -> Result<RunningNode> {
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| Error::Listen {
-            addr: config.listen,
-            source,
-        })?;
-    let bound = listener.local_addr().map_err(|source| Error::Listen {
-        addr: config.listen,
-        source,
-    })?;
-    let addr = config
-        .advertise
-        .clone()
-        .unwrap_or_else(|| bound.to_string());
-
-    let store = ndc_store::open(&config.data_dir, config.history)?;
-    let raft_config = openraft::Config {
+/// Raft's settings for this node (not validated yet).
+fn raft_config(config: &NodeConfig) -> openraft::Config {
+    openraft::Config {
         cluster_name: "ndc".into(),
         heartbeat_interval: config.heartbeat_ms,
         election_timeout_min: config.election_timeout_ms,
@@ -182,47 +165,15 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         max_in_snapshot_log_to_keep: config.keep_logs,
         ..Default::default()
     }
-    .validate()?;
-    let raft = Raft::new(
-        config.id,
-        Arc::new(raft_config),
-        Network {
-            secret: config.cluster_secret.clone(),
-        },
-        store.log.clone(),
-        store.state_machine,
-    )
-    .await
-    .map_err(|e| Error::Raft(e.to_string()))?;
+}
 
-    let retired_marker = config.data_dir.join("REMOVED");
-    let retired = std::fs::read_to_string(&retired_marker)
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok());
-    if let Some(at) = retired {
-        warn!(
-            id = config.id,
-            at, "this node was removed from its cluster; it serves status only"
-        );
-        let _ = raft.shutdown().await;
-    }
-    let node = Arc::new(Node {
-        id: config.id,
-        addr: addr.clone(),
-        raft,
-        reader: store.reader,
-        log: store.log,
-        auth: config.auth.clone(),
-        reads: ReadBatcher::default(),
-        cluster_secret: config.cluster_secret.clone(),
-        proposer: Proposer::default(),
-        peers: Mutex::new(HashMap::new()),
-        retired: std::sync::Mutex::new(retired),
-        retired_marker,
-        secrets: config.secrets.clone(),
-        provisioning: config.provisioning.clone(),
-    });
-
+/// The gRPC server, each service of this node on `listener`; stopped by
+/// the sender.
+async fn serve(
+    node: &Arc<Node>,
+    config: &NodeConfig,
+    listener: tokio::net::TcpListener,
+) -> Result<(Server, oneshot::Sender<()>)> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<KvServer<KvService>>().await;
     health.set_serving::<ClusterServer<ClusterService>>().await;
@@ -287,8 +238,12 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         }
         .instrument(tracing::info_span!("grpc", node = config.id)),
     );
-    info!(id = config.id, %addr, "node listening");
+    Ok((server, stop))
+}
 
+/// A node without state: initialises a one-node cluster (`--init`), joins
+/// one (`--join`), or waits to be added. A node with state keeps it.
+async fn bootstrap(node: &Node, config: &NodeConfig, addr: &str) -> Result<()> {
     // A removed node has stopped its Raft; it has state, and must not join again.
     let initialized = node.retired_at().is_some()
         || node
@@ -299,14 +254,18 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     if !initialized {
         if config.init {
             info!(id = config.id, "bootstrapping a one-node cluster");
-            let members =
-                std::collections::BTreeMap::from([(config.id, BasicNode { addr: addr.clone() })]);
+            let members = std::collections::BTreeMap::from([(
+                config.id,
+                BasicNode {
+                    addr: addr.to_string(),
+                },
+            )]);
             node.raft
                 .initialize(members)
                 .await
                 .map_err(|e| Error::Raft(e.to_string()))?;
         } else if let Some(via) = &config.join {
-            join(config.id, &addr, via, config.cluster_secret.as_deref()).await?;
+            join(config.id, addr, via, config.cluster_secret.as_deref()).await?;
         } else {
             warn!(
                 id = config.id,
@@ -319,6 +278,76 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
             "node already has cluster state; --init/--join ignored"
         );
     }
+    Ok(())
+}
+
+/// The gRPC server's task.
+type Server = JoinHandle<std::result::Result<(), tonic::transport::Error>>;
+
+/// Starts a node: opens the store, starts Raft and the gRPC server, then
+/// bootstraps (`init`) or joins (`join`) when the node has no state yet.
+pub async fn start(config: NodeConfig) -> Result<RunningNode> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(|source| Error::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    let addr = config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| bound.to_string());
+
+    let store = ndc_store::open(&config.data_dir, config.history)?;
+    let raft_config = raft_config(&config).validate()?;
+    let raft = Raft::new(
+        config.id,
+        Arc::new(raft_config),
+        Network {
+            secret: config.cluster_secret.clone(),
+        },
+        store.log.clone(),
+        store.state_machine,
+    )
+    .await
+    .map_err(|e| Error::Raft(e.to_string()))?;
+
+    let retired_marker = config.data_dir.join("REMOVED");
+    let retired = std::fs::read_to_string(&retired_marker)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    if let Some(at) = retired {
+        warn!(
+            id = config.id,
+            at, "this node was removed from its cluster; it serves status only"
+        );
+        let _ = raft.shutdown().await;
+    }
+    let node = Arc::new(Node {
+        id: config.id,
+        addr: addr.clone(),
+        raft,
+        reader: store.reader,
+        log: store.log,
+        auth: config.auth.clone(),
+        reads: ReadBatcher::default(),
+        cluster_secret: config.cluster_secret.clone(),
+        proposer: Proposer::default(),
+        peers: Mutex::new(HashMap::new()),
+        retired: std::sync::Mutex::new(retired),
+        retired_marker,
+        secrets: config.secrets.clone(),
+        provisioning: config.provisioning.clone(),
+    });
+
+    let (server, stop) = serve(&node, &config, listener).await?;
+    info!(id = config.id, %addr, "node listening");
+
+    bootstrap(&node, &config, &addr).await?;
 
     if let Some(path) = &config.ready_file {
         let tmp = path.with_extension("tmp");
