@@ -18,7 +18,7 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use ndc_api::claims::claims_client::ClaimsClient;
 use ndc_api::claims::{self as pb};
-use ndc_crds::{labels, ClaimStatus, Condition, Database, DeletionPolicy, ObjectBucket};
+use ndc_crds::{labels, ClaimStatus, Database, DeletionPolicy, ObjectBucket};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::json;
@@ -120,37 +120,16 @@ pub fn secret_name<K: ClaimObject>(o: &K) -> String {
     format!("{}-{}-credentials", o.name_any(), K::KIND)
 }
 
+/// The field manager of the claims' status.
+const STATUS_MANAGER: &str = "ndc-operator/claims";
+
 async fn set_status<K: ClaimObject>(
     api: &Api<K>,
     o: &K,
     mut status: ClaimStatus,
 ) -> Result<(), Error> {
     status.observed_generation = o.meta().generation.unwrap_or(0);
-    // Keep the transition time when nothing changed, so a status that is
-    // only repeated does not churn.
-    if let Some(old) = o.claim_status() {
-        let same = |a: &Condition, b: &Condition| {
-            a.type_ == b.type_
-                && a.status == b.status
-                && a.reason == b.reason
-                && a.message == b.message
-        };
-        for c in &mut status.conditions {
-            if let Some(prev) = old.conditions.iter().find(|p| same(p, c)) {
-                c.last_transition_time = prev.last_transition_time.clone();
-            }
-        }
-        if *old == status {
-            return Ok(());
-        }
-    }
-    api.patch_status(
-        &o.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "status": status })),
-    )
-    .await?;
-    Ok(())
+    conditions::set_status(api, o, o.claim_status(), status, STATUS_MANAGER).await
 }
 
 async fn get_claim(ctx: &Context, r: pb::ClaimRef) -> Result<Option<pb::Claim>, Error> {

@@ -91,27 +91,15 @@ async fn subscribers(ctx: &Context, service: &str) -> Result<Vec<String>, Error>
     Ok(t)
 }
 
+/// The field manager of the shared services' status.
+const STATUS_MANAGER: &str = "ndc-operator/services";
+
 async fn set_status(
     api: &Api<SharedService>,
     s: &SharedService,
     status: SharedServiceStatus,
 ) -> Result<(), Error> {
-    let same = s.status.as_ref().is_some_and(|old| {
-        old.instances == status.instances
-            && old.ready_replicas == status.ready_replicas
-            && old.subscribers == status.subscribers
-            && old.observed_generation == status.observed_generation
-            && conditions::same(&old.conditions, &status.conditions)
-    });
-    if !same {
-        api.patch_status(
-            &s.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
-        )
-        .await?;
-    }
-    Ok(())
+    conditions::set_status(api, s, s.status.as_ref(), status, STATUS_MANAGER).await
 }
 
 async fn apply(s: Arc<SharedService>, ctx: &Context) -> Result<Action, Error> {

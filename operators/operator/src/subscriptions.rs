@@ -37,26 +37,15 @@ fn pp() -> PatchParams {
     PatchParams::apply(MANAGER).force()
 }
 
+/// The field manager of the subscriptions' status.
+const STATUS_MANAGER: &str = "ndc-operator/subscriptions";
+
 async fn set_status(
     api: &Api<ServiceSubscription>,
     o: &ServiceSubscription,
     status: SubscriptionStatus,
 ) -> Result<(), Error> {
-    let same = o.status.as_ref().is_some_and(|old| {
-        old.phase == status.phase
-            && old.binding_secret == status.binding_secret
-            && old.observed_generation == status.observed_generation
-            && conditions::same(&old.conditions, &status.conditions)
-    });
-    if !same {
-        api.patch_status(
-            &o.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
-        )
-        .await?;
-    }
-    Ok(())
+    conditions::set_status(api, o, o.status.as_ref(), status, STATUS_MANAGER).await
 }
 
 fn failed(o: &ServiceSubscription, reason: &str, message: String) -> SubscriptionStatus {

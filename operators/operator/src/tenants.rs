@@ -22,7 +22,12 @@ use tracing::{info, warn};
 
 use crate::{conditions, Context, Error, Stop};
 
+/// The field manager of the objects the operator applies.
 pub const MANAGER: &str = "ndc-operator";
+/// The field manager of the tenants' status (conditions and namespace).
+const STATUS_MANAGER: &str = "ndc-operator/tenants";
+/// The field manager of the control-plane revision a `Tenant` mirrors.
+const MIRROR_MANAGER: &str = "ndc-operator/tenant-mirror";
 const TENANTS_PREFIX: &str = "/ndc/tenants/";
 /// Names a namespace must not take: Kubernetes' own and shared services'.
 const RESERVED: [&str; 4] = ["default", "kube-", "svc-", "ndc-"];
@@ -196,10 +201,14 @@ async fn sync(
         }
         let obj = Tenant::new(id, spec.clone());
         api.patch(id, &apply_params(), &Patch::Apply(&obj)).await?;
+        let status = json!({
+            "apiVersion": Tenant::api_version(&()), "kind": Tenant::kind(&()),
+            "metadata": { "name": id }, "status": { "revision": revision },
+        });
         api.patch_status(
             id,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"revision": revision}})),
+            &PatchParams::apply(MIRROR_MANAGER).force(),
+            &Patch::Apply(&status),
         )
         .await?;
         applied.insert(id.clone(), spec);
@@ -397,14 +406,9 @@ async fn reconcile_tenant(t: Arc<Tenant>, ctx: &Context) -> Result<Action, Error
                 t.metadata.generation,
             )],
             namespace: String::new(),
-            revision: t.status.as_ref().map(|s| s.revision).unwrap_or(0),
+            revision: 0,
         };
-        api.patch_status(
-            &id,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
-        )
-        .await?;
+        conditions::set_status(&api, &*t, t.status.as_ref(), status, STATUS_MANAGER).await?;
         return Ok(Action::await_change());
     };
     let pp = apply_params();
@@ -462,25 +466,13 @@ async fn reconcile_tenant(t: Arc<Tenant>, ctx: &Context) -> Result<Action, Error
         ),
         generation,
     );
-    let unchanged = t.status.as_ref().is_some_and(|s| {
-        s.namespace == ns
-            && s.observed_generation == generation.unwrap_or(0)
-            && s.conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-    });
-    if !unchanged {
-        api.patch_status(
-            &id,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": {
-                "observedGeneration": generation.unwrap_or(0),
-                "namespace": ns,
-                "conditions": [ready],
-            }})),
-        )
-        .await?;
-    }
+    let status = TenantStatus {
+        observed_generation: generation.unwrap_or(0),
+        conditions: vec![ready],
+        namespace: ns,
+        revision: 0,
+    };
+    conditions::set_status(&api, &*t, t.status.as_ref(), status, STATUS_MANAGER).await?;
     Ok(Action::requeue(Duration::from_secs(600)))
 }
 
