@@ -160,7 +160,7 @@ fn refused(s: &tonic::Status) -> bool {
 }
 
 async fn apply<K: ClaimObject>(o: Arc<K>, ctx: &Context) -> Result<Action, Error> {
-    let ns = o.namespace().unwrap_or_default();
+    let ns = crate::namespace(&*o)?;
     let name = o.name_any();
     let api: Api<K> = Api::namespaced(ctx.kube.clone(), &ns);
     let generation = o.meta().generation;
@@ -299,7 +299,7 @@ async fn deliver_secret<K: ClaimObject>(
         })
         .await?
         .into_inner();
-    let ns = o.namespace().unwrap_or_default();
+    let ns = crate::namespace(o)?;
     let name = secret_name(o);
     let data: BTreeMap<String, String> = creds.values.into_iter().collect();
     let secret: Secret = serde_json::from_value(json!({
@@ -325,7 +325,7 @@ async fn deliver_secret<K: ClaimObject>(
 }
 
 async fn cleanup<K: ClaimObject>(o: Arc<K>, ctx: &Context) -> Result<Action, Error> {
-    let ns = o.namespace().unwrap_or_default();
+    let ns = crate::namespace(&*o)?;
     let api: Api<K> = Api::namespaced(ctx.kube.clone(), &ns);
     let Some(uid) = o.claim_status().and_then(|s| s.claim_uid.clone()) else {
         // Never became a claim: nothing outside to handle.
@@ -384,25 +384,34 @@ async fn cleanup<K: ClaimObject>(o: Arc<K>, ctx: &Context) -> Result<Action, Err
     )))
 }
 
+/// How long after a first failure a claim object is tried again.
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+
+#[tracing::instrument(skip_all, fields(kind = K::KIND, name = %o.name_any(), namespace = o.meta().namespace.as_deref()))]
 async fn reconcile<K: ClaimObject>(o: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let ns = o.namespace().unwrap_or_default();
-    let api: Api<K> = Api::namespaced(ctx.kube.clone(), &ns);
-    let work = finalizer(&api, FINALIZER, o, |event| async {
-        match event {
-            Event::Apply(o) => apply(o, &ctx).await,
-            Event::Cleanup(o) => {
-                let me = K::waiter(ObjectRef::from_obj(&*o));
-                ctx.claim_feed.cleanup(me, cleanup(o, &ctx)).await
+    let me = o.clone();
+    let work = async {
+        let ns = crate::namespace(&*o)?;
+        let api: Api<K> = Api::namespaced(ctx.kube.clone(), &ns);
+        finalizer(&api, FINALIZER, o, |event| async {
+            match event {
+                Event::Apply(o) => apply(o, &ctx).await,
+                Event::Cleanup(o) => {
+                    let me = K::waiter(ObjectRef::from_obj(&*o));
+                    ctx.claim_feed.cleanup(me, cleanup(o, &ctx)).await
+                }
             }
-        }
-    });
-    ctx.observed(K::KIND, async { work.await.map_err(Error::from) })
+        })
         .await
+        .map_err(Error::from)
+    };
+    ctx.reconciled(K::KIND, &*me, work).await
 }
 
-fn error_policy<K: ClaimObject>(o: Arc<K>, e: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::debug!(name = %o.name_any(), error = %e, "claim reconcile: retrying");
-    Action::requeue(Duration::from_millis(500))
+fn error_policy<K: ClaimObject>(o: Arc<K>, e: &Error, ctx: Arc<Context>) -> Action {
+    let retry = ctx.retry(&*o, e, FIRST_RETRY);
+    tracing::debug!(name = %o.name_any(), error = %e, ?retry, "claim reconcile: retrying");
+    retry
 }
 
 /// Runs the controller for one claim kind.

@@ -374,21 +374,27 @@ async fn cleanup(s: Arc<SharedService>, ctx: &Context) -> Result<Action, Error> 
     }
 }
 
+/// How long after a first failure a shared service is tried again.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+
+#[tracing::instrument(skip_all, fields(name = %s.name_any()))]
 async fn reconcile(s: Arc<SharedService>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api: Api<SharedService> = Api::all(ctx.kube.clone());
+    let me = s.clone();
     let work = finalizer(&api, FINALIZER, s, |event| async {
         match event {
             Event::Apply(s) => apply(s, &ctx).await,
             Event::Cleanup(s) => cleanup(s, &ctx).await,
         }
     });
-    ctx.observed("services", async { work.await.map_err(Error::from) })
+    ctx.reconciled("services", &*me, async { work.await.map_err(Error::from) })
         .await
 }
 
-fn error_policy(s: Arc<SharedService>, e: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::debug!(service = %s.name_any(), error = %e, "shared service reconcile: retrying");
-    Action::requeue(Duration::from_secs(1))
+fn error_policy(s: Arc<SharedService>, e: &Error, ctx: Arc<Context>) -> Action {
+    let retry = ctx.retry(&*s, e, FIRST_RETRY);
+    tracing::debug!(service = %s.name_any(), error = %e, ?retry, "shared service reconcile: retrying");
+    retry
 }
 
 /// The shared service an object of its own namespace belongs to. The same

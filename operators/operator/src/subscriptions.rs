@@ -160,7 +160,7 @@ async fn ensure_claim(
 }
 
 async fn apply(o: Arc<ServiceSubscription>, ctx: &Context) -> Result<Action, Error> {
-    let ns = o.namespace().unwrap_or_default();
+    let ns = crate::namespace(&*o)?;
     let api: Api<ServiceSubscription> = Api::namespaced(ctx.kube.clone(), &ns);
     let service = o.spec.service.clone();
     let Some(tenant) = ctx.namespaces.tenant_of(&ns).await? else {
@@ -332,7 +332,7 @@ async fn apply(o: Arc<ServiceSubscription>, ctx: &Context) -> Result<Action, Err
 /// Unsubscribes; the per-tenant claims are released under their policy
 /// (retain: the data stays with the tenant).
 async fn cleanup(o: Arc<ServiceSubscription>, ctx: &Context) -> Result<Action, Error> {
-    let ns = o.namespace().unwrap_or_default();
+    let ns = crate::namespace(&*o)?;
     let Some(tenant) = ctx.namespaces.tenant_of(&ns).await? else {
         return Ok(Action::await_change());
     };
@@ -385,25 +385,34 @@ async fn cleanup(o: Arc<ServiceSubscription>, ctx: &Context) -> Result<Action, E
     Ok(Action::await_change())
 }
 
+/// How long after a first failure a subscription is tried again.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+
+#[tracing::instrument(skip_all, fields(name = %o.name_any(), namespace = o.meta().namespace.as_deref()))]
 async fn reconcile(o: Arc<ServiceSubscription>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let ns = o.namespace().unwrap_or_default();
-    let api: Api<ServiceSubscription> = Api::namespaced(ctx.kube.clone(), &ns);
-    let work = finalizer(&api, FINALIZER, o, |event| async {
-        match event {
-            Event::Apply(o) => apply(o, &ctx).await,
-            Event::Cleanup(o) => {
-                let me = Waiter::Subscription(ObjectRef::from_obj(&*o));
-                ctx.claim_feed.cleanup(me, cleanup(o, &ctx)).await
+    let me = o.clone();
+    let work = async {
+        let ns = crate::namespace(&*o)?;
+        let api: Api<ServiceSubscription> = Api::namespaced(ctx.kube.clone(), &ns);
+        finalizer(&api, FINALIZER, o, |event| async {
+            match event {
+                Event::Apply(o) => apply(o, &ctx).await,
+                Event::Cleanup(o) => {
+                    let me = Waiter::Subscription(ObjectRef::from_obj(&*o));
+                    ctx.claim_feed.cleanup(me, cleanup(o, &ctx)).await
+                }
             }
-        }
-    });
-    ctx.observed("subscriptions", async { work.await.map_err(Error::from) })
+        })
         .await
+        .map_err(Error::from)
+    };
+    ctx.reconciled("subscriptions", &*me, work).await
 }
 
-fn error_policy(o: Arc<ServiceSubscription>, e: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::debug!(name = %o.name_any(), error = %e, "subscription reconcile: retrying");
-    Action::requeue(Duration::from_secs(1))
+fn error_policy(o: Arc<ServiceSubscription>, e: &Error, ctx: Arc<Context>) -> Action {
+    let retry = ctx.retry(&*o, e, FIRST_RETRY);
+    tracing::debug!(name = %o.name_any(), error = %e, ?retry, "subscription reconcile: retrying");
+    retry
 }
 
 /// What of a subscription asks for a reconcile: its spec, its deletion and

@@ -390,8 +390,10 @@ fn role_binding(t: &Tenant, ns: &str) -> RoleBinding {
     .unwrap_or_default()
 }
 
+#[tracing::instrument(skip_all, fields(name = %t.name_any()))]
 async fn reconcile(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
-    ctx.observed("tenants", reconcile_tenant(t, &ctx)).await
+    ctx.reconciled("tenants", &*t.clone(), reconcile_tenant(t, &ctx))
+        .await
 }
 
 async fn reconcile_tenant(t: Arc<Tenant>, ctx: &Context) -> Result<Action, Error> {
@@ -476,9 +478,13 @@ async fn reconcile_tenant(t: Arc<Tenant>, ctx: &Context) -> Result<Action, Error
     Ok(Action::requeue(Duration::from_secs(600)))
 }
 
-fn error_policy(t: Arc<Tenant>, e: &Error, _ctx: Arc<Context>) -> Action {
-    warn!(tenant = %t.name_any(), error = %e, "tenant reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(2))
+/// How long after a first failure a tenant is tried again.
+const FIRST_RETRY: Duration = Duration::from_secs(2);
+
+fn error_policy(t: Arc<Tenant>, e: &Error, ctx: Arc<Context>) -> Action {
+    let retry = ctx.retry(&*t, e, FIRST_RETRY);
+    warn!(tenant = %t.name_any(), error = %e, ?retry, "tenant reconcile failed; retrying");
+    retry
 }
 
 /// Turns each `Tenant` into its namespace and what it holds; anything the
