@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{finalizer, Event};
@@ -21,7 +22,6 @@ use ndc_api::claims::{self as pb};
 use ndc_crds::{labels, ClaimStatus, Database, DeletionPolicy, ObjectBucket};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::json;
 use tonic::Code;
 use tracing::warn;
 
@@ -302,18 +302,25 @@ async fn deliver_secret<K: ClaimObject>(
     let ns = crate::namespace(o)?;
     let name = secret_name(o);
     let data: BTreeMap<String, String> = creds.values.into_iter().collect();
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {
-            "name": name, "namespace": ns,
-            "labels": { labels::MANAGED_BY: labels::OPERATOR },
-            "annotations": { "ndc.gov.vn/credentials-generation": creds.generation.to_string() },
-            "ownerReferences": o.controller_owner_ref(&()).map(|r| vec![r]),
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.clone()),
+            labels: Some(BTreeMap::from([(
+                labels::MANAGED_BY.to_string(),
+                labels::OPERATOR.to_string(),
+            )])),
+            annotations: Some(BTreeMap::from([(
+                "ndc.gov.vn/credentials-generation".to_string(),
+                creds.generation.to_string(),
+            )])),
+            owner_references: o.controller_owner_ref(&()).map(|r| vec![r]),
+            ..Default::default()
         },
-        "type": "Opaque",
-        "stringData": data,
-    }))
-    .map_err(|e| Error::Other(e.to_string()))?;
+        type_: Some("Opaque".into()),
+        string_data: Some(data),
+        ..Default::default()
+    };
     Api::<Secret>::namespaced(ctx.kube.clone(), &ns)
         .patch(
             &name,

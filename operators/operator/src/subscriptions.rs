@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{finalizer, Event};
@@ -23,7 +26,6 @@ use ndc_api::catalog::{self as cpb};
 use ndc_api::claims::claims_client::ClaimsClient;
 use ndc_api::claims::{self as pb};
 use ndc_crds::{labels, ServiceSubscription, SharedService, SubscriptionStatus, Tenant};
-use serde_json::json;
 use tonic::Code;
 use tracing::warn;
 
@@ -280,37 +282,30 @@ async fn apply(o: Arc<ServiceSubscription>, ctx: &Context) -> Result<Action, Err
     binding.insert("tenant".into(), tenant.clone());
     let secret_name = format!("{service}-binding");
     let owner = o.controller_owner_ref(&()).map(|r| vec![r]);
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {
-            "name": secret_name, "namespace": ns,
-            "labels": { labels::MANAGED_BY: labels::OPERATOR, labels::SERVICE: service },
-            "ownerReferences": owner,
-        },
-        "type": "Opaque",
-        "stringData": binding,
-    }))
-    .map_err(|e| Error::Other(e.to_string()))?;
+    let meta = |name: &str| ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(ns.clone()),
+        labels: Some(BTreeMap::from([
+            (labels::MANAGED_BY.to_string(), labels::OPERATOR.to_string()),
+            (labels::SERVICE.to_string(), service.clone()),
+        ])),
+        owner_references: owner.clone(),
+        ..Default::default()
+    };
+    let secret = Secret {
+        metadata: meta(&secret_name),
+        type_: Some("Opaque".into()),
+        string_data: Some(binding),
+        ..Default::default()
+    };
     Api::<Secret>::namespaced(ctx.kube.clone(), &ns)
         .patch(&secret_name, &pp(), &Patch::Apply(&secret))
         .await?;
     let np_name = format!("ndc-allow-{service}");
-    let np: NetworkPolicy = serde_json::from_value(json!({
-        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-        "metadata": {
-            "name": np_name, "namespace": ns,
-            "labels": { labels::MANAGED_BY: labels::OPERATOR, labels::SERVICE: service },
-            "ownerReferences": owner,
-        },
-        "spec": {
-            "podSelector": {},
-            "policyTypes": ["Egress"],
-            "egress": [{ "to": [{ "namespaceSelector": { "matchLabels": {
-                "kubernetes.io/metadata.name": svc_ns,
-            }}}]}],
-        },
-    }))
-    .map_err(|e| Error::Other(e.to_string()))?;
+    let np = NetworkPolicy {
+        metadata: meta(&np_name),
+        spec: Some(egress_to(&svc_ns)),
+    };
     Api::<NetworkPolicy>::namespaced(ctx.kube.clone(), &ns)
         .patch(&np_name, &pp(), &Patch::Apply(&np))
         .await?;
@@ -327,6 +322,28 @@ async fn apply(o: Arc<ServiceSubscription>, ctx: &Context) -> Result<Action, Err
     };
     set_status(&api, &o, status).await?;
     Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// Egress from the whole namespace to the shared service's namespace.
+fn egress_to(svc_ns: &str) -> NetworkPolicySpec {
+    NetworkPolicySpec {
+        pod_selector: Some(LabelSelector::default()),
+        policy_types: Some(vec!["Egress".into()]),
+        egress: Some(vec![NetworkPolicyEgressRule {
+            to: Some(vec![NetworkPolicyPeer {
+                namespace_selector: Some(LabelSelector {
+                    match_labels: Some(BTreeMap::from([(
+                        "kubernetes.io/metadata.name".to_string(),
+                        svc_ns.to_string(),
+                    )])),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    }
 }
 
 /// Unsubscribes; the per-tenant claims are released under their policy
