@@ -159,6 +159,65 @@ fn refused(s: &tonic::Status) -> bool {
     )
 }
 
+/// Creates the claim for `o`; `Err` with what to do next when its spec is
+/// invalid or the control plane refuses it (its status says why).
+async fn create<K: ClaimObject>(
+    ctx: &Context,
+    api: &Api<K>,
+    o: &K,
+    tenant: &str,
+) -> Result<Result<pb::Claim, Action>, Error> {
+    let name = o.name_any();
+    let generation = o.meta().generation;
+    let spec = match o.spec_pb() {
+        Ok(s) => s,
+        Err(m) => {
+            let status = ClaimStatus {
+                phase: "Failed".into(),
+                conditions: vec![conditions::not_ready("InvalidSpec", m, generation)],
+                ..ClaimStatus::default()
+            };
+            set_status(api, o, status).await?;
+            return Ok(Err(Action::await_change()));
+        }
+    };
+    let req = pb::CreateClaimRequest {
+        tenant: tenant.to_string(),
+        name,
+        spec: Some(spec),
+        deletion_policy: policy_str(o.policy()).into(),
+    };
+    let c = &ctx.ndc;
+    match c
+        .write(|ch, a| {
+            let req = req.clone();
+            async move { ClaimsClient::with_interceptor(ch, a).create(req).await }
+        })
+        .await
+    {
+        Ok(r) => Ok(Ok(r.into_inner().claim.unwrap_or_default())),
+        Err(s) if refused(&s) => {
+            let status = ClaimStatus {
+                phase: "Failed".into(),
+                conditions: vec![conditions::not_ready(
+                    "Refused",
+                    format!(
+                        "the control plane refused this {} for tenant {tenant}: {}; change the spec or ask for more quota (ndc tenant update)",
+                        K::KIND,
+                        s.message()
+                    ),
+                    generation,
+                )],
+                ..ClaimStatus::default()
+            };
+            set_status(api, o, status).await?;
+            // Quota may be raised meanwhile: look again later.
+            Ok(Err(Action::requeue(Duration::from_secs(30))))
+        }
+        Err(s) => Err(s.into()),
+    }
+}
+
 async fn apply<K: ClaimObject>(o: Arc<K>, ctx: &Context) -> Result<Action, Error> {
     let ns = crate::namespace(&*o)?;
     let name = o.name_any();
@@ -192,55 +251,10 @@ async fn apply<K: ClaimObject>(o: Arc<K>, ctx: &Context) -> Result<Action, Error
         .wait(&tenant, K::KIND, &name, K::waiter(ObjectRef::from_obj(&*o)));
     let claim = match get_claim(ctx, by_name.clone()).await? {
         Some(c) => c,
-        None => {
-            let spec = match o.spec_pb() {
-                Ok(s) => s,
-                Err(m) => {
-                    let status = ClaimStatus {
-                        phase: "Failed".into(),
-                        conditions: vec![conditions::not_ready("InvalidSpec", m, generation)],
-                        ..ClaimStatus::default()
-                    };
-                    set_status(&api, &o, status).await?;
-                    return Ok(Action::await_change());
-                }
-            };
-            let req = pb::CreateClaimRequest {
-                tenant: tenant.clone(),
-                name: name.clone(),
-                spec: Some(spec),
-                deletion_policy: policy_str(o.policy()).into(),
-            };
-            let c = &ctx.ndc;
-            match c
-                .write(|ch, a| {
-                    let req = req.clone();
-                    async move { ClaimsClient::with_interceptor(ch, a).create(req).await }
-                })
-                .await
-            {
-                Ok(r) => r.into_inner().claim.unwrap_or_default(),
-                Err(s) if refused(&s) => {
-                    let status = ClaimStatus {
-                        phase: "Failed".into(),
-                        conditions: vec![conditions::not_ready(
-                            "Refused",
-                            format!(
-                                "the control plane refused this {} for tenant {tenant}: {}; change the spec or ask for more quota (ndc tenant update)",
-                                K::KIND,
-                                s.message()
-                            ),
-                            generation,
-                        )],
-                        ..ClaimStatus::default()
-                    };
-                    set_status(&api, &o, status).await?;
-                    // Quota may be raised meanwhile: look again later.
-                    return Ok(Action::requeue(Duration::from_secs(30)));
-                }
-                Err(s) => return Err(s.into()),
-            }
-        }
+        None => match create(ctx, &api, &*o, &tenant).await? {
+            Ok(c) => c,
+            Err(action) => return Ok(action),
+        },
     };
     let ready = claim.phase == "Ready"
         && claim.observed_generation == claim.generation

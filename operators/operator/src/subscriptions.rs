@@ -254,12 +254,47 @@ async fn apply(o: Arc<ServiceSubscription>, ctx: &Context) -> Result<Action, Err
     for (name, kind, _) in &needs {
         ctx.claim_feed.done(&tenant, kind, name);
     }
+    bind(ctx, &o, &tenant, &shared, binding).await
+}
+
+/// Egress from the whole namespace to the shared service's namespace.
+fn egress_to(svc_ns: &str) -> NetworkPolicySpec {
+    NetworkPolicySpec {
+        pod_selector: Some(LabelSelector::default()),
+        policy_types: Some(vec!["Egress".into()]),
+        egress: Some(vec![NetworkPolicyEgressRule {
+            to: Some(vec![NetworkPolicyPeer {
+                namespace_selector: Some(LabelSelector {
+                    match_labels: Some(BTreeMap::from([(
+                        "kubernetes.io/metadata.name".to_string(),
+                        svc_ns.to_string(),
+                    )])),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    }
+}
+
+/// Hands the tenant the binding Secret (where the service answers for it,
+/// with the credentials in `binding`) and the egress policy to reach it.
+async fn bind(
+    ctx: &Context,
+    o: &ServiceSubscription,
+    tenant: &str,
+    shared: &SharedService,
+    mut binding: BTreeMap<String, String>,
+) -> Result<Action, Error> {
+    let ns = crate::namespace(o)?;
+    let api: Api<ServiceSubscription> = Api::namespaced(ctx.kube.clone(), &ns);
+    let service = o.spec.service.clone();
     // Where the service answers for this tenant.
     let svc_ns = crate::services::namespace_of(&service);
     let instance = if shared.spec.topology == "per-province" {
-        let t = Api::<Tenant>::all(ctx.kube.clone())
-            .get_opt(&tenant)
-            .await?;
+        let t = Api::<Tenant>::all(ctx.kube.clone()).get_opt(tenant).await?;
         let province = t.and_then(|t| {
             if t.spec.level == "province" {
                 Some(t.name_any())
@@ -279,7 +314,7 @@ async fn apply(o: Arc<ServiceSubscription>, ctx: &Context) -> Result<Action, Err
         "endpoint".into(),
         format!("http://{instance}.{svc_ns}.svc.cluster.local"),
     );
-    binding.insert("tenant".into(), tenant.clone());
+    binding.insert("tenant".into(), tenant.to_string());
     let secret_name = format!("{service}-binding");
     let owner = o.controller_owner_ref(&()).map(|r| vec![r]);
     let meta = |name: &str| ObjectMeta {
@@ -320,30 +355,8 @@ async fn apply(o: Arc<ServiceSubscription>, ctx: &Context) -> Result<Action, Err
         )],
         binding_secret: Some(secret_name),
     };
-    set_status(&api, &o, status).await?;
+    set_status(&api, o, status).await?;
     Ok(Action::requeue(Duration::from_secs(300)))
-}
-
-/// Egress from the whole namespace to the shared service's namespace.
-fn egress_to(svc_ns: &str) -> NetworkPolicySpec {
-    NetworkPolicySpec {
-        pod_selector: Some(LabelSelector::default()),
-        policy_types: Some(vec!["Egress".into()]),
-        egress: Some(vec![NetworkPolicyEgressRule {
-            to: Some(vec![NetworkPolicyPeer {
-                namespace_selector: Some(LabelSelector {
-                    match_labels: Some(BTreeMap::from([(
-                        "kubernetes.io/metadata.name".to_string(),
-                        svc_ns.to_string(),
-                    )])),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }]),
-        ..Default::default()
-    }
 }
 
 /// Unsubscribes; the per-tenant claims are released under their policy
