@@ -271,3 +271,25 @@ pub async fn run_with(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_namespaced_object_without_a_namespace_is_a_clear_error() {
+        let mut b = ndc_crds::ServiceSubscription::new(
+            "bao-cao",
+            ndc_crds::ServiceSubscriptionSpec {
+                service: "bao-cao".into(),
+            },
+        );
+        let e = namespace(&b).expect_err("no namespace");
+        assert_eq!(
+            e.to_string(),
+            "ServiceSubscription bao-cao has no namespace, though its kind is namespaced"
+        );
+        b.metadata.namespace = Some("ha-noi".into());
+        assert_eq!(namespace(&b).expect("a namespace"), "ha-noi");
+    }
+}

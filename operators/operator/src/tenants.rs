@@ -456,7 +456,8 @@ fn namespace(t: &Tenant, ns: &str, current: Option<&Namespace>) -> Namespace {
 
 #[tracing::instrument(skip_all, fields(name = %t.name_any()))]
 async fn reconcile(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
-    ctx.reconciled("tenants", &*t.clone(), reconcile_tenant(t, &ctx))
+    let me = t.clone();
+    ctx.reconciled("tenants", &*me, reconcile_tenant(t, &ctx))
         .await
 }
 
