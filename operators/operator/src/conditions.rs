@@ -233,4 +233,91 @@ mod tests {
         assert_eq!(to_write(new, Some(&old)).map(|s| s.revision), Some(7));
         assert_eq!(TenantStatus::NOT_MINE, ["revision"]);
     }
+
+    /// Against the API simulator: the status is applied as its controller's
+    /// manager through the status subresource, a repeat is not written, a
+    /// new reason alone keeps the transition time, and the mirror's
+    /// revision is left alone.
+    #[tokio::test]
+    async fn a_status_is_applied_by_its_controller_and_repeats_are_not_written() {
+        use kube::api::PostParams;
+        use ndc_crds::Tenant;
+        let sim = ndc_kube_sim::Simulator::new().start().await.expect("sim");
+        let kube = kube::Client::try_from(kube::Config::new(sim.url().parse().expect("url")))
+            .expect("client");
+        let crds: Api<ndc_crds::CustomResourceDefinition> = Api::all(kube.clone());
+        for (_, crd) in ndc_crds::all() {
+            crds.create(&PostParams::default(), &crd)
+                .await
+                .expect("crd");
+        }
+        let api: Api<Tenant> = Api::all(kube.clone());
+        let spec = serde_json::from_value(json!({
+            "displayName": "Hà Nội", "level": "province", "branch": "state",
+            "securityLevel": 3, "state": "active",
+            "quota": {"cpuMillis": 0, "memoryBytes": 0, "storageBytes": 0,
+                      "buckets": 0, "databases": 0, "namespaces": 0},
+        }))
+        .expect("spec");
+        api.create(&PostParams::default(), &Tenant::new("ha-noi", spec))
+            .await
+            .expect("tenant");
+        let revision = json!({"apiVersion": "ndc.gov.vn/v1alpha1", "kind": "Tenant",
+            "metadata": {"name": "ha-noi"}, "status": {"revision": 7}});
+        api.patch_status(
+            "ha-noi",
+            &PatchParams::apply("mirror").force(),
+            &Patch::Apply(&revision),
+        )
+        .await
+        .expect("revision");
+        let t = api.get("ha-noi").await.expect("get");
+        let status = |reason: &str| TenantStatus {
+            observed_generation: 1,
+            conditions: vec![at(not_ready(reason, "waiting".into(), Some(1)), "t0")],
+            namespace: "ha-noi".into(),
+            revision: 0,
+        };
+        let manager = "ndc-operator/tenants";
+        set_status(&api, &t, t.status.as_ref(), status("Starting"), manager)
+            .await
+            .expect("first");
+        let t = api.get("ha-noi").await.expect("get");
+        let st = t.status.clone().expect("status");
+        assert_eq!((st.revision, st.namespace.as_str()), (7, "ha-noi"));
+        let entry = t
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .find(|f| f.manager.as_deref() == Some(manager))
+            .expect("the controller's manager");
+        assert_eq!(
+            (entry.operation.as_deref(), entry.subresource.as_deref()),
+            (Some("Apply"), Some("status"))
+        );
+        // A repeat is not written.
+        let before = t.metadata.resource_version.clone();
+        set_status(&api, &t, t.status.as_ref(), status("Starting"), manager)
+            .await
+            .expect("repeat");
+        let t = api.get("ha-noi").await.expect("get");
+        assert_eq!(t.metadata.resource_version, before);
+        // Another reason, the same status: written, the time kept.
+        let mut other = status("StillStarting");
+        other.conditions[0].last_transition_time = "t1".into();
+        set_status(&api, &t, t.status.as_ref(), other, manager)
+            .await
+            .expect("reason");
+        let st = api
+            .get("ha-noi")
+            .await
+            .expect("get")
+            .status
+            .expect("status");
+        assert_eq!(st.conditions[0].reason, "StillStarting");
+        assert_eq!(st.conditions[0].last_transition_time, "t0");
+        assert_eq!(st.revision, 7);
+        sim.stop().await.expect("stop");
+    }
 }
