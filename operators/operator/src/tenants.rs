@@ -368,7 +368,8 @@ fn limit_range(t: &Tenant, ns: &str) -> LimitRange {
     }
 }
 
-/// Pods chosen by their labels (all of them when `labels` is empty).
+/// A selector of the objects with these labels (all of them when `labels`
+/// is empty).
 fn selector(labels: &[(&str, &str)]) -> Option<LabelSelector> {
     Some(LabelSelector {
         match_labels: (!labels.is_empty()).then(|| {
