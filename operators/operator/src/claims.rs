@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{finalizer, Event};
@@ -18,10 +19,9 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use ndc_api::claims::claims_client::ClaimsClient;
 use ndc_api::claims::{self as pb};
-use ndc_crds::{labels, ClaimStatus, Condition, Database, DeletionPolicy, ObjectBucket};
+use ndc_crds::{labels, ClaimStatus, Database, DeletionPolicy, ObjectBucket};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::json;
 use tonic::Code;
 use tracing::warn;
 
@@ -120,37 +120,16 @@ pub fn secret_name<K: ClaimObject>(o: &K) -> String {
     format!("{}-{}-credentials", o.name_any(), K::KIND)
 }
 
+/// The field manager of the claims' status.
+const STATUS_MANAGER: &str = "ndc-operator/claims";
+
 async fn set_status<K: ClaimObject>(
     api: &Api<K>,
     o: &K,
     mut status: ClaimStatus,
 ) -> Result<(), Error> {
     status.observed_generation = o.meta().generation.unwrap_or(0);
-    // Keep the transition time when nothing changed, so a status that is
-    // only repeated does not churn.
-    if let Some(old) = o.claim_status() {
-        let same = |a: &Condition, b: &Condition| {
-            a.type_ == b.type_
-                && a.status == b.status
-                && a.reason == b.reason
-                && a.message == b.message
-        };
-        for c in &mut status.conditions {
-            if let Some(prev) = old.conditions.iter().find(|p| same(p, c)) {
-                c.last_transition_time = prev.last_transition_time.clone();
-            }
-        }
-        if *old == status {
-            return Ok(());
-        }
-    }
-    api.patch_status(
-        &o.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "status": status })),
-    )
-    .await?;
-    Ok(())
+    conditions::set_status(api, o, o.claim_status(), status, STATUS_MANAGER).await
 }
 
 async fn get_claim(ctx: &Context, r: pb::ClaimRef) -> Result<Option<pb::Claim>, Error> {
@@ -180,8 +159,67 @@ fn refused(s: &tonic::Status) -> bool {
     )
 }
 
+/// Creates the claim for `o`; `Err` with what to do next when its spec is
+/// invalid or the control plane refuses it (its status says why).
+async fn create<K: ClaimObject>(
+    ctx: &Context,
+    api: &Api<K>,
+    o: &K,
+    tenant: &str,
+) -> Result<Result<pb::Claim, Action>, Error> {
+    let name = o.name_any();
+    let generation = o.meta().generation;
+    let spec = match o.spec_pb() {
+        Ok(s) => s,
+        Err(m) => {
+            let status = ClaimStatus {
+                phase: "Failed".into(),
+                conditions: vec![conditions::not_ready("InvalidSpec", m, generation)],
+                ..ClaimStatus::default()
+            };
+            set_status(api, o, status).await?;
+            return Ok(Err(Action::await_change()));
+        }
+    };
+    let req = pb::CreateClaimRequest {
+        tenant: tenant.to_string(),
+        name,
+        spec: Some(spec),
+        deletion_policy: policy_str(o.policy()).into(),
+    };
+    let c = &ctx.ndc;
+    match c
+        .write(|ch, a| {
+            let req = req.clone();
+            async move { ClaimsClient::with_interceptor(ch, a).create(req).await }
+        })
+        .await
+    {
+        Ok(r) => Ok(Ok(r.into_inner().claim.unwrap_or_default())),
+        Err(s) if refused(&s) => {
+            let status = ClaimStatus {
+                phase: "Failed".into(),
+                conditions: vec![conditions::not_ready(
+                    "Refused",
+                    format!(
+                        "the control plane refused this {} for tenant {tenant}: {}; change the spec or ask for more quota (ndc tenant update)",
+                        K::KIND,
+                        s.message()
+                    ),
+                    generation,
+                )],
+                ..ClaimStatus::default()
+            };
+            set_status(api, o, status).await?;
+            // Quota may be raised meanwhile: look again later.
+            Ok(Err(Action::requeue(Duration::from_secs(30))))
+        }
+        Err(s) => Err(s.into()),
+    }
+}
+
 async fn apply<K: ClaimObject>(o: Arc<K>, ctx: &Context) -> Result<Action, Error> {
-    let ns = o.namespace().unwrap_or_default();
+    let ns = crate::namespace(&*o)?;
     let name = o.name_any();
     let api: Api<K> = Api::namespaced(ctx.kube.clone(), &ns);
     let generation = o.meta().generation;
@@ -213,55 +251,10 @@ async fn apply<K: ClaimObject>(o: Arc<K>, ctx: &Context) -> Result<Action, Error
         .wait(&tenant, K::KIND, &name, K::waiter(ObjectRef::from_obj(&*o)));
     let claim = match get_claim(ctx, by_name.clone()).await? {
         Some(c) => c,
-        None => {
-            let spec = match o.spec_pb() {
-                Ok(s) => s,
-                Err(m) => {
-                    let status = ClaimStatus {
-                        phase: "Failed".into(),
-                        conditions: vec![conditions::not_ready("InvalidSpec", m, generation)],
-                        ..ClaimStatus::default()
-                    };
-                    set_status(&api, &o, status).await?;
-                    return Ok(Action::await_change());
-                }
-            };
-            let req = pb::CreateClaimRequest {
-                tenant: tenant.clone(),
-                name: name.clone(),
-                spec: Some(spec),
-                deletion_policy: policy_str(o.policy()).into(),
-            };
-            let c = &ctx.ndc;
-            match c
-                .write(|ch, a| {
-                    let req = req.clone();
-                    async move { ClaimsClient::with_interceptor(ch, a).create(req).await }
-                })
-                .await
-            {
-                Ok(r) => r.into_inner().claim.unwrap_or_default(),
-                Err(s) if refused(&s) => {
-                    let status = ClaimStatus {
-                        phase: "Failed".into(),
-                        conditions: vec![conditions::not_ready(
-                            "Refused",
-                            format!(
-                                "the control plane refused this {} for tenant {tenant}: {}; change the spec or ask for more quota (ndc tenant update)",
-                                K::KIND,
-                                s.message()
-                            ),
-                            generation,
-                        )],
-                        ..ClaimStatus::default()
-                    };
-                    set_status(&api, &o, status).await?;
-                    // Quota may be raised meanwhile: look again later.
-                    return Ok(Action::requeue(Duration::from_secs(30)));
-                }
-                Err(s) => return Err(s.into()),
-            }
-        }
+        None => match create(ctx, &api, &*o, &tenant).await? {
+            Ok(c) => c,
+            Err(action) => return Ok(action),
+        },
     };
     let ready = claim.ready;
     let message = claim
@@ -318,21 +311,28 @@ async fn deliver_secret<K: ClaimObject>(
         })
         .await?
         .into_inner();
-    let ns = o.namespace().unwrap_or_default();
+    let ns = crate::namespace(o)?;
     let name = secret_name(o);
     let data: BTreeMap<String, String> = creds.values.into_iter().collect();
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {
-            "name": name, "namespace": ns,
-            "labels": { labels::MANAGED_BY: labels::OPERATOR },
-            "annotations": { "ndc.gov.vn/credentials-generation": creds.generation.to_string() },
-            "ownerReferences": o.controller_owner_ref(&()).map(|r| vec![r]),
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.clone()),
+            labels: Some(BTreeMap::from([(
+                labels::MANAGED_BY.to_string(),
+                labels::OPERATOR.to_string(),
+            )])),
+            annotations: Some(BTreeMap::from([(
+                "ndc.gov.vn/credentials-generation".to_string(),
+                creds.generation.to_string(),
+            )])),
+            owner_references: o.controller_owner_ref(&()).map(|r| vec![r]),
+            ..Default::default()
         },
-        "type": "Opaque",
-        "stringData": data,
-    }))
-    .map_err(|e| Error::Other(e.to_string()))?;
+        type_: Some("Opaque".into()),
+        string_data: Some(data),
+        ..Default::default()
+    };
     Api::<Secret>::namespaced(ctx.kube.clone(), &ns)
         .patch(
             &name,
@@ -344,7 +344,7 @@ async fn deliver_secret<K: ClaimObject>(
 }
 
 async fn cleanup<K: ClaimObject>(o: Arc<K>, ctx: &Context) -> Result<Action, Error> {
-    let ns = o.namespace().unwrap_or_default();
+    let ns = crate::namespace(&*o)?;
     let api: Api<K> = Api::namespaced(ctx.kube.clone(), &ns);
     let Some(uid) = o.claim_status().and_then(|s| s.claim_uid.clone()) else {
         // Never became a claim: nothing outside to handle.
@@ -403,25 +403,34 @@ async fn cleanup<K: ClaimObject>(o: Arc<K>, ctx: &Context) -> Result<Action, Err
     )))
 }
 
+/// How long after a first failure a claim object is tried again.
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+
+#[tracing::instrument(skip_all, fields(kind = K::KIND, name = %o.name_any(), namespace = o.meta().namespace.as_deref()))]
 async fn reconcile<K: ClaimObject>(o: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let ns = o.namespace().unwrap_or_default();
-    let api: Api<K> = Api::namespaced(ctx.kube.clone(), &ns);
-    let work = finalizer(&api, FINALIZER, o, |event| async {
-        match event {
-            Event::Apply(o) => apply(o, &ctx).await,
-            Event::Cleanup(o) => {
-                let me = K::waiter(ObjectRef::from_obj(&*o));
-                ctx.claim_feed.cleanup(me, cleanup(o, &ctx)).await
+    let me = o.clone();
+    let work = async {
+        let ns = crate::namespace(&*o)?;
+        let api: Api<K> = Api::namespaced(ctx.kube.clone(), &ns);
+        finalizer(&api, FINALIZER, o, |event| async {
+            match event {
+                Event::Apply(o) => apply(o, &ctx).await,
+                Event::Cleanup(o) => {
+                    let me = K::waiter(ObjectRef::from_obj(&*o));
+                    ctx.claim_feed.cleanup(me, cleanup(o, &ctx)).await
+                }
             }
-        }
-    });
-    ctx.observed(K::KIND, async { work.await.map_err(Error::from) })
+        })
         .await
+        .map_err(Error::from)
+    };
+    ctx.reconciled(K::KIND, &*me, work).await
 }
 
-fn error_policy<K: ClaimObject>(o: Arc<K>, e: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::debug!(name = %o.name_any(), error = %e, "claim reconcile: retrying");
-    Action::requeue(Duration::from_millis(500))
+fn error_policy<K: ClaimObject>(o: Arc<K>, e: &Error, ctx: Arc<Context>) -> Action {
+    let retry = ctx.retry(&*o, e, FIRST_RETRY);
+    tracing::debug!(name = %o.name_any(), error = %e, ?retry, "claim reconcile: retrying");
+    retry
 }
 
 /// Runs the controller for one claim kind.

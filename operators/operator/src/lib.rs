@@ -21,6 +21,7 @@
 //! This crate must not depend on rocksdb, the store or the server: it uses
 //! the control plane's typed gRPC API only.
 
+pub mod backoff;
 pub mod cache;
 pub mod claims;
 mod conditions;
@@ -33,7 +34,10 @@ pub mod subscriptions;
 pub mod tenants;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use ndc_api::Client as NdcClient;
 
 /// What every controller shares.
@@ -46,6 +50,8 @@ pub struct Context {
     /// Namespaces and shared services as last watched (see [`cache`]).
     pub namespaces: cache::Cached<k8s_openapi::api::core::v1::Namespace>,
     pub services: cache::Cached<ndc_crds::SharedService>,
+    /// Failed reconciles, for the wait before each retry.
+    pub backoff: backoff::Backoffs,
 }
 
 impl Context {
@@ -60,6 +66,54 @@ impl Context {
         self.metrics.observe(controller, start.elapsed(), &r);
         r
     }
+
+    /// Runs one reconcile of `o` as [`Context::observed`] does; once it
+    /// succeeds, the object's backoff is forgotten.
+    pub async fn reconciled<K, T>(
+        &self,
+        controller: &str,
+        o: &K,
+        f: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error>
+    where
+        K: kube::Resource<DynamicType = ()>,
+    {
+        let me = ObjectRef::from_obj(o).erase();
+        let r = self.observed(controller, f).await;
+        if r.is_ok() {
+            self.backoff.forget(&me);
+        }
+        r
+    }
+
+    /// When to try `o` again after `e`: `first` after a first failure,
+    /// longer after each failure in a row (see [`backoff`]). Waiting for
+    /// the control plane is no failure: it is looked at again after `first`.
+    pub fn retry<K>(&self, o: &K, e: &Error, first: Duration) -> Action
+    where
+        K: kube::Resource<DynamicType = ()>,
+    {
+        if matches!(e, Error::Waiting(_)) {
+            return Action::requeue(first);
+        }
+        Action::requeue(self.backoff.failed(ObjectRef::from_obj(o).erase(), first))
+    }
+}
+
+/// The namespace of a namespaced object; a clear error if it has none
+/// (the API server always gives one, so this is a bug or a hand-made object).
+pub(crate) fn namespace<K>(o: &K) -> Result<String, Error>
+where
+    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+{
+    use kube::ResourceExt;
+    o.namespace().ok_or_else(|| {
+        Error::Other(format!(
+            "{} {} has no namespace, though its kind is namespaced",
+            K::kind(&()),
+            o.name_any()
+        ))
+    })
 }
 
 impl std::fmt::Debug for Context {
@@ -162,6 +216,7 @@ pub async fn run_with(
         claim_feed: feed::ClaimFeed::default(),
         namespaces: cache::Cached::start(kube.clone(), stop.clone()),
         services: cache::Cached::start(kube.clone(), stop.clone()),
+        backoff: backoff::Backoffs::default(),
     });
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
     let server = match options.metrics_addr {
@@ -215,4 +270,26 @@ pub async fn run_with(
         h.abort();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_namespaced_object_without_a_namespace_is_a_clear_error() {
+        let mut b = ndc_crds::ServiceSubscription::new(
+            "bao-cao",
+            ndc_crds::ServiceSubscriptionSpec {
+                service: "bao-cao".into(),
+            },
+        );
+        let e = namespace(&b).expect_err("no namespace");
+        assert_eq!(
+            e.to_string(),
+            "ServiceSubscription bao-cao has no namespace, though its kind is namespaced"
+        );
+        b.metadata.namespace = Some("ha-noi".into());
+        assert_eq!(namespace(&b).expect("a namespace"), "ha-noi");
+    }
 }

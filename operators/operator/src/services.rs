@@ -11,10 +11,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, Namespace,
+    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
+    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta,
+};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{finalizer, Event};
@@ -23,8 +34,7 @@ use kube::runtime::watcher::{self, watcher};
 use kube::{Resource, ResourceExt};
 use ndc_api::catalog::catalog_client::CatalogClient;
 use ndc_api::catalog::{self as pb};
-use ndc_crds::{labels, ServiceSubscription, SharedService, SharedServiceStatus, Tenant};
-use serde_json::json;
+use ndc_crds::{labels, ServiceSubscription, SharedService, SharedServiceStatus, Tenant, Workload};
 use tonic::Code;
 use tracing::warn;
 
@@ -61,11 +71,225 @@ fn pp() -> PatchParams {
     PatchParams::apply(MANAGER).force()
 }
 
-fn meta(name: &str, ns: &str, service: &str) -> serde_json::Value {
-    json!({
-        "name": name, "namespace": ns,
-        "labels": { labels::MANAGED_BY: labels::OPERATOR, labels::SERVICE: service },
-    })
+fn meta(name: &str, ns: &str, service: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(ns.into()),
+        labels: Some(BTreeMap::from([
+            (labels::MANAGED_BY.to_string(), labels::OPERATOR.to_string()),
+            (labels::SERVICE.to_string(), service.to_string()),
+        ])),
+        ..Default::default()
+    }
+}
+
+/// The namespace a shared service runs in, Pod Security `restricted`.
+fn service_namespace(ns: &str, service: &str) -> Namespace {
+    let mut metadata = meta(ns, ns, service);
+    metadata.namespace = None;
+    if let Some(l) = metadata.labels.as_mut() {
+        l.insert(
+            "pod-security.kubernetes.io/enforce".into(),
+            "restricted".into(),
+        );
+    }
+    Namespace {
+        metadata,
+        ..Default::default()
+    }
+}
+
+fn selecting(labels: &BTreeMap<String, String>) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(labels.clone()),
+        ..Default::default()
+    }
+}
+
+/// The pods of one instance: locked down, the tenant registry mounted.
+fn pod_spec(workload: &Workload) -> PodSpec {
+    let registry = "tenant-registry";
+    let container = Container {
+        name: "app".into(),
+        image: Some(workload.image.clone()),
+        ports: Some(vec![ContainerPort {
+            container_port: workload.port,
+            name: Some("http".into()),
+            ..Default::default()
+        }]),
+        env: Some(vec![EnvVar {
+            name: "NDC_TENANT_REGISTRY".into(),
+            value: Some("/etc/ndc/tenant-registry/subscribers.json".into()),
+            ..Default::default()
+        }]),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity(workload.cpu.clone())),
+                ("memory".to_string(), Quantity(workload.memory.clone())),
+            ])),
+            limits: Some(BTreeMap::from([(
+                "memory".to_string(),
+                Quantity(workload.memory.clone()),
+            )])),
+            ..Default::default()
+        }),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![VolumeMount {
+            name: registry.into(),
+            mount_path: "/etc/ndc/tenant-registry".into(),
+            read_only: Some(true),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    PodSpec {
+        automount_service_account_token: Some(false),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        containers: vec![container],
+        volumes: Some(vec![Volume {
+            name: registry.into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: registry.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    }
+}
+
+fn deployment(
+    instance: &str,
+    ns: &str,
+    service: &str,
+    pod_labels: &BTreeMap<String, String>,
+    workload: &Workload,
+) -> Deployment {
+    Deployment {
+        metadata: meta(instance, ns, service),
+        spec: DeploymentSpec {
+            replicas: Some(workload.replicas),
+            selector: selecting(pod_labels),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels.clone()),
+                    ..Default::default()
+                }),
+                spec: Some(pod_spec(workload)),
+            },
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn service_object(
+    instance: &str,
+    ns: &str,
+    service: &str,
+    pod_labels: &BTreeMap<String, String>,
+    workload: &Workload,
+) -> Service {
+    Service {
+        metadata: meta(instance, ns, service),
+        spec: Some(ServiceSpec {
+            selector: Some(pod_labels.clone()),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: 80,
+                target_port: Some(IntOrString::Int(workload.port)),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn disruption_budget(
+    instance: &str,
+    ns: &str,
+    service: &str,
+    pod_labels: &BTreeMap<String, String>,
+) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: meta(instance, ns, service),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(selecting(pod_labels)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Subscribers' namespaces may reach the service; nothing else from outside.
+fn subscribers_policy(ns: &str, service: &str, subs: &[String]) -> NetworkPolicy {
+    let peer = |p: NetworkPolicyPeer| NetworkPolicyIngressRule {
+        from: Some(vec![p]),
+        ..Default::default()
+    };
+    let tenants = LabelSelectorRequirement {
+        key: labels::TENANT.into(),
+        operator: "In".into(),
+        values: Some(if subs.is_empty() {
+            vec!["-none-".to_string()]
+        } else {
+            subs.to_vec()
+        }),
+    };
+    NetworkPolicy {
+        metadata: meta("ndc-allow-subscribers", ns, service),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector::default()),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![
+                peer(NetworkPolicyPeer {
+                    pod_selector: Some(LabelSelector::default()),
+                    ..Default::default()
+                }),
+                peer(NetworkPolicyPeer {
+                    namespace_selector: Some(LabelSelector {
+                        match_expressions: Some(vec![tenants]),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            ]),
+            ..Default::default()
+        }),
+    }
+}
+
+/// The tenant registry the service reads: its subscribers.
+fn registry(ns: &str, service: &str, subs: &[String]) -> ConfigMap {
+    ConfigMap {
+        metadata: meta("tenant-registry", ns, service),
+        data: Some(BTreeMap::from([
+            (
+                "subscribers.json".to_string(),
+                serde_json::to_string(subs).unwrap_or_default(),
+            ),
+            ("subscribers.txt".to_string(), subs.join("\n")),
+        ])),
+        ..Default::default()
+    }
 }
 
 async fn subscribers(ctx: &Context, service: &str) -> Result<Vec<String>, Error> {
@@ -91,27 +315,54 @@ async fn subscribers(ctx: &Context, service: &str) -> Result<Vec<String>, Error>
     Ok(t)
 }
 
+/// The field manager of the shared services' status.
+const STATUS_MANAGER: &str = "ndc-operator/services";
+
 async fn set_status(
     api: &Api<SharedService>,
     s: &SharedService,
     status: SharedServiceStatus,
 ) -> Result<(), Error> {
-    let same = s.status.as_ref().is_some_and(|old| {
-        old.instances == status.instances
-            && old.ready_replicas == status.ready_replicas
-            && old.subscribers == status.subscribers
-            && old.observed_generation == status.observed_generation
-            && conditions::same(&old.conditions, &status.conditions)
-    });
-    if !same {
-        api.patch_status(
-            &s.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
-        )
-        .await?;
+    conditions::set_status(api, s, s.status.as_ref(), status, STATUS_MANAGER).await
+}
+
+/// Registers the service in the catalogue; the reason and message of the
+/// status to write instead when the control plane refuses it.
+async fn register(
+    s: &SharedService,
+    spec: pb::ServiceSpec,
+    ctx: &Context,
+) -> Result<Option<(&'static str, String)>, Error> {
+    let decision = s
+        .annotations()
+        .get("ndc.gov.vn/exemption-decision")
+        .cloned()
+        .unwrap_or_default();
+    let req = pb::RegisterRequest {
+        spec: Some(spec),
+        decision,
+    };
+    let c = &ctx.ndc;
+    match c
+        .write(|ch, a| {
+            let req = req.clone();
+            async move { CatalogClient::with_interceptor(ch, a).register(req).await }
+        })
+        .await
+    {
+        Ok(_) => Ok(None),
+        Err(st) if st.code() == Code::AlreadyExists => Ok(Some((
+            "DuplicateCapability",
+            format!(
+                "{}; to run it anyway, annotate this object with ndc.gov.vn/exemption-decision=<decision reference>",
+                st.message()
+            ),
+        ))),
+        Err(st) if matches!(st.code(), Code::InvalidArgument | Code::PermissionDenied) => {
+            Ok(Some(("Refused", st.message().to_string())))
+        }
+        Err(st) => Err(st.into()),
     }
-    Ok(())
 }
 
 async fn apply(s: Arc<SharedService>, ctx: &Context) -> Result<Action, Error> {
@@ -130,44 +381,9 @@ async fn apply(s: Arc<SharedService>, ctx: &Context) -> Result<Action, Error> {
             return Ok(Action::await_change());
         }
     };
-    let decision = s
-        .annotations()
-        .get("ndc.gov.vn/exemption-decision")
-        .cloned()
-        .unwrap_or_default();
-    let req = pb::RegisterRequest {
-        spec: Some(spec),
-        decision,
-    };
-    let c = &ctx.ndc;
-    if let Err(st) = c
-        .write(|ch, a| {
-            let req = req.clone();
-            async move { CatalogClient::with_interceptor(ch, a).register(req).await }
-        })
-        .await
-    {
-        if matches!(
-            st.code(),
-            Code::AlreadyExists | Code::InvalidArgument | Code::PermissionDenied
-        ) {
-            let reason = if st.code() == Code::AlreadyExists {
-                "DuplicateCapability"
-            } else {
-                "Refused"
-            };
-            let message = if st.code() == Code::AlreadyExists {
-                format!(
-                    "{}; to run it anyway, annotate this object with ndc.gov.vn/exemption-decision=<decision reference>",
-                    st.message()
-                )
-            } else {
-                st.message().to_string()
-            };
-            set_status(&api, &s, refuse(reason, message)).await?;
-            return Ok(Action::requeue(Duration::from_secs(60)));
-        }
-        return Err(st.into());
+    if let Some((reason, message)) = register(&s, spec, ctx).await? {
+        set_status(&api, &s, refuse(reason, message)).await?;
+        return Ok(Action::requeue(Duration::from_secs(60)));
     }
     let subs = subscribers(ctx, &name).await?;
     let Some(workload) = &s.spec.workload else {
@@ -186,142 +402,30 @@ async fn apply(s: Arc<SharedService>, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::requeue(Duration::from_secs(60)));
     };
     let ns = namespace_of(&name);
-    let nss: Api<Namespace> = Api::all(ctx.kube.clone());
-    let namespace: Namespace = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Namespace",
-        "metadata": { "name": ns, "labels": {
-            labels::MANAGED_BY: labels::OPERATOR, labels::SERVICE: name,
-            "pod-security.kubernetes.io/enforce": "restricted",
-        }},
-    }))
-    .map_err(|e| Error::Other(e.to_string()))?;
-    nss.patch(&ns, &pp(), &Patch::Apply(&namespace)).await?;
-
-    // One instance, or one per province tenant.
-    let instances: Vec<(String, Option<String>)> = if s.spec.topology == "per-province" {
-        let tenants: Api<Tenant> = Api::all(ctx.kube.clone());
-        let mut v: Vec<(String, Option<String>)> = tenants
-            .list(&ListParams::default())
-            .await?
-            .into_iter()
-            .filter(|t| t.spec.level == "province")
-            .map(|t| (format!("{name}-{}", t.name_any()), Some(t.name_any())))
-            .collect();
-        v.sort();
-        v
-    } else {
-        vec![(name.clone(), None)]
-    };
-    let deployments: Api<Deployment> = Api::namespaced(ctx.kube.clone(), &ns);
-    let services: Api<Service> = Api::namespaced(ctx.kube.clone(), &ns);
-    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(ctx.kube.clone(), &ns);
+    Api::<Namespace>::all(ctx.kube.clone())
+        .patch(&ns, &pp(), &Patch::Apply(&service_namespace(&ns, &name)))
+        .await?;
+    let instances = instances(ctx, &s).await?;
     let mut ready_replicas = 0;
     let mut all_ready = true;
     for (instance, province) in &instances {
-        let mut pod_labels = BTreeMap::from([
-            ("app.kubernetes.io/name".to_string(), name.clone()),
-            ("app.kubernetes.io/instance".to_string(), instance.clone()),
-        ]);
-        if let Some(p) = province {
-            pod_labels.insert("ndc.gov.vn/province".into(), p.clone());
-        }
-        let d: Deployment = serde_json::from_value(json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": meta(instance, &ns, &name),
-            "spec": {
-                "replicas": workload.replicas,
-                "selector": { "matchLabels": pod_labels },
-                "template": {
-                    "metadata": { "labels": pod_labels },
-                    "spec": {
-                        "automountServiceAccountToken": false,
-                        "securityContext": {
-                            "runAsNonRoot": true,
-                            "seccompProfile": { "type": "RuntimeDefault" },
-                        },
-                        "containers": [{
-                            "name": "app",
-                            "image": workload.image,
-                            "ports": [{ "containerPort": workload.port, "name": "http" }],
-                            "env": [{ "name": "NDC_TENANT_REGISTRY", "value": "/etc/ndc/tenant-registry/subscribers.json" }],
-                            "resources": {
-                                "requests": { "cpu": workload.cpu, "memory": workload.memory },
-                                "limits": { "memory": workload.memory },
-                            },
-                            "securityContext": {
-                                "allowPrivilegeEscalation": false,
-                                "readOnlyRootFilesystem": true,
-                                "runAsNonRoot": true,
-                                "capabilities": { "drop": ["ALL"] },
-                            },
-                            "volumeMounts": [{ "name": "tenant-registry", "mountPath": "/etc/ndc/tenant-registry", "readOnly": true }],
-                        }],
-                        "volumes": [{ "name": "tenant-registry", "configMap": { "name": "tenant-registry" } }],
-                    },
-                },
-            },
-        }))
-        .map_err(|e| Error::Other(e.to_string()))?;
-        let d = deployments
-            .patch(instance, &pp(), &Patch::Apply(&d))
-            .await?;
-        let ready = d
-            .status
-            .as_ref()
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0);
+        let ready = deploy(ctx, &ns, &name, instance, province.as_deref(), workload).await?;
         ready_replicas += ready;
         all_ready &= ready >= workload.replicas;
-        let svc: Service = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": meta(instance, &ns, &name),
-            "spec": {
-                "selector": pod_labels,
-                "ports": [{ "name": "http", "port": 80, "targetPort": workload.port }],
-            },
-        }))
-        .map_err(|e| Error::Other(e.to_string()))?;
-        services.patch(instance, &pp(), &Patch::Apply(&svc)).await?;
-        let pdb: PodDisruptionBudget = serde_json::from_value(json!({
-            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-            "metadata": meta(instance, &ns, &name),
-            "spec": { "maxUnavailable": 1, "selector": { "matchLabels": pod_labels } },
-        }))
-        .map_err(|e| Error::Other(e.to_string()))?;
-        pdbs.patch(instance, &pp(), &Patch::Apply(&pdb)).await?;
     }
-
-    // Subscribers' namespaces may reach it; nothing else from outside.
-    let np: NetworkPolicy = serde_json::from_value(json!({
-        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-        "metadata": meta("ndc-allow-subscribers", &ns, &name),
-        "spec": {
-            "podSelector": {},
-            "policyTypes": ["Ingress"],
-            "ingress": [
-                { "from": [{ "podSelector": {} }] },
-                { "from": [{ "namespaceSelector": { "matchExpressions": [{
-                    "key": labels::TENANT, "operator": "In",
-                    "values": if subs.is_empty() { vec!["-none-".to_string()] } else { subs.clone() },
-                }]}}]},
-            ],
-        },
-    }))
-    .map_err(|e| Error::Other(e.to_string()))?;
     Api::<NetworkPolicy>::namespaced(ctx.kube.clone(), &ns)
-        .patch("ndc-allow-subscribers", &pp(), &Patch::Apply(&np))
+        .patch(
+            "ndc-allow-subscribers",
+            &pp(),
+            &Patch::Apply(&subscribers_policy(&ns, &name, &subs)),
+        )
         .await?;
-    let registry: ConfigMap = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": meta("tenant-registry", &ns, &name),
-        "data": {
-            "subscribers.json": serde_json::to_string(&subs).unwrap_or_default(),
-            "subscribers.txt": subs.join("\n"),
-        },
-    }))
-    .map_err(|e| Error::Other(e.to_string()))?;
     Api::<ConfigMap>::namespaced(ctx.kube.clone(), &ns)
-        .patch("tenant-registry", &pp(), &Patch::Apply(&registry))
+        .patch(
+            "tenant-registry",
+            &pp(),
+            &Patch::Apply(&registry(&ns, &name, &subs)),
+        )
         .await?;
 
     let condition = if all_ready {
@@ -356,6 +460,62 @@ async fn apply(s: Arc<SharedService>, ctx: &Context) -> Result<Action, Error> {
     })
 }
 
+/// One instance, or one per province tenant (with its province).
+async fn instances(
+    ctx: &Context,
+    s: &SharedService,
+) -> Result<Vec<(String, Option<String>)>, Error> {
+    let name = s.name_any();
+    if s.spec.topology != "per-province" {
+        return Ok(vec![(name, None)]);
+    }
+    let tenants: Api<Tenant> = Api::all(ctx.kube.clone());
+    let mut v: Vec<(String, Option<String>)> = tenants
+        .list(&ListParams::default())
+        .await?
+        .into_iter()
+        .filter(|t| t.spec.level == "province")
+        .map(|t| (format!("{name}-{}", t.name_any()), Some(t.name_any())))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// Deploys one instance (Deployment, Service, PodDisruptionBudget); its
+/// ready replicas.
+async fn deploy(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    instance: &str,
+    province: Option<&str>,
+    workload: &Workload,
+) -> Result<i32, Error> {
+    let mut pod_labels = BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), name.to_string()),
+        (
+            "app.kubernetes.io/instance".to_string(),
+            instance.to_string(),
+        ),
+    ]);
+    if let Some(p) = province {
+        pod_labels.insert("ndc.gov.vn/province".into(), p.to_string());
+    }
+    let d = deployment(instance, ns, name, &pod_labels, workload);
+    let d = Api::<Deployment>::namespaced(ctx.kube.clone(), ns)
+        .patch(instance, &pp(), &Patch::Apply(&d))
+        .await?;
+    let svc = service_object(instance, ns, name, &pod_labels, workload);
+    Api::<Service>::namespaced(ctx.kube.clone(), ns)
+        .patch(instance, &pp(), &Patch::Apply(&svc))
+        .await?;
+    let pdb = disruption_budget(instance, ns, name, &pod_labels);
+    Api::<PodDisruptionBudget>::namespaced(ctx.kube.clone(), ns)
+        .patch(instance, &pp(), &Patch::Apply(&pdb))
+        .await?;
+    Ok(d.status.and_then(|s| s.ready_replicas).unwrap_or(0))
+}
+
 async fn cleanup(s: Arc<SharedService>, ctx: &Context) -> Result<Action, Error> {
     let name = s.name_any();
     let req = pb::GetServiceRequest { name: name.clone() };
@@ -386,21 +546,27 @@ async fn cleanup(s: Arc<SharedService>, ctx: &Context) -> Result<Action, Error> 
     }
 }
 
+/// How long after a first failure a shared service is tried again.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+
+#[tracing::instrument(skip_all, fields(name = %s.name_any()))]
 async fn reconcile(s: Arc<SharedService>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api: Api<SharedService> = Api::all(ctx.kube.clone());
+    let me = s.clone();
     let work = finalizer(&api, FINALIZER, s, |event| async {
         match event {
             Event::Apply(s) => apply(s, &ctx).await,
             Event::Cleanup(s) => cleanup(s, &ctx).await,
         }
     });
-    ctx.observed("services", async { work.await.map_err(Error::from) })
+    ctx.reconciled("services", &*me, async { work.await.map_err(Error::from) })
         .await
 }
 
-fn error_policy(s: Arc<SharedService>, e: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::debug!(service = %s.name_any(), error = %e, "shared service reconcile: retrying");
-    Action::requeue(Duration::from_secs(1))
+fn error_policy(s: Arc<SharedService>, e: &Error, ctx: Arc<Context>) -> Action {
+    let retry = ctx.retry(&*s, e, FIRST_RETRY);
+    tracing::debug!(service = %s.name_any(), error = %e, ?retry, "shared service reconcile: retrying");
+    retry
 }
 
 /// The shared service an object of its own namespace belongs to. The same

@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{finalizer, Event};
@@ -23,7 +26,6 @@ use ndc_api::catalog::{self as cpb};
 use ndc_api::claims::claims_client::ClaimsClient;
 use ndc_api::claims::{self as pb};
 use ndc_crds::{labels, ServiceSubscription, SharedService, SubscriptionStatus, Tenant};
-use serde_json::json;
 use tonic::Code;
 use tracing::warn;
 
@@ -37,26 +39,15 @@ fn pp() -> PatchParams {
     PatchParams::apply(MANAGER).force()
 }
 
+/// The field manager of the subscriptions' status.
+const STATUS_MANAGER: &str = "ndc-operator/subscriptions";
+
 async fn set_status(
     api: &Api<ServiceSubscription>,
     o: &ServiceSubscription,
     status: SubscriptionStatus,
 ) -> Result<(), Error> {
-    let same = o.status.as_ref().is_some_and(|old| {
-        old.phase == status.phase
-            && old.binding_secret == status.binding_secret
-            && old.observed_generation == status.observed_generation
-            && conditions::same(&old.conditions, &status.conditions)
-    });
-    if !same {
-        api.patch_status(
-            &o.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
-        )
-        .await?;
-    }
-    Ok(())
+    conditions::set_status(api, o, o.status.as_ref(), status, STATUS_MANAGER).await
 }
 
 fn failed(o: &ServiceSubscription, reason: &str, message: String) -> SubscriptionStatus {
@@ -171,7 +162,7 @@ async fn ensure_claim(
 }
 
 async fn apply(o: Arc<ServiceSubscription>, ctx: &Context) -> Result<Action, Error> {
-    let ns = o.namespace().unwrap_or_default();
+    let ns = crate::namespace(&*o)?;
     let api: Api<ServiceSubscription> = Api::namespaced(ctx.kube.clone(), &ns);
     let service = o.spec.service.clone();
     let Some(tenant) = ctx.namespaces.tenant_of(&ns).await? else {
@@ -263,12 +254,47 @@ async fn apply(o: Arc<ServiceSubscription>, ctx: &Context) -> Result<Action, Err
     for (name, kind, _) in &needs {
         ctx.claim_feed.done(&tenant, kind, name);
     }
+    bind(ctx, &o, &tenant, &shared, binding).await
+}
+
+/// Egress from the whole namespace to the shared service's namespace.
+fn egress_to(svc_ns: &str) -> NetworkPolicySpec {
+    NetworkPolicySpec {
+        pod_selector: Some(LabelSelector::default()),
+        policy_types: Some(vec!["Egress".into()]),
+        egress: Some(vec![NetworkPolicyEgressRule {
+            to: Some(vec![NetworkPolicyPeer {
+                namespace_selector: Some(LabelSelector {
+                    match_labels: Some(BTreeMap::from([(
+                        "kubernetes.io/metadata.name".to_string(),
+                        svc_ns.to_string(),
+                    )])),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    }
+}
+
+/// Hands the tenant the binding Secret (where the service answers for it,
+/// with the credentials in `binding`) and the egress policy to reach it.
+async fn bind(
+    ctx: &Context,
+    o: &ServiceSubscription,
+    tenant: &str,
+    shared: &SharedService,
+    mut binding: BTreeMap<String, String>,
+) -> Result<Action, Error> {
+    let ns = crate::namespace(o)?;
+    let api: Api<ServiceSubscription> = Api::namespaced(ctx.kube.clone(), &ns);
+    let service = o.spec.service.clone();
     // Where the service answers for this tenant.
     let svc_ns = crate::services::namespace_of(&service);
     let instance = if shared.spec.topology == "per-province" {
-        let t = Api::<Tenant>::all(ctx.kube.clone())
-            .get_opt(&tenant)
-            .await?;
+        let t = Api::<Tenant>::all(ctx.kube.clone()).get_opt(tenant).await?;
         let province = t.and_then(|t| {
             if t.spec.level == "province" {
                 Some(t.name_any())
@@ -288,40 +314,33 @@ async fn apply(o: Arc<ServiceSubscription>, ctx: &Context) -> Result<Action, Err
         "endpoint".into(),
         format!("http://{instance}.{svc_ns}.svc.cluster.local"),
     );
-    binding.insert("tenant".into(), tenant.clone());
+    binding.insert("tenant".into(), tenant.to_string());
     let secret_name = format!("{service}-binding");
     let owner = o.controller_owner_ref(&()).map(|r| vec![r]);
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {
-            "name": secret_name, "namespace": ns,
-            "labels": { labels::MANAGED_BY: labels::OPERATOR, labels::SERVICE: service },
-            "ownerReferences": owner,
-        },
-        "type": "Opaque",
-        "stringData": binding,
-    }))
-    .map_err(|e| Error::Other(e.to_string()))?;
+    let meta = |name: &str| ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(ns.clone()),
+        labels: Some(BTreeMap::from([
+            (labels::MANAGED_BY.to_string(), labels::OPERATOR.to_string()),
+            (labels::SERVICE.to_string(), service.clone()),
+        ])),
+        owner_references: owner.clone(),
+        ..Default::default()
+    };
+    let secret = Secret {
+        metadata: meta(&secret_name),
+        type_: Some("Opaque".into()),
+        string_data: Some(binding),
+        ..Default::default()
+    };
     Api::<Secret>::namespaced(ctx.kube.clone(), &ns)
         .patch(&secret_name, &pp(), &Patch::Apply(&secret))
         .await?;
     let np_name = format!("ndc-allow-{service}");
-    let np: NetworkPolicy = serde_json::from_value(json!({
-        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-        "metadata": {
-            "name": np_name, "namespace": ns,
-            "labels": { labels::MANAGED_BY: labels::OPERATOR, labels::SERVICE: service },
-            "ownerReferences": owner,
-        },
-        "spec": {
-            "podSelector": {},
-            "policyTypes": ["Egress"],
-            "egress": [{ "to": [{ "namespaceSelector": { "matchLabels": {
-                "kubernetes.io/metadata.name": svc_ns,
-            }}}]}],
-        },
-    }))
-    .map_err(|e| Error::Other(e.to_string()))?;
+    let np = NetworkPolicy {
+        metadata: meta(&np_name),
+        spec: Some(egress_to(&svc_ns)),
+    };
     Api::<NetworkPolicy>::namespaced(ctx.kube.clone(), &ns)
         .patch(&np_name, &pp(), &Patch::Apply(&np))
         .await?;
@@ -336,14 +355,14 @@ async fn apply(o: Arc<ServiceSubscription>, ctx: &Context) -> Result<Action, Err
         )],
         binding_secret: Some(secret_name),
     };
-    set_status(&api, &o, status).await?;
+    set_status(&api, o, status).await?;
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
 /// Unsubscribes; the per-tenant claims are released under their policy
 /// (retain: the data stays with the tenant).
 async fn cleanup(o: Arc<ServiceSubscription>, ctx: &Context) -> Result<Action, Error> {
-    let ns = o.namespace().unwrap_or_default();
+    let ns = crate::namespace(&*o)?;
     let Some(tenant) = ctx.namespaces.tenant_of(&ns).await? else {
         return Ok(Action::await_change());
     };
@@ -396,25 +415,34 @@ async fn cleanup(o: Arc<ServiceSubscription>, ctx: &Context) -> Result<Action, E
     Ok(Action::await_change())
 }
 
+/// How long after a first failure a subscription is tried again.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+
+#[tracing::instrument(skip_all, fields(name = %o.name_any(), namespace = o.meta().namespace.as_deref()))]
 async fn reconcile(o: Arc<ServiceSubscription>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let ns = o.namespace().unwrap_or_default();
-    let api: Api<ServiceSubscription> = Api::namespaced(ctx.kube.clone(), &ns);
-    let work = finalizer(&api, FINALIZER, o, |event| async {
-        match event {
-            Event::Apply(o) => apply(o, &ctx).await,
-            Event::Cleanup(o) => {
-                let me = Waiter::Subscription(ObjectRef::from_obj(&*o));
-                ctx.claim_feed.cleanup(me, cleanup(o, &ctx)).await
+    let me = o.clone();
+    let work = async {
+        let ns = crate::namespace(&*o)?;
+        let api: Api<ServiceSubscription> = Api::namespaced(ctx.kube.clone(), &ns);
+        finalizer(&api, FINALIZER, o, |event| async {
+            match event {
+                Event::Apply(o) => apply(o, &ctx).await,
+                Event::Cleanup(o) => {
+                    let me = Waiter::Subscription(ObjectRef::from_obj(&*o));
+                    ctx.claim_feed.cleanup(me, cleanup(o, &ctx)).await
+                }
             }
-        }
-    });
-    ctx.observed("subscriptions", async { work.await.map_err(Error::from) })
+        })
         .await
+        .map_err(Error::from)
+    };
+    ctx.reconciled("subscriptions", &*me, work).await
 }
 
-fn error_policy(o: Arc<ServiceSubscription>, e: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::debug!(name = %o.name_any(), error = %e, "subscription reconcile: retrying");
-    Action::requeue(Duration::from_secs(1))
+fn error_policy(o: Arc<ServiceSubscription>, e: &Error, ctx: Arc<Context>) -> Action {
+    let retry = ctx.retry(&*o, e, FIRST_RETRY);
+    tracing::debug!(name = %o.name_any(), error = %e, ?retry, "subscription reconcile: retrying");
+    retry
 }
 
 /// What of a subscription asks for a reconcile: its spec, its deletion and

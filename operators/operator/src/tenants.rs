@@ -6,9 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::api::core::v1::{
+    LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec,
+};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec,
+};
+use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -22,7 +30,12 @@ use tracing::{info, warn};
 
 use crate::{conditions, Context, Error, Stop};
 
+/// The field manager of the objects the operator applies.
 pub const MANAGER: &str = "ndc-operator";
+/// The field manager of the tenants' status (conditions and namespace).
+const STATUS_MANAGER: &str = "ndc-operator/tenants";
+/// The field manager of the control-plane revision a `Tenant` mirrors.
+const MIRROR_MANAGER: &str = "ndc-operator/tenant-mirror";
 /// Names a namespace must not take: Kubernetes' own and shared services'.
 const RESERVED: [&str; 4] = ["default", "kube-", "svc-", "ndc-"];
 
@@ -194,10 +207,14 @@ async fn sync(
         }
         let obj = Tenant::new(id, spec.clone());
         api.patch(id, &apply_params(), &Patch::Apply(&obj)).await?;
+        let status = json!({
+            "apiVersion": Tenant::api_version(&()), "kind": Tenant::kind(&()),
+            "metadata": { "name": id }, "status": { "revision": revision },
+        });
         api.patch_status(
             id,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"revision": revision}})),
+            &PatchParams::apply(MIRROR_MANAGER).force(),
+            &Patch::Apply(&status),
         )
         .await?;
         applied.insert(id.clone(), spec);
@@ -257,8 +274,8 @@ async fn mark_orphaned(ctx: &Context, ns: &str, heir: Option<&str>) -> Result<()
     }
 }
 
-fn object_meta(name: &str, ns: &str, owner: &Tenant) -> kube::api::ObjectMeta {
-    kube::api::ObjectMeta {
+fn object_meta(name: &str, ns: &str, owner: &Tenant) -> ObjectMeta {
+    ObjectMeta {
         name: Some(name.into()),
         namespace: Some(ns.into()),
         labels: Some(BTreeMap::from([
@@ -305,82 +322,142 @@ pub fn namespace_labels(t: &Tenant) -> BTreeMap<String, String> {
 
 fn resource_quota(t: &Tenant, ns: &str) -> ResourceQuota {
     let q = &t.spec.quota;
-    let hard: BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity> = [
+    let hard = [
         ("requests.cpu", format!("{}m", q.cpu_millis)),
         ("requests.memory", q.memory_bytes.to_string()),
         ("requests.storage", q.storage_bytes.to_string()),
         ("count/objectbuckets.ndc.gov.vn", q.buckets.to_string()),
         ("count/databases.ndc.gov.vn", q.databases.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| {
-        (
-            k.to_string(),
-            k8s_openapi::apimachinery::pkg::api::resource::Quantity(v),
-        )
-    })
-    .collect();
-    serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "ResourceQuota",
-        "metadata": object_meta("ndc-quota", ns, t),
-        "spec": { "hard": hard },
-    }))
-    .unwrap_or_default()
+    ];
+    ResourceQuota {
+        metadata: object_meta("ndc-quota", ns, t),
+        spec: Some(ResourceQuotaSpec {
+            hard: Some(quantities(&hard)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Resource amounts by name.
+fn quantities(q: &[(&str, String)]) -> BTreeMap<String, Quantity> {
+    q.iter()
+        .map(|(k, v)| (k.to_string(), Quantity(v.clone())))
+        .collect()
 }
 
 fn limit_range(t: &Tenant, ns: &str) -> LimitRange {
-    serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "LimitRange",
-        "metadata": object_meta("ndc-defaults", ns, t),
-        "spec": { "limits": [{
-            "type": "Container",
-            "defaultRequest": { "cpu": "100m", "memory": "128Mi" },
-            "default": { "cpu": "500m", "memory": "512Mi" },
-        }]},
-    }))
-    .unwrap_or_default()
+    let cpu_memory = |cpu: &str, memory: &str| {
+        Some(quantities(&[
+            ("cpu", cpu.into()),
+            ("memory", memory.into()),
+        ]))
+    };
+    LimitRange {
+        metadata: object_meta("ndc-defaults", ns, t),
+        spec: Some(LimitRangeSpec {
+            limits: vec![LimitRangeItem {
+                type_: "Container".into(),
+                default_request: cpu_memory("100m", "128Mi"),
+                default: cpu_memory("500m", "512Mi"),
+                ..Default::default()
+            }],
+        }),
+    }
+}
+
+/// A selector of the objects with these labels (all of them when `labels`
+/// is empty).
+fn selector(labels: &[(&str, &str)]) -> Option<LabelSelector> {
+    Some(LabelSelector {
+        match_labels: (!labels.is_empty()).then(|| {
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        }),
+        ..Default::default()
+    })
 }
 
 /// Deny all ingress and egress, except inside the namespace and DNS.
 fn network_policy(t: &Tenant, ns: &str) -> NetworkPolicy {
-    serde_json::from_value(json!({
-        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-        "metadata": object_meta("ndc-default-deny", ns, t),
-        "spec": {
-            "podSelector": {},
-            "policyTypes": ["Ingress", "Egress"],
-            "ingress": [{ "from": [{ "podSelector": {} }] }],
-            "egress": [
-                { "to": [{ "podSelector": {} }] },
-                {
-                    "to": [{
-                        "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": "kube-system" } },
-                        "podSelector": { "matchLabels": { "k8s-app": "kube-dns" } },
-                    }],
-                    "ports": [{ "protocol": "UDP", "port": 53 }, { "protocol": "TCP", "port": 53 }],
+    let inside = || NetworkPolicyPeer {
+        pod_selector: selector(&[]),
+        ..Default::default()
+    };
+    let dns = |protocol: &str| NetworkPolicyPort {
+        protocol: Some(protocol.into()),
+        port: Some(IntOrString::Int(53)),
+        ..Default::default()
+    };
+    NetworkPolicy {
+        metadata: object_meta("ndc-default-deny", ns, t),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: selector(&[]),
+            policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![inside()]),
+                ..Default::default()
+            }]),
+            egress: Some(vec![
+                NetworkPolicyEgressRule {
+                    to: Some(vec![inside()]),
+                    ..Default::default()
                 },
-            ],
-        },
-    }))
-    .unwrap_or_default()
+                NetworkPolicyEgressRule {
+                    to: Some(vec![NetworkPolicyPeer {
+                        namespace_selector: selector(&[(
+                            "kubernetes.io/metadata.name",
+                            "kube-system",
+                        )]),
+                        pod_selector: selector(&[("k8s-app", "kube-dns")]),
+                        ..Default::default()
+                    }]),
+                    ports: Some(vec![dns("UDP"), dns("TCP")]),
+                },
+            ]),
+        }),
+    }
 }
 
 /// The tenant's admins (group `ndc:tenant-admin:<id>`) administer the namespace.
 fn role_binding(t: &Tenant, ns: &str) -> RoleBinding {
-    serde_json::from_value(json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": object_meta("ndc-tenant-admins", ns, t),
-        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin" },
-        "subjects": [{
-            "apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
-            "name": format!("ndc:tenant-admin:{}", t.name_any()),
-        }],
-    }))
-    .unwrap_or_default()
+    RoleBinding {
+        metadata: object_meta("ndc-tenant-admins", ns, t),
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: "admin".into(),
+        },
+        subjects: Some(vec![Subject {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Group".into(),
+            name: format!("ndc:tenant-admin:{}", t.name_any()),
+            ..Default::default()
+        }]),
+    }
 }
 
+/// The tenant's namespace, written over `current` (its resourceVersion,
+/// if it exists).
+fn namespace(t: &Tenant, ns: &str, current: Option<&Namespace>) -> Namespace {
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(ns.into()),
+            labels: Some(namespace_labels(t)),
+            resource_version: current.and_then(|n| n.metadata.resource_version.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+#[tracing::instrument(skip_all, fields(name = %t.name_any()))]
 async fn reconcile(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
-    ctx.observed("tenants", reconcile_tenant(t, &ctx)).await
+    let me = t.clone();
+    ctx.reconciled("tenants", &*me, reconcile_tenant(t, &ctx))
+        .await
 }
 
 async fn reconcile_tenant(t: Arc<Tenant>, ctx: &Context) -> Result<Action, Error> {
@@ -395,14 +472,9 @@ async fn reconcile_tenant(t: Arc<Tenant>, ctx: &Context) -> Result<Action, Error
                 t.metadata.generation,
             )],
             namespace: String::new(),
-            revision: t.status.as_ref().map(|s| s.revision).unwrap_or(0),
+            revision: 0,
         };
-        api.patch_status(
-            &id,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
-        )
-        .await?;
+        conditions::set_status(&api, &*t, t.status.as_ref(), status, STATUS_MANAGER).await?;
         return Ok(Action::await_change());
     };
     let pp = apply_params();
@@ -419,18 +491,7 @@ async fn reconcile_tenant(t: Arc<Tenant>, ctx: &Context) -> Result<Action, Error
     // Written only over the namespace as just read: if it was handed to an
     // heir meanwhile, the write is refused (409) and the next reconcile
     // sees why.
-    let mut metadata = json!({ "name": ns, "labels": namespace_labels(&t) });
-    if let Some(rv) = current
-        .as_ref()
-        .and_then(|n| n.metadata.resource_version.clone())
-    {
-        metadata["resourceVersion"] = json!(rv);
-    }
-    let namespace: Namespace = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Namespace",
-        "metadata": metadata,
-    }))
-    .map_err(|e| Error::Other(e.to_string()))?;
+    let namespace = namespace(&t, &ns, current.as_ref());
     nss.patch(&ns, &pp, &Patch::Apply(&namespace)).await?;
     Api::<ResourceQuota>::namespaced(ctx.kube.clone(), &ns)
         .patch("ndc-quota", &pp, &Patch::Apply(&resource_quota(&t, &ns)))
@@ -460,31 +521,23 @@ async fn reconcile_tenant(t: Arc<Tenant>, ctx: &Context) -> Result<Action, Error
         ),
         generation,
     );
-    let unchanged = t.status.as_ref().is_some_and(|s| {
-        s.namespace == ns
-            && s.observed_generation == generation.unwrap_or(0)
-            && s.conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-    });
-    if !unchanged {
-        api.patch_status(
-            &id,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": {
-                "observedGeneration": generation.unwrap_or(0),
-                "namespace": ns,
-                "conditions": [ready],
-            }})),
-        )
-        .await?;
-    }
+    let status = TenantStatus {
+        observed_generation: generation.unwrap_or(0),
+        conditions: vec![ready],
+        namespace: ns,
+        revision: 0,
+    };
+    conditions::set_status(&api, &*t, t.status.as_ref(), status, STATUS_MANAGER).await?;
     Ok(Action::requeue(Duration::from_secs(600)))
 }
 
-fn error_policy(t: Arc<Tenant>, e: &Error, _ctx: Arc<Context>) -> Action {
-    warn!(tenant = %t.name_any(), error = %e, "tenant reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(2))
+/// How long after a first failure a tenant is tried again.
+const FIRST_RETRY: Duration = Duration::from_secs(2);
+
+fn error_policy(t: Arc<Tenant>, e: &Error, ctx: Arc<Context>) -> Action {
+    let retry = ctx.retry(&*t, e, FIRST_RETRY);
+    warn!(tenant = %t.name_any(), error = %e, ?retry, "tenant reconcile failed; retrying");
+    retry
 }
 
 /// Turns each `Tenant` into its namespace and what it holds; anything the
