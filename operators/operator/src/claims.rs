@@ -147,18 +147,6 @@ async fn get_claim(ctx: &Context, r: pb::ClaimRef) -> Result<Option<pb::Claim>, 
     }
 }
 
-/// Whether a refusal is the request's fault (it will not pass by retrying).
-fn refused(s: &tonic::Status) -> bool {
-    matches!(
-        s.code(),
-        Code::InvalidArgument
-            | Code::FailedPrecondition
-            | Code::AlreadyExists
-            | Code::PermissionDenied
-            | Code::NotFound
-    )
-}
-
 /// Creates the claim for `o`; `Err` with what to do next when its spec is
 /// invalid or the control plane refuses it (its status says why).
 async fn create<K: ClaimObject>(
@@ -196,7 +184,7 @@ async fn create<K: ClaimObject>(
         .await
     {
         Ok(r) => Ok(Ok(r.into_inner().claim.unwrap_or_default())),
-        Err(s) if refused(&s) => {
+        Err(s) if ndc_api::is_refusal(&s) => {
             let status = ClaimStatus {
                 phase: "Failed".into(),
                 conditions: vec![conditions::not_ready(
@@ -374,7 +362,7 @@ async fn cleanup<K: ClaimObject>(o: Arc<K>, ctx: &Context) -> Result<Action, Err
             if s.code() == Code::NotFound {
                 return Ok(Action::await_change());
             }
-            if refused(&s) {
+            if ndc_api::is_refusal(&s) {
                 let status = ClaimStatus {
                     phase: "Deleting".into(),
                     claim_uid: Some(uid),

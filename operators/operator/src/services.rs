@@ -358,9 +358,7 @@ async fn register(
                 st.message()
             ),
         ))),
-        Err(st) if matches!(st.code(), Code::InvalidArgument | Code::PermissionDenied) => {
-            Ok(Some(("Refused", st.message().to_string())))
-        }
+        Err(st) if ndc_api::is_refusal(&st) => Ok(Some(("Refused", st.message().to_string()))),
         Err(st) => Err(st.into()),
     }
 }

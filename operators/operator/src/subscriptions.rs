@@ -127,7 +127,13 @@ async fn ensure_claim(
                 .await
             {
                 Ok(_) => return Ok(Ok(None)),
-                Err(s) if matches!(s.code(), Code::FailedPrecondition | Code::InvalidArgument) => {
+                // A refusal, but for two codes that pass on a retry here: the
+                // tenant not known yet (NotFound), and a create that raced an
+                // earlier pass (AlreadyExists: the next get finds the claim).
+                Err(s)
+                    if ndc_api::is_refusal(&s)
+                        && !matches!(s.code(), Code::NotFound | Code::AlreadyExists) =>
+                {
                     return Ok(Err(format!("its {kind} {name}: {}", s.message())))
                 }
                 Err(s) => return Err(s.into()),
@@ -194,13 +200,7 @@ async fn apply(o: Arc<ServiceSubscription>, ctx: &Context) -> Result<Action, Err
         })
         .await
     {
-        if matches!(
-            s.code(),
-            Code::FailedPrecondition
-                | Code::NotFound
-                | Code::PermissionDenied
-                | Code::InvalidArgument
-        ) {
+        if ndc_api::is_refusal(&s) {
             let m = format!(
                 "the control plane refused the subscription: {}",
                 s.message()
