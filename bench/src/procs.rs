@@ -1,7 +1,6 @@
 //! Starting the clusters under test: `ndc server` and `etcd` processes on
 //! 127.0.0.1, in a temp dir, stopped when dropped.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,19 +24,7 @@ impl Drop for Procs {
     }
 }
 
-/// `n` distinct ports the OS says are free now: held together while they
-/// are chosen, so none repeats, then released (a clash with another
-/// process is unlikely and shows as a start-up failure, never as a wrong
-/// figure).
-pub fn free_ports(n: usize) -> Result<Vec<u16>> {
-    let held = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    Ok(held
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect::<std::io::Result<Vec<_>>>()?)
-}
+pub use ndc_storage::local::free_ports;
 
 /// The `ndc` binary: beside this one (same target dir) or on PATH.
 pub fn find_ndc(explicit: Option<PathBuf>) -> Result<PathBuf> {
@@ -156,15 +143,4 @@ pub async fn etcd_cluster(etcd: &Path, dir: &Path) -> Result<(Procs, Vec<String>
         procs.children.push(child);
     }
     Ok((procs, clients))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn free_ports_are_distinct() {
-        let mut p = super::free_ports(6).unwrap();
-        p.sort_unstable();
-        p.dedup();
-        assert_eq!(p.len(), 6);
-    }
 }

@@ -31,7 +31,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `n` distinct free TCP ports on 127.0.0.1 (held together while chosen,
 /// so they differ; another process may still take one before we bind it).
-fn free_ports(n: usize) -> Result<Vec<u16>> {
+pub fn free_ports(n: usize) -> Result<Vec<u16>> {
     let listeners = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<std::io::Result<Vec<_>>>()
@@ -318,6 +318,14 @@ mod tests {
         .await;
         assert!(r.is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn free_ports_are_distinct() {
+        let mut p = free_ports(6).unwrap();
+        p.sort_unstable();
+        p.dedup();
+        assert_eq!(p.len(), 6);
     }
 
     #[test]
