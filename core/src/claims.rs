@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Quota, Registry, TenantState};
+use crate::{Changeset, Quota, Registry, TenantState};
 
 use crate::domain::{Actor, RejectKind, Role};
 
@@ -573,6 +573,182 @@ pub fn check_rotate(reg: &Registry, claim: &Claim, credentials: &Sealed) -> Resu
         ));
     }
     Ok(())
+}
+
+/// What a claim request does to its claim, decided by the rules alone.
+#[derive(Debug)]
+pub enum Decision {
+    /// Nothing changes (a deletion asked for again): the claim as it is.
+    Unchanged(Claim),
+    Write(Change),
+}
+
+/// A change to one claim, as the store writes it.
+#[derive(Debug)]
+pub struct Change {
+    pub claim: Claim,
+    /// The tenants' usage changes it brings (a claim made or forgotten).
+    pub changeset: Option<Changeset>,
+    /// The audit record's action and target, for changes people make.
+    pub audit: Option<(String, String)>,
+    /// The claim is forgotten: its record goes.
+    pub removed: bool,
+}
+
+fn missing(uid: &str) -> Refusal {
+    (RejectKind::NotFound, format!("claim {uid} not found"))
+}
+
+/// New credentials for a claim: a failed claim is tried again, and an old
+/// failure is forgotten. With the audit record's action and target.
+fn rotate(
+    reg: &Registry,
+    mut c: Claim,
+    credentials: Sealed,
+) -> Result<(Claim, (String, String)), Refusal> {
+    check_rotate(reg, &c, &credentials)?;
+    c.credentials = credentials;
+    if c.status.phase == Phase::Failed {
+        c.status.phase = Phase::Pending;
+    }
+    // An old failure says nothing about the new credentials.
+    c.status.conditions.clear();
+    let what = (
+        format!(
+            "{}.{}",
+            c.kind(),
+            match c.kind() {
+                ClaimKind::Bucket => "rotate-key",
+                ClaimKind::Database => "rotate-password",
+            }
+        ),
+        format!("{}/{} ({})", c.tenant, c.name, c.uid),
+    );
+    Ok((c, what))
+}
+
+/// Decides an authorised claim request at `revision`: `existing` is the
+/// claim with its uid, if any; `siblings` are the tenant's other claims
+/// (read only for a create, which checks its name against them).
+pub fn decide(
+    reg: &Registry,
+    req: ClaimRequest,
+    revision: u64,
+    tenant: &str,
+    existing: Option<Claim>,
+    siblings: &[Claim],
+) -> Result<Decision, Refusal> {
+    let uid = req.op.uid().to_string();
+    let mut changeset = None;
+    let mut audit: Option<(String, String)> = None;
+    let mut removed = false;
+    let claim = match req.op {
+        ClaimOp::Create {
+            uid,
+            name,
+            spec,
+            deletion_policy,
+            credentials,
+            ..
+        } => {
+            if existing.is_some() {
+                return Err((
+                    RejectKind::AlreadyExists,
+                    format!("claim uid {uid} is taken"),
+                ));
+            }
+            check_create(reg, tenant, &name, &spec, &credentials, siblings)?;
+            let cs = match reg.check_add_claim(tenant, &uid, &spec.usage()) {
+                Ok(cs) => cs,
+                Err(e) => {
+                    return Err((e.kind(), e.to_string()));
+                }
+            };
+            audit = Some((
+                format!("{}.create", spec.kind()),
+                format!("{tenant}/{name} ({uid})"),
+            ));
+            changeset = Some(cs);
+            Claim {
+                uid,
+                tenant: tenant.to_string(),
+                name,
+                spec,
+                deletion_policy,
+                generation: 1,
+                created_revision: revision,
+                created_at_ms: req.at_ms,
+                created_by: req.actor.name.clone(),
+                credentials,
+                deletion: None,
+                status: ClaimStatus::default(),
+            }
+        }
+        ClaimOp::Delete { purge, .. } => {
+            let mut c = existing.ok_or_else(|| missing(&uid))?;
+            let again = c.deletion.as_ref().is_some_and(|d| d.purge || !purge);
+            if again {
+                // Already asked for, with at least this much: nothing new.
+                return Ok(Decision::Unchanged(c));
+            }
+            c.deletion = Some(Deletion {
+                at_ms: req.at_ms,
+                by: req.actor.name.clone(),
+                purge,
+            });
+            c.status.phase = Phase::Deleting;
+            c.status.conditions.clear();
+            audit = Some((
+                format!("{}.delete", c.kind()),
+                format!(
+                    "{}/{} ({}) policy={}{}",
+                    c.tenant,
+                    c.name,
+                    c.uid,
+                    c.deletion_policy.as_str(),
+                    if purge { " purge" } else { "" }
+                ),
+            ));
+            c
+        }
+        ClaimOp::Rotate { credentials, .. } => {
+            let c = existing.ok_or_else(|| missing(&uid))?;
+            let (c, what) = rotate(reg, c, credentials)?;
+            audit = Some(what);
+            c
+        }
+        ClaimOp::SetStatus { status, basis, .. } => {
+            let mut c = existing.ok_or_else(|| missing(&uid))?;
+            merge_status(&mut c, basis, status)?;
+            c
+        }
+        ClaimOp::Forget { outcome, .. } => {
+            let c = existing.ok_or_else(|| missing(&uid))?;
+            if c.deletion.is_none() {
+                return Err((
+                    RejectKind::Precondition,
+                    format!("claim {} was not asked to be deleted", c.uid),
+                ));
+            }
+            let cs = match reg.check_remove_claim(&c.tenant, &c.uid, &c.spec.usage()) {
+                Ok(cs) => cs,
+                Err(e) => return Err((e.kind(), e.to_string())),
+            };
+            changeset = Some(cs);
+            audit = Some((
+                format!("{}.deleted", c.kind()),
+                format!("{}/{} ({}): {outcome}", c.tenant, c.name, c.uid),
+            ));
+            removed = true;
+            c
+        }
+    };
+    Ok(Decision::Write(Change {
+        claim,
+        changeset,
+        audit,
+        removed,
+    }))
 }
 
 #[cfg(test)]

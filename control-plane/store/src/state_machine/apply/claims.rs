@@ -6,7 +6,7 @@ use ndc_core::Registry;
 use super::{audit_ops, to_json, Applier};
 use crate::error::{Error, Result};
 use crate::types::*;
-use ndc_core::claims::{self, Claim, ClaimOp, ClaimRequest};
+use ndc_core::claims::{self, Change, Claim, ClaimOp, ClaimRequest, Decision};
 use ndc_core::domain::{self, AuditHead};
 
 impl Applier<'_> {
@@ -56,145 +56,35 @@ impl Applier<'_> {
         if let Err(r) = claims::authorize(reg, &req.actor, &req.op, &tenant) {
             return refuse(r);
         }
-        let mut ops = Vec::new();
-        let mut changeset = None;
-        let mut audit: Option<(String, String)> = None;
-        let mut removed = false;
-        let claim = match req.op {
-            ClaimOp::Create {
-                uid,
-                name,
-                spec,
-                deletion_policy,
-                credentials,
-                ..
-            } => {
-                if existing.is_some() {
-                    return refuse((
-                        domain::RejectKind::AlreadyExists,
-                        format!("claim uid {uid} is taken"),
-                    ));
+        let siblings = match (&req.op, reg.get(&tenant)) {
+            (ClaimOp::Create { .. }, Some(t)) => {
+                let mut out = Vec::new();
+                for u in &t.claims {
+                    out.extend(self.claim_record(u)?);
                 }
-                let mut siblings = Vec::new();
-                if let Some(t) = reg.get(&tenant) {
-                    for u in &t.claims {
-                        siblings.extend(self.claim_record(u)?);
-                    }
-                }
-                if let Err(r) =
-                    claims::check_create(reg, &tenant, &name, &spec, &credentials, &siblings)
-                {
-                    return refuse(r);
-                }
-                let cs = match reg.check_add_claim(&tenant, &uid, &spec.usage()) {
-                    Ok(cs) => cs,
-                    Err(e) => {
-                        return refuse((e.kind(), e.to_string()));
-                    }
-                };
-                audit = Some((
-                    format!("{}.create", spec.kind()),
-                    format!("{tenant}/{name} ({uid})"),
-                ));
-                changeset = Some(cs);
-                Claim {
-                    uid,
-                    tenant: tenant.clone(),
-                    name,
-                    spec,
-                    deletion_policy,
-                    generation: 1,
-                    created_revision: revision,
-                    created_at_ms: req.at_ms,
-                    created_by: req.actor.name.clone(),
-                    credentials,
-                    deletion: None,
-                    status: claims::ClaimStatus::default(),
-                }
+                out
             }
-            ClaimOp::Delete { purge, .. } => {
-                let mut c = existing.unwrap_or_else(|| unreachable!("checked above"));
-                let again = c.deletion.as_ref().is_some_and(|d| d.purge || !purge);
-                if again {
-                    // Already asked for, with at least this much: nothing new.
-                    return Ok(Response::Claim {
-                        revision,
-                        claim: Box::new(c),
-                        removed: false,
-                    });
-                }
-                c.deletion = Some(claims::Deletion {
-                    at_ms: req.at_ms,
-                    by: req.actor.name.clone(),
-                    purge,
-                });
-                c.status.phase = claims::Phase::Deleting;
-                c.status.conditions.clear();
-                audit = Some((
-                    format!("{}.delete", c.kind()),
-                    format!(
-                        "{}/{} ({}) policy={}{}",
-                        c.tenant,
-                        c.name,
-                        c.uid,
-                        c.deletion_policy.as_str(),
-                        if purge { " purge" } else { "" }
-                    ),
-                ));
-                c
-            }
-            ClaimOp::Rotate { credentials, .. } => {
-                let mut c = existing.unwrap_or_else(|| unreachable!("checked above"));
-                if let Err(r) = claims::check_rotate(reg, &c, &credentials) {
-                    return refuse(r);
-                }
-                c.credentials = credentials;
-                if c.status.phase == claims::Phase::Failed {
-                    c.status.phase = claims::Phase::Pending;
-                }
-                // An old failure says nothing about the new credentials.
-                c.status.conditions.clear();
-                audit = Some((
-                    format!(
-                        "{}.{}",
-                        c.kind(),
-                        match c.kind() {
-                            claims::ClaimKind::Bucket => "rotate-key",
-                            claims::ClaimKind::Database => "rotate-password",
-                        }
-                    ),
-                    format!("{}/{} ({})", c.tenant, c.name, c.uid),
-                ));
-                c
-            }
-            ClaimOp::SetStatus { status, basis, .. } => {
-                let mut c = existing.unwrap_or_else(|| unreachable!("checked above"));
-                if let Err(r) = claims::merge_status(&mut c, basis, status) {
-                    return refuse(r);
-                }
-                c
-            }
-            ClaimOp::Forget { outcome, .. } => {
-                let c = existing.unwrap_or_else(|| unreachable!("checked above"));
-                if c.deletion.is_none() {
-                    return refuse((
-                        domain::RejectKind::Precondition,
-                        format!("claim {} was not asked to be deleted", c.uid),
-                    ));
-                }
-                let cs = match reg.check_remove_claim(&c.tenant, &c.uid, &c.spec.usage()) {
-                    Ok(cs) => cs,
-                    Err(e) => return refuse((e.kind(), e.to_string())),
-                };
-                changeset = Some(cs);
-                audit = Some((
-                    format!("{}.deleted", c.kind()),
-                    format!("{}/{} ({}): {outcome}", c.tenant, c.name, c.uid),
-                ));
-                removed = true;
-                c
-            }
+            _ => Vec::new(),
         };
+        let (at_ms, by) = (req.at_ms, req.actor.name.clone());
+        let change = match claims::decide(reg, req, revision, &tenant, existing, &siblings) {
+            Ok(Decision::Unchanged(c)) => {
+                return Ok(Response::Claim {
+                    revision,
+                    claim: Box::new(c),
+                    removed: false,
+                })
+            }
+            Ok(Decision::Write(change)) => change,
+            Err(r) => return refuse(r),
+        };
+        let Change {
+            claim,
+            changeset,
+            audit,
+            removed,
+        } = change;
+        let mut ops = Vec::new();
         if let Some(cs) = &changeset {
             for t in &cs.upserts {
                 ops.push(Op::Put {
@@ -215,14 +105,7 @@ impl Applier<'_> {
         });
         let new_head = match audit {
             Some((action, target)) => Some(audit_ops(
-                &mut ops,
-                head,
-                revision,
-                req.at_ms,
-                &req.actor.name,
-                &action,
-                target,
-                None,
+                &mut ops, head, revision, at_ms, &by, &action, target, None,
             )?),
             None => None,
         };
