@@ -477,6 +477,59 @@ fn group_list(kinds: &[Kind]) -> Value {
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
+/// The answer for a path the server does not serve.
+fn path_not_found(uri: &Uri) -> Response {
+    status(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        format!("the server could not find {}", uri.path()),
+        "",
+        "",
+    )
+}
+
+/// A request as the routes below need it.
+struct Request<'a> {
+    method: Method,
+    uri: &'a Uri,
+    headers: &'a axum::http::HeaderMap,
+    content_type: &'a str,
+    body: &'a Bytes,
+}
+
+impl Request<'_> {
+    /// The body as JSON, or the answer that says it is not.
+    fn json(&self) -> Result<Value, Box<Response>> {
+        serde_json::from_slice::<Value>(self.body).map_err(|e| {
+            Box::new(status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!("the body is not a JSON object: {e}"),
+                "",
+                "",
+            ))
+        })
+    }
+
+    /// Who writes, for managedFields: `fieldManager`, else the client's
+    /// name from its User-Agent (`kubectl/v1.32.0 ...` is `kubectl`).
+    fn manager(&self) -> String {
+        query(self.uri)
+            .get("fieldManager")
+            .filter(|m| !m.is_empty())
+            .cloned()
+            .or_else(|| {
+                self.headers
+                    .get(axum::http::header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|ua| ua.split('/').next())
+                    .filter(|m| !m.is_empty())
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| "unknown".to_string())
+    }
+}
+
 pub(crate) async fn handle(
     State(sim): State<Simulator>,
     method: Method,
@@ -505,220 +558,210 @@ pub(crate) async fn handle(
         .split('/')
         .filter(|s| !s.is_empty())
         .collect();
-    let parse = |body: &Bytes| -> Result<Value, Box<Response>> {
-        serde_json::from_slice::<Value>(body).map_err(|e| {
-            Box::new(status(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                format!("the body is not a JSON object: {e}"),
-                "",
-                "",
-            ))
-        })
+    let req = Request {
+        method,
+        uri: &uri,
+        headers: &headers,
+        content_type,
+        body: &body,
     };
+    if req.method == Method::GET {
+        if let Some(r) = discovery(&sim, &segs, &req) {
+            return r;
+        }
+    }
     // /api/v1/... (core) or /apis/{group}/{version}/...
-    let routed: Option<(&str, &str, &[&str])> = match segs.as_slice() {
-        ["api", version, rest @ ..] if !rest.is_empty() => Some(("", *version, rest)),
-        ["apis", group, version, rest @ ..] if !rest.is_empty() => Some((*group, *version, rest)),
-        _ => None,
+    match segs.as_slice() {
+        ["api", version, rest @ ..] if !rest.is_empty() => resource(&sim, &req, "", version, rest),
+        ["apis", group, version, rest @ ..] if !rest.is_empty() => {
+            resource(&sim, &req, group, version, rest)
+        }
+        _ => path_not_found(&uri),
+    }
+}
+
+/// The discovery documents (versions, resource lists, OpenAPI), for a GET;
+/// None for any other path.
+fn discovery(sim: &Simulator, segs: &[&str], req: &Request) -> Option<Response> {
+    let found = |v: Option<Value>| match v {
+        Some(v) => Json(v).into_response(),
+        None => path_not_found(req.uri),
     };
-    match (method.clone(), segs.as_slice()) {
-        (Method::GET, ["version"]) => Json(json!({
+    Some(match segs {
+        ["version"] => Json(json!({
             "major": "1", "minor": "32", "gitVersion": "v1.32.0-ndc-sim", "platform": "linux/amd64",
         }))
         .into_response(),
-        (Method::GET, ["api"]) => Json(json!({
+        ["api"] => Json(json!({
             "kind": "APIVersions", "versions": ["v1"],
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}],
         }))
         .into_response(),
-        (Method::GET, ["api", "v1"]) => Json(resource_list(&sim.kinds(), "", "v1")).into_response(),
-        (Method::GET, ["apis", group, version]) => {
-            match resource_list(&sim.kinds(), group, version) {
-                Some(v) => Json(v).into_response(),
-                None => status(
-                    StatusCode::NOT_FOUND,
-                    "NotFound",
-                    format!("the server could not find {}", uri.path()),
-                    "",
-                    "",
-                ),
-            }
+        ["api", "v1"] => Json(resource_list(&sim.kinds(), "", "v1")).into_response(),
+        ["apis", group, version] => found(resource_list(&sim.kinds(), group, version)),
+        ["apis"] => Json(group_list(&sim.kinds())).into_response(),
+        ["openapi", "v2"] => openapi_v2(req.headers),
+        ["openapi", "v3"] => Json(openapi_root(&sim.kinds())).into_response(),
+        ["openapi", "v3", "api", version] => found(openapi_gv(&sim.kinds(), "", version)),
+        ["openapi", "v3", "apis", group, version] => {
+            found(openapi_gv(&sim.kinds(), group, version))
         }
-        (Method::GET, ["apis"]) => Json(group_list(&sim.kinds())).into_response(),
-        (Method::GET, ["openapi", "v2"]) => openapi_v2(&headers),
-        (Method::GET, ["openapi", "v3"]) => Json(openapi_root(&sim.kinds())).into_response(),
-        (Method::GET, ["openapi", "v3", "api", version]) => {
-            match openapi_gv(&sim.kinds(), "", version) {
-                Some(v) => Json(v).into_response(),
-                None => status(
-                    StatusCode::NOT_FOUND,
-                    "NotFound",
-                    format!("the server could not find {}", uri.path()),
-                    "",
-                    "",
-                ),
-            }
+        _ => return None,
+    })
+}
+
+/// namespaces/{ns}/{plural}[/{name}[/status]] or {plural}[/{name}[/status]]
+/// of one group and version.
+fn resource(sim: &Simulator, req: &Request, group: &str, version: &str, rest: &[&str]) -> Response {
+    let (ns, plural, name, status_only) = match rest {
+        // A namespace's own status (not a resource inside it).
+        ["namespaces", name, "status"] if group.is_empty() => {
+            (None, "namespaces", Some(*name), true)
         }
-        (Method::GET, ["openapi", "v3", "apis", group, version]) => {
-            match openapi_gv(&sim.kinds(), group, version) {
-                Some(v) => Json(v).into_response(),
-                None => status(
-                    StatusCode::NOT_FOUND,
-                    "NotFound",
-                    format!("the server could not find {}", uri.path()),
-                    "",
-                    "",
-                ),
-            }
-        }
-        (_, _) if routed.is_some() => {
-            let (group, version, rest) = routed.unwrap_or_default();
-            // namespaces/{ns}/{plural}[/{name}] or {plural}[/{name}]
-            let (ns, plural, name, status_only) = match rest {
-                // A namespace's own status (not a resource inside it).
-                ["namespaces", name, "status"] if group.is_empty() => {
-                    (None, "namespaces", Some(*name), true)
-                }
-                ["namespaces", ns, plural] => (Some(*ns), *plural, None, false),
-                ["namespaces", ns, plural, name] => (Some(*ns), *plural, Some(*name), false),
-                ["namespaces", ns, plural, name, "status"] => {
-                    (Some(*ns), *plural, Some(*name), true)
-                }
-                [plural] => (None, *plural, None, false),
-                [plural, name] => (None, *plural, Some(*name), false),
-                [plural, name, "status"] => (None, *plural, Some(*name), true),
-                _ => {
-                    return status(
-                        StatusCode::NOT_FOUND,
-                        "NotFound",
-                        format!("the server could not find {}", uri.path()),
-                        "",
-                        "",
-                    )
-                }
-            };
-            let Some(kind) = sim.find_kind(group, version, plural) else {
-                return status(
-                    StatusCode::NOT_FOUND,
-                    "NotFound",
-                    format!("the server could not find the requested resource {plural}"),
-                    plural,
-                    "",
-                );
-            };
-            if kind.namespaced != ns.is_some()
-                && !(kind.namespaced && name.is_none() && method == Method::GET)
-            {
-                return status(
-                    StatusCode::NOT_FOUND,
-                    "NotFound",
-                    format!(
-                        "{plural} are {}namespaced",
-                        if kind.namespaced { "" } else { "not " }
-                    ),
-                    plural,
-                    "",
-                );
-            }
-            let ns_key = ns.unwrap_or("");
-            // Who writes, for managedFields: `fieldManager`, else the client's
-            // name from its User-Agent (`kubectl/v1.32.0 ...` is `kubectl`).
-            let manager = query(&uri)
-                .get("fieldManager")
-                .filter(|m| !m.is_empty())
-                .cloned()
-                .or_else(|| {
-                    headers
-                        .get(axum::http::header::USER_AGENT)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|ua| ua.split('/').next())
-                        .filter(|m| !m.is_empty())
-                        .map(str::to_string)
-                })
-                .unwrap_or_else(|| "unknown".to_string());
-            sim.count_request(&method, name.is_some(), plural, status_only, &uri);
-            match (method, name) {
-                (Method::GET, None)
-                    if matches!(
-                        query(&uri).get("watch").map(String::as_str),
-                        Some("true" | "1")
-                    ) =>
-                {
-                    match sim.watch(&kind, ns, &query(&uri)) {
-                        Ok(r) => r,
-                        Err(m) => status(StatusCode::BAD_REQUEST, "BadRequest", m, plural, ""),
-                    }
-                }
-                (Method::GET, None) => match sim.list(&kind, ns, &query(&uri)) {
-                    Ok(v) => Json(v).into_response(),
-                    Err(m) => status(StatusCode::BAD_REQUEST, "BadRequest", m, plural, ""),
-                },
-                (Method::POST, None) => match parse(&body) {
-                    Ok(obj) => sim.create(&kind, ns_key, obj, Some(&manager)),
-                    Err(r) => *r,
-                },
-                (Method::GET, Some(n)) => {
-                    match sim.get(&(kind.id(), ns_key.to_string(), n.to_string())) {
-                        Some(v) => Json(v).into_response(),
-                        None => status(
-                            StatusCode::NOT_FOUND,
-                            "NotFound",
-                            format!("{} \"{n}\" not found", kind.id()),
-                            &kind.id(),
-                            n,
-                        ),
-                    }
-                }
-                (Method::PUT, Some(n)) => match parse(&body) {
-                    Ok(obj) => sim.replace(&kind, ns_key, n, obj, status_only, Some(&manager)),
-                    Err(r) => *r,
-                },
-                (Method::PATCH, Some(n)) => {
-                    let Some(how) = patch::PatchKind::from_content_type(content_type) else {
-                        return status(
-                            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                            "UnsupportedMediaType",
-                            format!("patch type {content_type:?} is not supported: use merge, strategic merge, JSON patch or apply"),
-                            plural,
-                            n,
-                        );
-                    };
-                    let q = query(&uri);
-                    let force = matches!(q.get("force").map(String::as_str), Some("true" | "1"));
-                    let named = q.get("fieldManager").is_some_and(|m| !m.is_empty());
-                    if how == patch::PatchKind::Apply && !named {
-                        return status(
-                            StatusCode::UNPROCESSABLE_ENTITY,
-                            "Invalid",
-                            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch".into(),
-                            "PatchOptions",
-                            "",
-                        );
-                    }
-                    match parse(&body) {
-                        Ok(patch) => {
-                            sim.patch(&kind, ns_key, n, how, &patch, status_only, &manager, force)
-                        }
-                        Err(r) => *r,
-                    }
-                }
-                (Method::DELETE, Some(n)) => sim.delete(&kind, ns_key, n),
-                (m, _) => status(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "MethodNotAllowed",
-                    format!("{m} is not supported here yet"),
-                    plural,
-                    "",
-                ),
-            }
-        }
-        _ => status(
+        ["namespaces", ns, plural] => (Some(*ns), *plural, None, false),
+        ["namespaces", ns, plural, name] => (Some(*ns), *plural, Some(*name), false),
+        ["namespaces", ns, plural, name, "status"] => (Some(*ns), *plural, Some(*name), true),
+        [plural] => (None, *plural, None, false),
+        [plural, name] => (None, *plural, Some(*name), false),
+        [plural, name, "status"] => (None, *plural, Some(*name), true),
+        _ => return path_not_found(req.uri),
+    };
+    let Some(kind) = sim.find_kind(group, version, plural) else {
+        return status(
             StatusCode::NOT_FOUND,
             "NotFound",
-            format!("the server could not find {}", uri.path()),
+            format!("the server could not find the requested resource {plural}"),
+            plural,
             "",
+        );
+    };
+    if kind.namespaced != ns.is_some()
+        && !(kind.namespaced && name.is_none() && req.method == Method::GET)
+    {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!(
+                "{plural} are {}namespaced",
+                if kind.namespaced { "" } else { "not " }
+            ),
+            plural,
             "",
-        ),
+        );
     }
+    sim.count_request(&req.method, name.is_some(), plural, status_only, req.uri);
+    let target = Target {
+        kind: &kind,
+        ns,
+        plural,
+        status_only,
+    };
+    match name {
+        None => collection(sim, req, &target),
+        Some(n) => object(sim, req, &target, n),
+    }
+}
+
+/// The resource a request is about.
+struct Target<'a> {
+    kind: &'a Kind,
+    ns: Option<&'a str>,
+    plural: &'a str,
+    status_only: bool,
+}
+
+/// GET (list or watch) and POST on a collection.
+fn collection(sim: &Simulator, req: &Request, t: &Target) -> Response {
+    let (kind, plural) = (t.kind, t.plural);
+    let q = query(req.uri);
+    match req.method {
+        Method::GET if matches!(q.get("watch").map(String::as_str), Some("true" | "1")) => {
+            match sim.watch(kind, t.ns, &q) {
+                Ok(r) => r,
+                Err(m) => status(StatusCode::BAD_REQUEST, "BadRequest", m, plural, ""),
+            }
+        }
+        Method::GET => match sim.list(kind, t.ns, &q) {
+            Ok(v) => Json(v).into_response(),
+            Err(m) => status(StatusCode::BAD_REQUEST, "BadRequest", m, plural, ""),
+        },
+        Method::POST => match req.json() {
+            Ok(obj) => sim.create(kind, t.ns.unwrap_or(""), obj, Some(&req.manager())),
+            Err(r) => *r,
+        },
+        ref m => not_allowed(m, plural),
+    }
+}
+
+/// GET, PUT, PATCH and DELETE on one object.
+fn object(sim: &Simulator, req: &Request, t: &Target, n: &str) -> Response {
+    let (kind, plural, ns_key) = (t.kind, t.plural, t.ns.unwrap_or(""));
+    match req.method {
+        Method::GET => match sim.get(&(kind.id(), ns_key.to_string(), n.to_string())) {
+            Some(v) => Json(v).into_response(),
+            None => status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("{} \"{n}\" not found", kind.id()),
+                &kind.id(),
+                n,
+            ),
+        },
+        Method::PUT => match req.json() {
+            Ok(obj) => sim.replace(kind, ns_key, n, obj, t.status_only, Some(&req.manager())),
+            Err(r) => *r,
+        },
+        Method::PATCH => patch_object(sim, req, t, n),
+        Method::DELETE => sim.delete(kind, ns_key, n),
+        ref m => not_allowed(m, plural),
+    }
+}
+
+/// PATCH on one object: merge, strategic merge, JSON patch or apply.
+fn patch_object(sim: &Simulator, req: &Request, t: &Target, n: &str) -> Response {
+    let content_type = req.content_type;
+    let Some(how) = patch::PatchKind::from_content_type(content_type) else {
+        return status(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            format!("patch type {content_type:?} is not supported: use merge, strategic merge, JSON patch or apply"),
+            t.plural,
+            n,
+        );
+    };
+    let q = query(req.uri);
+    let force = matches!(q.get("force").map(String::as_str), Some("true" | "1"));
+    let named = q.get("fieldManager").is_some_and(|m| !m.is_empty());
+    if how == patch::PatchKind::Apply && !named {
+        return status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch".into(),
+            "PatchOptions",
+            "",
+        );
+    }
+    match req.json() {
+        Ok(p) => sim.patch(
+            t.kind,
+            t.ns.unwrap_or(""),
+            n,
+            how,
+            &p,
+            t.status_only,
+            &req.manager(),
+            force,
+        ),
+        Err(r) => *r,
+    }
+}
+
+fn not_allowed(m: &Method, plural: &str) -> Response {
+    status(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        format!("{m} is not supported here yet"),
+        plural,
+        "",
+    )
 }
