@@ -99,49 +99,24 @@ impl Simulator {
         ns: Option<&str>,
         q: &Query,
     ) -> Result<Response, String> {
-        let labels = parse_label_selector(q.get("labelSelector"))?;
-        let fields = parse_field_selector(q.get("fieldSelector"))?;
-        let from: u64 = match q.get("resourceVersion").map(String::as_str) {
-            None | Some("") => 0,
-            Some(v) => v
-                .parse()
-                .map_err(|_| format!("resourceVersion {v:?} is not a number"))?,
-        };
-        let bookmarks = matches!(
-            q.get("allowWatchBookmarks").map(String::as_str),
-            Some("true" | "1")
-        );
-        // A streaming list: the current objects, then a bookmark marking their end.
-        let initial_events = matches!(
-            q.get("sendInitialEvents").map(String::as_str),
-            Some("true" | "1")
-        );
-        if initial_events && from != 0 {
-            return Err("sendInitialEvents requires resourceVersion \"\" or \"0\"".into());
-        }
-        let timeout = q
-            .get("timeoutSeconds")
-            .and_then(|t| t.parse::<u64>().ok())
-            .map(std::time::Duration::from_secs);
+        let WatchQuery {
+            labels,
+            fields,
+            from,
+            bookmarks,
+            initial_events,
+            timeout,
+        } = watch_query(q)?;
         let plural = kind.id();
         // Bookmarks are objects of the watched kind with only a resourceVersion.
         let (kind_name, api_version) = (kind.kind, kind.api_version());
-        let ns = ns.map(str::to_string);
-        let wanted_object = move |p: &str, n: &str, object: &Value| {
-            p == plural
-                && ns.as_ref().is_none_or(|want| n == want)
-                && labels
-                    .iter()
-                    .all(|r| r.matches(&object["metadata"]["labels"]))
-                && fields.iter().all(|(f, want, eq)| {
-                    let got = match f.as_str() {
-                        "metadata.name" => object["metadata"]["name"].as_str(),
-                        _ => object["metadata"]["namespace"].as_str(),
-                    }
-                    .unwrap_or("");
-                    (got == want) == *eq
-                })
+        let filter = Filter {
+            plural,
+            ns: ns.map(str::to_string),
+            labels,
+            fields,
         };
+        let wanted_object = move |p: &str, n: &str, object: &Value| filter.wants(p, n, object);
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(256);
         let mut expired = false;
         let (backlog, mut live, mut at, stopping) = {
@@ -159,9 +134,7 @@ impl Simulator {
                     .map(|(_, v)| event_line("ADDED", v))
                     .collect()
             } else if from + 1 < oldest && from < o.revision {
-                let gone = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                    "message": format!("too old resource version: {from} ({})", oldest.saturating_sub(1)),
-                    "reason": "Expired", "code": 410});
+                let gone = expired_status(from, oldest.saturating_sub(1));
                 expired = true;
                 vec![event_line("ERROR", &gone)]
             } else {
@@ -212,9 +185,7 @@ impl Simulator {
                     c = live.recv() => match c {
                         Ok(c) if c.kind == STOPPING => return,
                         Ok(c) if c.kind == COMPACTED => {
-                            let gone = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                                "message": format!("too old resource version: {at} ({})", c.revision),
-                                "reason": "Expired", "code": 410});
+                            let gone = expired_status(at, c.revision);
                             let _ = tx.send(Ok(line("ERROR", &gone))).await;
                             return;
                         }
@@ -236,5 +207,88 @@ impl Simulator {
             body,
         )
             .into_response())
+    }
+}
+
+/// What a watch asks for, read from its query.
+struct WatchQuery {
+    labels: Vec<LabelReq>,
+    fields: Vec<(String, String, bool)>,
+    /// The resource version to watch from (0: the current objects first).
+    from: u64,
+    bookmarks: bool,
+    /// A streaming list: the current objects, then a bookmark marking their end.
+    initial_events: bool,
+    timeout: Option<std::time::Duration>,
+}
+
+fn watch_query(q: &Query) -> Result<WatchQuery, String> {
+    let labels = parse_label_selector(q.get("labelSelector"))?;
+    let fields = parse_field_selector(q.get("fieldSelector"))?;
+    let from: u64 = match q.get("resourceVersion").map(String::as_str) {
+        None | Some("") => 0,
+        Some(v) => v
+            .parse()
+            .map_err(|_| format!("resourceVersion {v:?} is not a number"))?,
+    };
+    let bookmarks = matches!(
+        q.get("allowWatchBookmarks").map(String::as_str),
+        Some("true" | "1")
+    );
+    // A streaming list: the current objects, then a bookmark marking their end.
+    let initial_events = matches!(
+        q.get("sendInitialEvents").map(String::as_str),
+        Some("true" | "1")
+    );
+    if initial_events && from != 0 {
+        return Err("sendInitialEvents requires resourceVersion \"\" or \"0\"".into());
+    }
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(std::time::Duration::from_secs);
+    Ok(WatchQuery {
+        labels,
+        fields,
+        from,
+        bookmarks,
+        initial_events,
+        timeout,
+    })
+}
+
+/// The 410 a watch ends with when `from` is older than what is kept
+/// (`oldest`).
+fn expired_status(from: u64, oldest: u64) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": format!("too old resource version: {from} ({oldest})"),
+        "reason": "Expired", "code": 410})
+}
+
+/// Which objects a watch sends: of its kind, in its namespace (if any),
+/// matching its label and field selectors.
+struct Filter {
+    plural: String,
+    ns: Option<String>,
+    labels: Vec<LabelReq>,
+    fields: Vec<(String, String, bool)>,
+}
+
+impl Filter {
+    fn wants(&self, plural: &str, ns: &str, object: &Value) -> bool {
+        plural == self.plural
+            && self.ns.as_ref().is_none_or(|want| ns == want)
+            && self
+                .labels
+                .iter()
+                .all(|r| r.matches(&object["metadata"]["labels"]))
+            && self.fields.iter().all(|(f, want, eq)| {
+                let got = match f.as_str() {
+                    "metadata.name" => object["metadata"]["name"].as_str(),
+                    _ => object["metadata"]["namespace"].as_str(),
+                }
+                .unwrap_or("");
+                (got == want) == *eq
+            })
     }
 }

@@ -287,21 +287,7 @@ impl Simulator {
             );
         }
         if status_only {
-            let mut whole = current.clone();
-            whole["status"] = obj.get("status").cloned().unwrap_or(Value::Null);
-            whole["metadata"]["resourceVersion"] = obj["metadata"]["resourceVersion"].clone();
-            // Who owns what may change through the status too (an apply, or
-            // a client that sets managedFields).
-            match obj["metadata"].get("managedFields") {
-                Some(m) => whole["metadata"]["managedFields"] = m.clone(),
-                None if manager.is_none() => {
-                    if let Some(m) = whole["metadata"].as_object_mut() {
-                        m.remove("managedFields");
-                    }
-                }
-                None => {}
-            }
-            obj = whole;
+            obj = with_status_of(&current, &obj, manager);
         } else {
             if let Some(st) = current.get("status") {
                 obj["status"] = st.clone();
@@ -397,4 +383,23 @@ fn unchanged(current: &Value, new: &Value) -> bool {
         v
     };
     strip(current) == strip(new)
+}
+
+/// A write to the status subresource: the object as stored, with the sent
+/// status, resourceVersion and (who owns what may change through the status
+/// too: an apply, or a client that sets them) managedFields.
+fn with_status_of(current: &Value, sent: &Value, manager: Option<&str>) -> Value {
+    let mut whole = current.clone();
+    whole["status"] = sent.get("status").cloned().unwrap_or(Value::Null);
+    whole["metadata"]["resourceVersion"] = sent["metadata"]["resourceVersion"].clone();
+    match sent["metadata"].get("managedFields") {
+        Some(m) => whole["metadata"]["managedFields"] = m.clone(),
+        None if manager.is_none() => {
+            if let Some(m) = whole["metadata"].as_object_mut() {
+                m.remove("managedFields");
+            }
+        }
+        None => {}
+    }
+    whole
 }
