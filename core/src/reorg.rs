@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::model::{Quota, Tenant, TenantSpec, TenantState};
+use crate::model::{Level, Quota, Tenant, TenantSpec, TenantState};
 use crate::registry::{Changeset, Draft, Registry};
 use crate::validate::validate_spec;
 
@@ -126,6 +126,92 @@ impl Registry {
         Ok(t)
     }
 
+    /// Checks an existing merge target: not a source, of the sources'
+    /// level, active, and not below a source. Its id.
+    fn merge_into_existing(
+        &self,
+        id: &str,
+        level: Level,
+        seen: &BTreeSet<String>,
+        src: &[Tenant],
+    ) -> Result<String> {
+        let t = self.current(id)?;
+        if seen.contains(&t.id) {
+            return Err(Error::MergeIntoSelf { id: t.id.clone() });
+        }
+        if t.level != level {
+            return Err(Error::MergeLevel {
+                id: t.id.clone(),
+                found: t.level,
+                level,
+            });
+        }
+        if t.state != TenantState::Active {
+            return Err(Error::NotActive {
+                id: t.id.clone(),
+                state: t.state,
+            });
+        }
+        for s in src {
+            if self.is_ancestor_or_self(&s.id, &t.id) {
+                return Err(Error::Cycle {
+                    id: s.id.clone(),
+                    parent: t.id.clone(),
+                });
+            }
+        }
+        Ok(t.id.clone())
+    }
+
+    /// Checks a new merge target (a valid spec of the sources' level, no
+    /// quota of its own, a free id and code, a parent outside the sources)
+    /// and adds it to the draft. Its id.
+    fn merge_into_new(
+        &self,
+        spec: &TenantSpec,
+        level: Level,
+        seen: &BTreeSet<String>,
+        draft: &mut Draft,
+    ) -> Result<String> {
+        let spec = validate_spec(spec.clone())?;
+        if !spec.quota.is_zero() {
+            return Err(Error::MergeTargetQuota);
+        }
+        if spec.level != level {
+            return Err(Error::MergeLevel {
+                id: spec.id.clone(),
+                found: spec.level,
+                level,
+            });
+        }
+        self.check_id_free(&spec.id)?;
+        // The new tenant may take over a code of a tenant it absorbs.
+        self.check_code_free(spec.level, spec.admin_code.as_deref(), seen)?;
+        let parent = match &spec.parent {
+            Some(p) => Some(
+                self.find(p)
+                    .map_err(|_| Error::ParentNotFound { parent: p.clone() })?
+                    .id
+                    .clone(),
+            ),
+            None => None,
+        };
+        if let Some(p) = &parent {
+            if seen.contains(p) {
+                return Err(Error::Cycle {
+                    id: spec.id.clone(),
+                    parent: p.clone(),
+                });
+            }
+        }
+        self.check_parent(draft, spec.level, parent.as_deref())?;
+        let mut t = crate::model::Tenant::from_spec(spec);
+        t.parent = parent;
+        let id = t.id.clone();
+        draft.insert(t);
+        Ok(id)
+    }
+
     fn plan_merge(
         &self,
         sources: &[String],
@@ -156,73 +242,8 @@ impl Registry {
         }
         let mut draft = Draft::new(self);
         let target_id = match into {
-            MergeTarget::Existing(id) => {
-                let t = self.current(id)?;
-                if seen.contains(&t.id) {
-                    return Err(Error::MergeIntoSelf { id: t.id.clone() });
-                }
-                if t.level != level {
-                    return Err(Error::MergeLevel {
-                        id: t.id.clone(),
-                        found: t.level,
-                        level,
-                    });
-                }
-                if t.state != TenantState::Active {
-                    return Err(Error::NotActive {
-                        id: t.id.clone(),
-                        state: t.state,
-                    });
-                }
-                for s in &src {
-                    if self.is_ancestor_or_self(&s.id, &t.id) {
-                        return Err(Error::Cycle {
-                            id: s.id.clone(),
-                            parent: t.id.clone(),
-                        });
-                    }
-                }
-                t.id.clone()
-            }
-            MergeTarget::New(spec) => {
-                let spec = validate_spec(spec.clone())?;
-                if !spec.quota.is_zero() {
-                    return Err(Error::MergeTargetQuota);
-                }
-                if spec.level != level {
-                    return Err(Error::MergeLevel {
-                        id: spec.id.clone(),
-                        found: spec.level,
-                        level,
-                    });
-                }
-                self.check_id_free(&spec.id)?;
-                // The new tenant may take over a code of a tenant it absorbs.
-                self.check_code_free(spec.level, spec.admin_code.as_deref(), &seen)?;
-                let parent = match &spec.parent {
-                    Some(p) => Some(
-                        self.find(p)
-                            .map_err(|_| Error::ParentNotFound { parent: p.clone() })?
-                            .id
-                            .clone(),
-                    ),
-                    None => None,
-                };
-                if let Some(p) = &parent {
-                    if seen.contains(p) {
-                        return Err(Error::Cycle {
-                            id: spec.id.clone(),
-                            parent: p.clone(),
-                        });
-                    }
-                }
-                self.check_parent(&draft, spec.level, parent.as_deref())?;
-                let mut t = crate::model::Tenant::from_spec(spec);
-                t.parent = parent;
-                let id = t.id.clone();
-                draft.insert(t);
-                id
-            }
+            MergeTarget::Existing(id) => self.merge_into_existing(id, level, &seen, &src)?,
+            MergeTarget::New(spec) => self.merge_into_new(spec, level, &seen, &mut draft)?,
         };
 
         let mut added = Quota::default();
