@@ -117,28 +117,12 @@ impl LocalPostgres {
     }
 
     async fn start_once(dir: &Path) -> Result<LocalPostgres> {
-        let bin = postgres::newest_pg_bin_dir()
-            .filter(|d| is_executable(&d.join("initdb")))
-            .or_else(|| find_on_path("initdb").and_then(|p| p.parent().map(Path::to_path_buf)))
-            .ok_or_else(|| {
-                Error::Config(
-                    "PostgreSQL server programs (initdb, postgres) not found in /usr/lib/postgresql/*/bin nor on PATH; install them with: apt-get install postgresql"
-                        .into(),
-                )
-            })?;
+        let bin = server_bin_dir()?;
         let as_postgres = nix::unistd::geteuid().is_root();
         let dir = absolute(dir)?;
         fs::create_dir_all(&dir).map_err(|e| io_error(format!("creating {}", dir.display()), e))?;
         let user = if as_postgres {
-            Some(
-                nix::unistd::User::from_name(POSTGRES_USER)
-                    .map_err(|e| Error::backend("looking up the postgres user", e))?
-                    .ok_or_else(|| {
-                        Error::Config(
-                            "we run as root, and there is no postgres user to run PostgreSQL as; install PostgreSQL with: apt-get install postgresql".into(),
-                        )
-                    })?,
-            )
+            Some(postgres_user()?)
         } else {
             None
         };
@@ -184,37 +168,8 @@ impl LocalPostgres {
             c
         };
 
-        let initdb = || {
-            cmd("initdb", None)
-                .arg("--pgdata")
-                .arg(&data)
-                .arg("--username=postgres")
-                .arg("--pwfile")
-                .arg(&pwfile)
-                .arg("--auth=scram-sha-256")
-                .arg("--encoding=UTF8")
-                .arg("--locale=C")
-                .stdin(Stdio::null())
-                .output()
-                .map_err(|e| io_error("running initdb", e))
-        };
-        let out = if existing { None } else { Some(initdb()?) };
-        let _ = fs::remove_file(&pwfile);
-        if let Some(out) = out.filter(|o| !o.status.success()) {
-            return Err(Error::backend(
-                "initdb",
-                format!(
-                    "{}: {}{}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stdout).trim(),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-            ));
-        }
-        let hba = "# written by ndc: passwords everywhere, TCP only on 127.0.0.1\n\
-                   local all all scram-sha-256\n\
-                   host all all 127.0.0.1/32 scram-sha-256\n";
-        fs::write(data.join("pg_hba.conf"), hba).map_err(|e| io_error("writing pg_hba.conf", e))?;
+        init_cluster(&cmd, &data, &pwfile, existing)?;
+        write_hba(&data)?;
 
         let port = reuse_ports(saved.as_ref().filter(|_| existing), 1)?[0];
         store_saved(
@@ -262,7 +217,13 @@ impl LocalPostgres {
             home,
             dir,
         };
-        let cfg = pg.config.clone();
+        pg.wait_ready(&log).await?;
+        Ok(pg)
+    }
+
+    /// Waits until the server started takes a superuser connection.
+    async fn wait_ready(&mut self, log: &Path) -> Result<()> {
+        let cfg = self.config.clone();
         let ready = || {
             let cfg = cfg.clone();
             async move {
@@ -280,10 +241,10 @@ impl LocalPostgres {
                 }
             }
         };
-        if let Some(child) = pg.child.as_mut() {
-            wait_ready("PostgreSQL", child, &log, ready).await?;
+        if let Some(child) = self.child.as_mut() {
+            wait_ready("PostgreSQL", child, log, ready).await?;
         }
-        Ok(pg)
+        Ok(())
     }
 
     /// How to reach this server as its superuser.
@@ -347,4 +308,75 @@ impl Drop for LocalPostgres {
             terminate(&mut child, Duration::from_secs(5));
         }
     }
+}
+
+/// Where PostgreSQL's server programs are: the newest in
+/// /usr/lib/postgresql/*/bin, or beside initdb on PATH.
+fn server_bin_dir() -> Result<PathBuf> {
+    postgres::newest_pg_bin_dir()
+        .filter(|d| is_executable(&d.join("initdb")))
+        .or_else(|| find_on_path("initdb").and_then(|p| p.parent().map(Path::to_path_buf)))
+        .ok_or_else(|| {
+            Error::Config(
+                "PostgreSQL server programs (initdb, postgres) not found in /usr/lib/postgresql/*/bin nor on PATH; install them with: apt-get install postgresql"
+                    .into(),
+            )
+        })
+}
+
+/// The user PostgreSQL runs as when we are root.
+fn postgres_user() -> Result<nix::unistd::User> {
+    nix::unistd::User::from_name(POSTGRES_USER)
+        .map_err(|e| Error::backend("looking up the postgres user", e))?
+        .ok_or_else(|| {
+            Error::Config(
+                "we run as root, and there is no postgres user to run PostgreSQL as; install PostgreSQL with: apt-get install postgresql".into(),
+            )
+        })
+}
+
+/// Passwords everywhere; TCP only on 127.0.0.1.
+fn write_hba(data: &Path) -> Result<()> {
+    let hba = "# written by ndc: passwords everywhere, TCP only on 127.0.0.1\n\
+               local all all scram-sha-256\n\
+               host all all 127.0.0.1/32 scram-sha-256\n";
+    fs::write(data.join("pg_hba.conf"), hba).map_err(|e| io_error("writing pg_hba.conf", e))
+}
+
+/// Makes the cluster with `initdb` unless it exists; removes the password
+/// file either way.
+fn init_cluster(
+    cmd: &dyn Fn(&str, Option<&str>) -> std::process::Command,
+    data: &Path,
+    pwfile: &Path,
+    existing: bool,
+) -> Result<()> {
+    let initdb = || {
+        cmd("initdb", None)
+            .arg("--pgdata")
+            .arg(data)
+            .arg("--username=postgres")
+            .arg("--pwfile")
+            .arg(pwfile)
+            .arg("--auth=scram-sha-256")
+            .arg("--encoding=UTF8")
+            .arg("--locale=C")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| io_error("running initdb", e))
+    };
+    let out = if existing { None } else { Some(initdb()?) };
+    let _ = fs::remove_file(pwfile);
+    if let Some(out) = out.filter(|o| !o.status.success()) {
+        return Err(Error::backend(
+            "initdb",
+            format!(
+                "{}: {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout).trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ));
+    }
+    Ok(())
 }
