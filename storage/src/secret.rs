@@ -3,7 +3,8 @@
 use crate::{Error, Result, S3Credentials};
 
 /// `n` random bytes from the operating system's CSPRNG, hex-encoded (2n chars).
-pub(crate) fn random_hex(n: usize) -> Result<String> {
+/// `n` random bytes from the system's generator, as lowercase hex.
+pub fn random_hex(n: usize) -> Result<String> {
     let mut bytes = vec![0u8; n];
     getrandom::fill(&mut bytes)
         .map_err(|e| Error::backend("reading the system random number generator", e))?;

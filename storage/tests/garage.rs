@@ -4,7 +4,8 @@
 //! command that installs it.
 
 use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
-use ndc_storage::{conformance, BucketRequest, GarageStore, LocalGarage, ObjectStore};
+use ndc_storage::{BucketRequest, GarageStore, LocalGarage, ObjectStore};
+use ndc_testkit::conformance;
 
 async fn garage(dir: &std::path::Path) -> (LocalGarage, GarageStore) {
     let local = LocalGarage::start(dir)

@@ -1,7 +1,8 @@
 //! The database conformance suite against a real PostgreSQL server started
 //! in a temporary directory.
 
-use ndc_storage::{conformance, DatabaseStore, LocalPostgres, PostgresStore};
+use ndc_storage::{DatabaseStore, LocalPostgres, PostgresStore};
+use ndc_testkit::conformance;
 
 async fn postgres(dir: &std::path::Path) -> LocalPostgres {
     LocalPostgres::start(dir)

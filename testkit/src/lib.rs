@@ -1,9 +1,11 @@
 //! ndc's test helpers, shared by every crate's tests: waiting for a
-//! condition with a deadline (never a bare sleep), free ports, and builders
-//! of test values.
+//! condition with a deadline (never a bare sleep), builders of test values,
+//! and the storage drivers' conformance suites ([`conformance`]).
 //!
 //! For dev-dependencies only: no shipped crate may depend on it (the
 //! dependency-rule test in `ndc/tests/architecture.rs` checks this).
+
+pub mod conformance;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -7,10 +7,9 @@
 use aws_sdk_s3::primitives::ByteStream;
 use tokio_postgres::error::SqlState;
 
-use crate::secret::random_hex;
-use crate::{
-    generate_password, generate_s3_credentials, postgres, s3, BucketRequest, DatabaseRequest,
-    DatabaseStore, Error, ObjectStore, S3Credentials,
+use ndc_storage::{
+    generate_password, generate_s3_credentials, postgres, random_hex, s3, BucketRequest,
+    DatabaseRequest, DatabaseStore, Error, ObjectStore, S3Credentials,
 };
 
 type Outcome = Result<(), String>;
