@@ -238,3 +238,61 @@ async fn registering_a_service_unchanged_answers_from_a_read_and_writes_nothing(
     );
     Ok(())
 }
+
+/// The typed catalogue watch: a service registered, a tenant subscribed and
+/// unsubscribed arrive as typed events, in order; a tenant-admin may not
+/// watch the whole catalogue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalogue_watch_streams_typed_changes() -> Result<()> {
+    let c = national(1).await?;
+    let addr = c.addr(1);
+    let mut op = catalog(&addr, OPERATOR)?;
+    let mut watch = op
+        .watch(pb::WatchCatalogRequest { start_revision: 0 })
+        .await?
+        .into_inner();
+    let first = watch.message().await?.context("no established message")?;
+    ensure!(first.events.is_empty());
+
+    op.register(register(meetings())).await?;
+    subscription(&mut op, "ba-dinh").await?;
+    op.unsubscribe(subscribe("ba-dinh")).await?;
+
+    let mut seen = Vec::new();
+    let events = async {
+        while seen.len() < 3 {
+            let msg = watch.message().await?.context("the watch ended")?;
+            ensure!(msg.revision > first.revision);
+            for e in msg.events {
+                let put = e.kind == pb::catalog_event::Kind::Put as i32;
+                seen.push(match e.object.context("an event without its object")? {
+                    pb::catalog_event::Object::Service(s) => {
+                        format!("service {} {put}", s.spec.unwrap_or_default().name)
+                    }
+                    pb::catalog_event::Object::Subscription(s) => {
+                        format!("subscription {}->{} {put}", s.tenant, s.service)
+                    }
+                });
+            }
+        }
+        Ok::<(), anyhow::Error>(())
+    };
+    tokio::time::timeout(ndc_testkit::DEADLINE, events)
+        .await
+        .context("three catalogue events did not come")??;
+    ensure!(
+        seen == [
+            "service hop-truc-tuyen true",
+            "subscription ba-dinh->hop-truc-tuyen true",
+            "subscription ba-dinh->hop-truc-tuyen false",
+        ],
+        "{seen:?}"
+    );
+
+    let e = catalog(&addr, HANOI_ADMIN)?
+        .watch(pb::WatchCatalogRequest { start_revision: 0 })
+        .await
+        .expect_err("a tenant-admin watched the whole catalogue");
+    ensure!(e.code() == Code::PermissionDenied, "{e:?}");
+    Ok(())
+}

@@ -1,6 +1,7 @@
 //! The catalogue service: shared services and subscriptions, checked in apply.
 
-use crate::status;
+use crate::{status, watch};
+use ndc_store::{keys, EventKind};
 use std::sync::Arc;
 
 use ndc_api::catalog::catalog_server::Catalog;
@@ -223,6 +224,52 @@ impl CatalogService {
 
 #[tonic::async_trait]
 impl Catalog for CatalogService {
+    type WatchStream = watch::Watch<pb::CatalogEvents>;
+
+    #[tracing::instrument(skip_all, fields(from = request.get_ref().start_revision))]
+    async fn watch(
+        &self,
+        request: Request<pb::WatchCatalogRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let actor = self.node.auth.actor(request.metadata())?;
+        watch::require_reads_every_tenant(&actor, "watch the catalogue")?;
+        let stream = watch::open(
+            self.node.reader.clone(),
+            request.into_inner().start_revision,
+            |revision| pb::CatalogEvents {
+                events: vec![],
+                revision,
+            },
+            |revision, events| {
+                let mut out = Vec::new();
+                for e in events {
+                    let object = if e.key.starts_with(keys::SERVICES_PREFIX) {
+                        let s: Service = watch::decode(e)?;
+                        pb::catalog_event::Object::Service(service_to_pb(&s, 0))
+                    } else if e.key.starts_with(keys::SUBSCRIPTIONS_PREFIX) {
+                        let s: Subscription = watch::decode(e)?;
+                        pb::catalog_event::Object::Subscription(sub_to_pb(&s))
+                    } else {
+                        continue;
+                    };
+                    let kind = match e.kind {
+                        EventKind::Put => pb::catalog_event::Kind::Put,
+                        EventKind::Delete => pb::catalog_event::Kind::Delete,
+                    };
+                    out.push(pb::CatalogEvent {
+                        kind: kind as i32,
+                        object: Some(object),
+                    });
+                }
+                Ok((!out.is_empty()).then_some(pb::CatalogEvents {
+                    events: out,
+                    revision,
+                }))
+            },
+        )?;
+        Ok(Response::new(stream))
+    }
+
     async fn register(
         &self,
         request: Request<pb::RegisterRequest>,
