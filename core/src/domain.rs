@@ -264,6 +264,45 @@ pub struct AuditHead {
     pub hash: String,
 }
 
+/// What an audit record says, before it is chained to the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub revision: u64,
+    pub at_ms: u64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub decision: Option<String>,
+}
+
+impl AuditHead {
+    /// The record that follows this head: the next number, linked to this
+    /// hash, with its own hash.
+    pub fn chain(&self, e: AuditEntry) -> AuditRecord {
+        let mut r = AuditRecord {
+            seq: self.seq + 1,
+            revision: e.revision,
+            at_ms: e.at_ms,
+            actor: e.actor,
+            action: e.action,
+            target: e.target,
+            decision: e.decision,
+            prev_hash: self.hash.clone(),
+            hash: String::new(),
+        };
+        r.hash = record_hash(&r);
+        r
+    }
+
+    /// The head after `r`.
+    pub fn of(r: &AuditRecord) -> AuditHead {
+        AuditHead {
+            seq: r.seq,
+            hash: r.hash.clone(),
+        }
+    }
+}
+
 /// The hash of a record: SHA-256 over its fields (not its own hash), in a
 /// fixed order, each length-prefixed so no two records share an encoding.
 pub fn record_hash(r: &AuditRecord) -> String {
@@ -289,19 +328,18 @@ mod tests {
     use super::*;
 
     fn rec(seq: u64, prev: &str) -> AuditRecord {
-        let mut r = AuditRecord {
-            seq,
+        let head = AuditHead {
+            seq: seq - 1,
+            hash: prev.into(),
+        };
+        head.chain(AuditEntry {
             revision: seq * 10,
             at_ms: 1,
             actor: "op".into(),
             action: "tenant.create".into(),
             target: format!("t{seq}"),
             decision: None,
-            prev_hash: prev.into(),
-            hash: String::new(),
-        };
-        r.hash = record_hash(&r);
-        r
+        })
     }
 
     #[test]

@@ -96,21 +96,23 @@ pub fn verify_chain(records: &[(String, Vec<u8>)], head: Option<&AuditHead>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ndc_core::domain::AuditEntry;
 
+    /// Record `seq` of a test chain, linked to `prev`.
     fn rec(seq: u64, prev: &str) -> AuditRecord {
-        let mut r = AuditRecord {
-            seq,
+        let e = AuditEntry {
             revision: seq * 10,
             at_ms: 1,
             actor: "op".into(),
             action: "tenant.create".into(),
             target: format!("t{seq}"),
             decision: None,
-            prev_hash: prev.into(),
-            hash: String::new(),
         };
-        r.hash = record_hash(&r);
-        r
+        AuditHead {
+            seq: seq - 1,
+            hash: prev.into(),
+        }
+        .chain(e)
     }
 
     fn chain(n: u64) -> (Vec<(String, Vec<u8>)>, AuditHead) {

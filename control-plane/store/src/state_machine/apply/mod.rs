@@ -15,7 +15,7 @@ use super::*;
 use crate::codec::{decode, encode};
 use crate::db::{be, cf, CF_EVENTS, CF_KV, CF_SM};
 use crate::error::{Error, Result};
-use ndc_core::domain::{self, AuditHead, AuditRecord};
+use ndc_core::domain::{AuditEntry, AuditHead};
 
 mod catalog;
 mod claims;
@@ -267,22 +267,15 @@ fn audit_ops(
     target: String,
     decision: Option<String>,
 ) -> Result<AuditHead> {
-    let mut record = AuditRecord {
-        seq: head.seq + 1,
+    let record = head.chain(AuditEntry {
         revision,
         at_ms,
         actor: actor.to_string(),
         action: action.to_string(),
         target,
         decision,
-        prev_hash: head.hash.clone(),
-        hash: String::new(),
-    };
-    record.hash = domain::record_hash(&record);
-    let new_head = AuditHead {
-        seq: record.seq,
-        hash: record.hash.clone(),
-    };
+    });
+    let new_head = AuditHead::of(&record);
     ops.push(Op::Put {
         key: keys::audit_key(record.seq),
         value: to_json("audit record", &record)?,
