@@ -3,10 +3,9 @@
 //! offering a capability already shared at an overlapping scope is refused
 //! (naming the one there is), unless an exemption decision is recorded.
 //!
-//! Layout: `/ndc/services/<name>` → JSON [`Service`];
-//! `/ndc/subscriptions/<tenant>/<service>` → JSON [`Subscription`]. These
-//! types also travel in log entries (postcard): no tagged enums, no
-//! skipped fields.
+//! The store keeps services and subscriptions as JSON (where:
+//! `ndc_store::keys`). These types also travel in log entries (postcard):
+//! no tagged enums, no skipped fields.
 
 use serde::{Deserialize, Serialize};
 

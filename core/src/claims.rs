@@ -3,9 +3,9 @@
 //! provisioner then makes it real outside and writes the outcome back as the
 //! claim's status.
 //!
-//! Layout: `/ndc/claims/<uid>` → JSON [`Claim`]. These types also travel in
-//! log entries (postcard, a positional format): no internally tagged enums
-//! and no skipped fields here. The uid is chosen by the
+//! The store keeps each claim as JSON (where: `ndc_store::keys`). These
+//! types also travel in log entries (postcard, a positional format): no
+//! internally tagged enums and no skipped fields here. The uid is chosen by the
 //! proposer and never reused; every external name is derived from it, so a
 //! new leader finds what an earlier one created.
 

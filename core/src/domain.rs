@@ -1,5 +1,6 @@
-//! Domain requests (tenants and their reorganisation) applied inside the
-//! state machine, with authorisation and the hash-chained audit log.
+//! Domain requests (tenants and their reorganisation), who may make them
+//! (roles, actors, authorisation), and the audit log's hashing and chaining
+//! rules. The state machine applies them; this module decides.
 //!
 //! Everything here runs in apply, on every node, from the log entry alone:
 //! the time of a request is the proposer's clock written into the entry, so
